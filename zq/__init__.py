@@ -1,0 +1,70 @@
+"""zq: a distributed task queue with Celery's programming model and no broker."""
+
+from . import states
+from .app import App
+from .canvas import Signature, chain, group, signature
+from .errors import (
+    ConfigurationError,
+    ContentDisallowed,
+    DecodeError,
+    Ignore,
+    MaxRetriesExceededError,
+    NoRoute,
+    NotRegistered,
+    ProtocolError,
+    PublishError,
+    QueueFull,
+    Reject,
+    Retry,
+    SerializationError,
+    SoftTimeLimitExceeded,
+    TaskError,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    TimeoutError,
+    WorkerLostError,
+    ZqError,
+)
+from .log import get_task_logger
+from .result import AsyncResult, EagerResult, GroupResult
+from .task import Task, current_task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # the application and its tasks
+    "App",
+    "Task",
+    "current_task",
+    "get_task_logger",
+    # calling and results
+    "AsyncResult",
+    "EagerResult",
+    "GroupResult",
+    "Signature",
+    "chain",
+    "group",
+    "signature",
+    "states",
+    # errors
+    "ConfigurationError",
+    "ContentDisallowed",
+    "DecodeError",
+    "Ignore",
+    "MaxRetriesExceededError",
+    "NoRoute",
+    "NotRegistered",
+    "ProtocolError",
+    "PublishError",
+    "QueueFull",
+    "Reject",
+    "Retry",
+    "SerializationError",
+    "SoftTimeLimitExceeded",
+    "TaskError",
+    "TaskRevokedError",
+    "TimeLimitExceeded",
+    "TimeoutError",
+    "WorkerLostError",
+    "ZqError",
+]

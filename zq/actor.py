@@ -1,0 +1,298 @@
+"""The actor process: takes tasks from the router up to its credit and runs them one at a time.
+
+Each actor process imports the app once and keeps one instance of each task (the actor
+model: ``self`` persists between calls). It pushes every state change straight to the
+results actor and tells the router when a task is done, which returns one credit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from . import protocol, serialization, states
+from ._remote import exception_to_data
+from .errors import NotRegistered, ProtocolError, SerializationError, SoftTimeLimitExceeded
+from .protocol import Cmd, Message
+from .task import IGNORED, Outcome, Request, Task, trace
+from .utils import load_app, reachable
+
+logger = logging.getLogger("zq.actor")
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    app: str
+    router: str
+    identity: bytes
+    host: str
+    queues: tuple[str, ...] = ()
+    prefetch: int = 1
+    supervised: bool = False
+    heartbeat_interval_s: float = 1.0
+    time_limit_s: float | None = None
+    soft_time_limit_s: float | None = None
+    max_tasks_per_child: int | None = None
+    max_memory_per_child_kb: int | None = None
+    log_level: str = "INFO"
+
+
+class Actor:
+    def __init__(self, config: ActorConfig):
+        self.config = config
+        self.stopping = False
+        self.buffer: deque[Message] = deque()
+        self.tasks_run = 0
+        self.hostname = socket.gethostname()
+        self._last_sent = 0.0
+        self._welcomed = False
+        self.results_push: zmq.Socket[Any] | None = None
+        self.current: Message | None = None
+
+    def setup(self) -> None:
+        self.app = load_app(self.config.app)
+        self.app._state_sink = self._push_event
+        self.queues = self.config.queues or (self.app.settings.task_default_queue,)
+        self.accept = serialization.content_types(self.app.settings.accept_content)
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.identity = self.config.identity
+        self.sock.linger = 0
+        self.sock.connect(self.config.router)
+        self._announce()
+
+    def teardown(self) -> None:
+        # Tasks taken but never started go back to the router.
+        while self.buffer:
+            msg = self.buffer.popleft()
+            self._done(msg.header, requeue=True, started=False)
+        self.app._state_sink = None
+        if self.results_push is not None:
+            self.results_push.close(linger=2000)
+        self.sock.close(linger=2000)
+        self.ctx.term()
+
+    def run(self) -> None:
+        self.setup()
+        try:
+            while not self.stopping:
+                self.step(self.config.heartbeat_interval_s)
+        finally:
+            self.teardown()
+
+    def _announce(self) -> None:
+        header: dict[str, Any] = {
+            "queues": list(self.queues), "credit": max(self.config.prefetch - len(self.buffer), 0),
+            "host": self.config.host, "pid": os.getpid(), "supervised": self.config.supervised,
+            "holding": [[m.header.get("id"), m.header.get("retries", 0)] for m in self.buffer],
+        }
+        self._send(Message(Cmd.READY, header))
+
+    def _send(self, msg: Message) -> None:
+        protocol.send(self.sock, msg)
+        self._last_sent = time.monotonic()
+
+    def step(self, timeout_s: float) -> None:
+        wait_ms = 0 if (self.buffer and self._welcomed) else timeout_s * 1000
+        if self.sock.poll(wait_ms):
+            self._drain()
+        if self.buffer and self._welcomed and not self.stopping:
+            self._execute(self.buffer.popleft())
+            self.tasks_run += 1
+            self._maybe_recycle()
+        elif time.monotonic() - self._last_sent >= self.config.heartbeat_interval_s:
+            self._send(Message(Cmd.HEARTBEAT))
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                _, msg = protocol.recv(self.sock, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ProtocolError as exc:
+                logger.error("dropping malformed message from the router: %s", exc)
+                continue
+            if msg.cmd is Cmd.TASK:
+                self.buffer.append(msg)
+            elif msg.cmd is Cmd.WELCOME:
+                self._on_welcome(msg.header)
+            elif msg.cmd is Cmd.RESYNC:
+                logger.info("the router does not know this actor (restarted?); announcing")
+                self._announce()
+            elif msg.cmd is Cmd.ERROR:
+                logger.error("router: %s", msg.header.get("message"))
+            else:
+                logger.warning("unexpected %s from the router", msg.cmd.value)
+
+    def _on_welcome(self, header: dict[str, Any]) -> None:
+        endpoint = reachable(header["results"]["ingest"], self.config.router)
+        if self.results_push is None or self._results_endpoint != endpoint:
+            if self.results_push is not None:
+                self.results_push.close(linger=0)
+            self.results_push = self.ctx.socket(zmq.PUSH)
+            self.results_push.linger = 0
+            self.results_push.sndhwm = 0
+            self.results_push.connect(endpoint)
+            self._results_endpoint = endpoint
+        self._welcomed = True
+
+    # -- running one task ---------------------------------------------------------------
+
+    def _execute(self, msg: Message) -> None:
+        header = msg.header
+        self.current = msg
+        request: Request | None = None
+        try:
+            name = header.get("task", "")
+            task = self.app.tasks.get(name)
+            if task is None:
+                raise NotRegistered(f"Received unregistered task of type {name!r}: the worker "
+                                    f"running app {self.config.app!r} has no task of that name")
+            args, kwargs = self._arguments(header, msg.body)
+            request = self._request(task, header, args, kwargs)
+            if task.option("track_started", "task_track_started") and not request.ignore_result:
+                self._push_event(protocol.state_event(request.id or "", states.STARTED,
+                                 retries=request.retries, name=task.name,
+                                 pid=os.getpid(), hostname=self.hostname))
+            soft = request.soft_time_limit or self.config.soft_time_limit_s
+            if soft:
+                signal.setitimer(signal.ITIMER_REAL, soft)
+            try:
+                outcome = trace(task, request, args, kwargs,
+                                report=lambda o: self._report(task, request, o))  # type: ignore[arg-type]
+            finally:
+                if soft:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+            if header.get("chain"):
+                self._follow_chain(header, outcome)
+            requeue = outcome.state == states.REJECTED and outcome.requeue
+            self._done(header, requeue=requeue, started=True)
+        except Exception as exc:
+            # The task could not even start: unknown name, arguments that will not decode.
+            logger.error("task %s[%s] cannot run: %s", header.get("task"), header.get("id"), exc)
+            self._push_event(protocol.state_event(
+                str(header.get("id", "")), states.FAILURE, retries=header.get("retries", 0),
+                name=header.get("task"), exc=exception_to_data(exc)))
+            self._done(header)
+        finally:
+            self.current = None
+
+    def _follow_chain(self, header: dict[str, Any], outcome: Outcome) -> None:
+        """Send the next link with this result, or fail the links that will never run."""
+        from .canvas import Signature
+
+        links = header["chain"]
+        if outcome.state == states.SUCCESS:
+            nxt = Signature.from_dict(links[0], app=self.app)
+            options = dict(nxt.options)
+            if len(links) > 1:
+                options["chain"] = links[1:]
+            self.app.send_task(nxt.task, (outcome.retval, *nxt.args) if not nxt.immutable
+                               else nxt.args, nxt.kwargs, **options)
+        elif outcome.state == states.FAILURE:
+            data = exception_to_data(outcome.retval, outcome.traceback)
+            for link in links:
+                link_id = link.get("options", {}).get("task_id")
+                if link_id:
+                    self._push_event(protocol.state_event(link_id, states.FAILURE,
+                                                          name=link.get("task"), exc=data))
+
+    def _arguments(self, header: dict[str, Any], body: bytes) -> tuple[list[Any], dict[str, Any]]:
+        payload = serialization.loads(body, header.get("ct", ""), self.accept)
+        if (not isinstance(payload, list) or len(payload) != 2
+                or not isinstance(payload[0], list) or not isinstance(payload[1], dict)):
+            raise SerializationError("task body must be [args list, kwargs map]")
+        return payload[0], payload[1]
+
+    def _request(self, task: Task, h: dict[str, Any], args: list[Any],
+                 kwargs: dict[str, Any]) -> Request:
+        ignore = h.get("ignore_result")
+        if ignore is None:
+            ignore = task.option("ignore_result", "task_ignore_result")
+        return Request(
+            id=h["id"], task=h["task"], args=args, kwargs=kwargs, retries=h.get("retries", 0),
+            eta=h.get("eta"), expires=h.get("expires"), hostname=self.hostname,
+            delivery_info={"exchange": h.get("exchange", ""), "routing_key": h.get("rk"),
+                           "queue": h.get("queue"), "priority": h.get("priority"),
+                           "redelivered": bool(h.get("redelivered"))},
+            is_eager=False, called_directly=False, root_id=h.get("root_id") or h["id"],
+            parent_id=h.get("parent_id"), headers=h.get("headers") or {},
+            ignore_result=bool(ignore), time_limit=h.get("time_limit"),
+            soft_time_limit=h.get("soft_time_limit"), content_type=h.get("ct"),
+            acks_late=bool(h.get("acks_late")))
+
+    def _report(self, task: Task, request: Request, outcome: Outcome) -> None:
+        if outcome.state == IGNORED or outcome.state == states.REJECTED:
+            return
+        base = {"retries": request.retries, "name": task.name}
+        if outcome.state == states.SUCCESS:
+            if request.ignore_result:
+                return
+            content_type, body = serialization.dumps(outcome.retval,
+                                                     self.app.settings.result_serializer)
+            event = protocol.state_event(request.id or "", states.SUCCESS, content_type=content_type,
+                                         body=body, **base)
+        else:
+            if request.ignore_result and outcome.state == states.RETRY:
+                return
+            exc = outcome.retval
+            data = exception_to_data(exc, outcome.traceback)
+            event = protocol.state_event(request.id or "", outcome.state, exc=data, **base)
+        event["ts"] = time.time()
+        self._push_event(event)
+
+    def _push_event(self, event: dict[str, Any]) -> None:
+        if self.results_push is None:
+            logger.error("no results endpoint yet; dropping %s of %s", event["state"], event["id"])
+            return
+        protocol.send(self.results_push, Message(Cmd.EVENTS, {"events": [event]}))
+
+    def _done(self, header: dict[str, Any], requeue: bool = False, started: bool = True) -> None:
+        done: dict[str, Any] = {"id": header.get("id"), "retries": header.get("retries", 0)}
+        if requeue:
+            done["requeue"] = True
+            done["started"] = started
+        self._send(Message(Cmd.DONE, done))
+
+    def _maybe_recycle(self) -> None:
+        limit = self.config.max_tasks_per_child
+        if limit and self.tasks_run >= limit:
+            logger.info("recycling after %d tasks (max_tasks_per_child)", self.tasks_run)
+            self.stopping = True
+        mem_limit = self.config.max_memory_per_child_kb
+        if mem_limit:
+            import psutil
+            rss_kb = psutil.Process().memory_info().rss // 1024
+            if rss_kb > mem_limit:
+                logger.info("recycling at %d KiB resident (max_memory_per_child %d KiB)",
+                            rss_kb, mem_limit)
+                self.stopping = True
+
+
+def _soft_time_limit(signum: int, frame: Any) -> None:
+    raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+
+def main(config: ActorConfig) -> None:
+    """Entry point of an actor process started by the supervisor."""
+    from .log import setup_logging
+
+    setup_logging(config.log_level)
+    actor = Actor(config)
+
+    def stop(signum: int, frame: Any) -> None:
+        actor.stopping = True
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGALRM, _soft_time_limit)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGALRM})
+    actor.run()

@@ -1,0 +1,320 @@
+"""The App: settings, the task registry, the ``task`` decorator, and sending tasks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import zmq
+
+from . import config, protocol, serialization, states
+from .client import ResultsClient, RouterClient
+from .errors import ConfigurationError
+from .protocol import Cmd
+from .result import AsyncResult
+from .routing import Router as TaskRouter
+from .task import Task, current_request
+from .utils import new_id, to_timestamp
+
+logger = logging.getLogger("zq.app")
+
+_default_app: App | None = None
+
+# Tasks per SUBMIT when sending a group: large enough to amortize the round trip, small
+# enough that one message stays well under max_message_size.
+_BATCH_SIZE = 500
+
+
+def default_app() -> App:
+    """The App used by an ``AsyncResult`` created without one: the last App made."""
+    global _default_app
+    if _default_app is None:
+        _default_app = App()
+    return _default_app
+
+
+class _Conf:
+    """``app.conf``: read settings as attributes; ``update`` replaces them, as in Celery."""
+
+    def __init__(self, app: App):
+        self._app = app
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._app.settings, name)
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self._app.settings, name)
+
+    def update(self, values: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self._app.settings = self._app.settings.replace(**{**(values or {}), **kwargs})
+        self._app._routes = None
+
+
+class _Clients(threading.local):
+    pid: int = 0
+    router: RouterClient | None = None
+    results: ResultsClient | None = None
+
+    def __init__(self) -> None:
+        self.pending: weakref.WeakValueDictionary[str, AsyncResult] = (
+            weakref.WeakValueDictionary())
+
+
+class App:
+    """A zq application: where tasks are registered and from where they are sent.
+
+    ``router`` is the one address clients and workers need; it defaults to ``$ZQ_ROUTER``,
+    else ``tcp://127.0.0.1:5555``. Other keywords are settings (see :class:`zq.config.Settings`).
+    """
+
+    def __init__(self, main: str | None = None, *, router: str | None = None,
+                 task_cls: type[Task] | None = None, **settings: Any):
+        global _default_app
+        router = router or os.environ.get("ZQ_ROUTER") or config.DEFAULT_ROUTER
+        self.main = main
+        self.settings = config.from_mapping({**settings, "router": router})
+        self.tasks: dict[str, Task] = {}
+        base = task_cls or Task
+        if not (isinstance(base, type) and issubclass(base, Task)):
+            raise ConfigurationError(f"task_cls must be a subclass of zq.Task, not {base!r}")
+        self.Task: type[Task] = type("Task", (base,), {
+            "app": self, "abstract": True, "__module__": base.__module__})
+        self._clients = _Clients()
+        self._routes: TaskRouter | None = None
+        self._state_sink: Callable[[dict[str, Any]], None] | None = None
+        from .control import Control
+        self.control = Control(self)
+        _default_app = self
+
+    @property
+    def conf(self) -> _Conf:
+        return _Conf(self)
+
+    # -- the registry -------------------------------------------------------------------
+
+    def gen_task_name(self, name: str, module: str) -> str:
+        """The default name of a task: ``module.name`` (``main`` stands in for __main__)."""
+        if module == "__main__" and self.main:
+            module = self.main
+        return f"{module}.{name}"
+
+    def task(self, *args: Any, **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
+        if len(args) == 1 and callable(args[0]) and not options:
+            return self._task_from_fun(args[0])
+        if args:
+            raise TypeError("@app.task takes keyword options only: @app.task(name=...)")
+
+        def decorate(fun: Callable[..., Any]) -> Task:
+            return self._task_from_fun(fun, **options)
+        return decorate
+
+    def _task_from_fun(self, fun: Callable[..., Any], name: str | None = None,
+                       base: type[Task] | None = None, bind: bool = False,
+                       **options: Any) -> Task:
+        base = base or self.Task
+        if base.app is not self:
+            base = type(base.__name__, (base,), {"app": self, "abstract": True,
+                                                 "__module__": base.__module__})
+        name = name or self.gen_task_name(fun.__name__, fun.__module__)
+        for key in ("autoretry_for", "dont_autoretry_for", "throws"):
+            if key in options and not isinstance(options[key], tuple):
+                options[key] = tuple(options[key])
+        attrs = {"name": name, "run": fun if bind else staticmethod(fun),
+                 "__doc__": fun.__doc__, "__module__": fun.__module__,
+                 "__qualname__": fun.__qualname__, "__wrapped__": fun, **options}
+        type(fun.__name__, (base,), attrs)
+        return self.tasks[name]
+
+    def _register_class(self, cls: type[Task]) -> None:
+        if "name" not in cls.__dict__ or cls.__dict__["name"] is None:
+            cls.name = self.gen_task_name(cls.__name__, cls.__module__)
+        self.tasks[cls.name or ""] = cls()
+
+    def register_task(self, task: Task | type[Task]) -> Task:
+        """Register a task instance or class made outside the decorator (Celery's API)."""
+        cls = task if isinstance(task, type) else type(task)
+        if cls.app is not self:
+            cls = type(cls.__name__, (cls,), {"app": self, "__module__": cls.__module__,
+                                               "name": cls.name})
+        elif cls.name not in self.tasks:
+            self._register_class(cls)
+        return self.tasks[cls.name or ""]
+
+    # -- sending ------------------------------------------------------------------------
+
+    def send_task(self, name: str, args: Sequence[Any] | None = None,
+                  kwargs: dict[str, Any] | None = None, *, countdown: float | None = None,
+                  eta: Any = None, task_id: str | None = None, expires: Any = None,
+                  serializer: str | None = None, queue: str | None = None,
+                  exchange: str | None = None, routing_key: str | None = None,
+                  priority: int | None = None, ignore_result: bool | None = None,
+                  headers: dict[str, Any] | None = None, retries: int = 0,
+                  root_id: str | None = None, parent_id: str | None = None,
+                  time_limit: float | None = None, soft_time_limit: float | None = None,
+                  mandatory: bool = False, immediate: bool = False,
+                  publish_timeout_s: float | None = None, _task: Task | None = None,
+                  _content_type: str | None = None, **options: Any) -> AsyncResult:
+        """Send the task ``name`` without importing it; returns once the router accepted it."""
+        header, body = self._task_message(
+            name, args, kwargs, countdown=countdown, eta=eta, task_id=task_id, expires=expires,
+            serializer=serializer, queue=queue, exchange=exchange, routing_key=routing_key,
+            priority=priority, ignore_result=ignore_result, headers=headers, retries=retries,
+            root_id=root_id, parent_id=parent_id, time_limit=time_limit,
+            soft_time_limit=soft_time_limit, mandatory=mandatory, immediate=immediate,
+            _task=_task, _content_type=_content_type, **options)
+        timeout_s = publish_timeout_s if publish_timeout_s is not None \
+            else self.settings.publish_timeout_s
+        self._router_client().submit(header, body, timeout_s)
+        return self._track(AsyncResult(header["id"], app=self, task_name=name))
+
+    def _track(self, result: AsyncResult) -> AsyncResult:
+        """Remember a result this thread sent, so that one WAIT covers all of them."""
+        self._local().pending[result.id] = result
+        return result
+
+    def _task_message(self, name: str, args: Sequence[Any] | None = None,
+                      kwargs: dict[str, Any] | None = None, *, countdown: float | None = None,
+                      eta: Any = None, task_id: str | None = None, expires: Any = None,
+                      serializer: str | None = None, queue: str | None = None,
+                      exchange: str | None = None, routing_key: str | None = None,
+                      priority: int | None = None, ignore_result: bool | None = None,
+                      headers: dict[str, Any] | None = None, retries: int = 0,
+                      root_id: str | None = None, parent_id: str | None = None,
+                      time_limit: float | None = None, soft_time_limit: float | None = None,
+                      mandatory: bool = False, immediate: bool = False,
+                      _task: Task | None = None, _content_type: str | None = None,
+                      **options: Any) -> tuple[dict[str, Any], bytes]:
+        """The header and body of a task message, with every option resolved."""
+        if not isinstance(name, str) or not name:
+            raise TypeError("send_task() needs a task name")
+        if args is not None and not isinstance(args, (list, tuple)):
+            raise TypeError(f"args must be a list or tuple, not {type(args).__name__}")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise TypeError(f"kwargs must be a dict, not {type(kwargs).__name__}")
+        settings = self.settings
+        task = _task if _task is not None else self.tasks.get(name)
+        opt = (lambda attr, default: getattr(task, attr) if task is not None
+               and getattr(task, attr) is not None else default)
+        serializer = serializer or opt("serializer", settings.task_serializer)
+        if _content_type is not None and serializer is None:
+            serializer = _content_type
+        content_type, body = serialization.dumps([list(args or ()), dict(kwargs or {})],
+                                                 serializer)
+        task_id = task_id or new_id()
+        parent = current_request()
+        if parent is not None and parent.id and parent.id != task_id:
+            root_id = root_id or parent.root_id or parent.id
+            parent_id = parent_id or parent.id
+        if eta is None and countdown is not None:
+            eta = time.time() + float(countdown)
+        if expires is None:
+            expires = opt("expires", None)
+        route = self._router().route(name, task, queue=queue, exchange=exchange,
+                                     routing_key=routing_key, priority=priority)
+        header: dict[str, Any] = {"id": task_id, "task": name, "ct": content_type}
+        optional = {
+            "retries": retries or None,
+            "eta": to_timestamp(eta),
+            "expires": to_timestamp(expires, relative=True),
+            "queue": route.queue, "exchange": route.exchange or None,
+            "rk": route.routing_key, "priority": route.priority,
+            "ignore_result": ignore_result if ignore_result is not None
+            else opt("ignore_result", settings.task_ignore_result) or None,
+            "headers": headers or None, "root_id": root_id or None,
+            "parent_id": parent_id or None,
+            "acks_late": opt("acks_late", settings.task_acks_late) or None,
+            "reject_on_worker_lost": opt("reject_on_worker_lost",
+                                         settings.task_reject_on_worker_lost),
+            "max_redeliveries": opt("max_redeliveries", None),
+            "time_limit": time_limit or opt("time_limit", None),
+            "soft_time_limit": soft_time_limit or opt("soft_time_limit", None),
+            "rate_limit": opt("rate_limit", settings.task_default_rate_limit),
+            "mandatory": mandatory or None, "immediate": immediate or None,
+        }
+        header.update((k, v) for k, v in optional.items() if v is not None)
+        for key, value in options.items():
+            if key in ("link", "link_error", "chain", "group_id") and value:
+                header[key] = value
+        return header, body
+
+    def send_tasks(self, messages: Sequence[tuple[dict[str, Any], bytes]],
+                   publish_timeout_s: float | None = None) -> None:
+        """Submit prepared task messages in batches: one round trip per batch."""
+        timeout_s = publish_timeout_s if publish_timeout_s is not None \
+            else self.settings.publish_timeout_s
+        client = self._router_client()
+        for start in range(0, len(messages), _BATCH_SIZE):
+            client.submit_many(list(messages[start:start + _BATCH_SIZE]), timeout_s)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
+        return AsyncResult(task_id, app=self)
+
+    def watch(self, task_ids: Sequence[str] | str | None = None,
+              timeout_s: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield state changes as they happen: first the current state of what is watched.
+
+        With ``task_ids`` only those tasks are watched (with their current state first);
+        without, every task (the current state of the unfinished ones first).
+        """
+        if isinstance(task_ids, str):
+            task_ids = [task_ids]
+        return self._results().watch(list(task_ids) if task_ids else None, timeout_s)
+
+    # -- the sockets of this thread -----------------------------------------------------
+
+    def _local(self) -> _Clients:
+        local = self._clients
+        if local.pid != os.getpid():
+            local.pid = os.getpid()
+            local.router = None
+            local.results = None
+            local.pending = weakref.WeakValueDictionary()
+        return local
+
+    def _router_client(self) -> RouterClient:
+        local = self._local()
+        if local.router is None:
+            local.router = RouterClient(zmq.Context.instance(), self.settings.router)
+        return local.router
+
+    def _results(self) -> ResultsClient:
+        local = self._local()
+        if local.results is None:
+            welcome = self._router_client().call(Cmd.HELLO, {}, self.settings.publish_timeout_s)
+            local.results = ResultsClient(zmq.Context.instance(), welcome["results"],
+                                          self.settings.router, local.pending)
+        return local.results
+
+    def close(self) -> None:
+        """Close this thread's sockets (they are made again on next use)."""
+        local = self._local()
+        for client in (local.router, local.results):
+            if client is not None:
+                client.close()
+        local.router = local.results = None
+
+    def _router(self) -> TaskRouter:
+        if self._routes is None:
+            self._routes = TaskRouter(self.settings)
+        return self._routes
+
+    def _emit_state(self, task_id: str, state: str, meta: Any, *, retries: int = 0,
+                    name: str | None = None) -> None:
+        content_type, body = serialization.dumps(meta, self.settings.result_serializer)
+        event = protocol.state_event(task_id, state, retries=retries, name=name,
+                                     content_type=content_type, body=body)
+        if state in states.READY_STATES:
+            event["ts"] = time.time()
+        if self._state_sink is not None:
+            self._state_sink(event)
+        else:
+            self._results().emit([event])
+
+    def __repr__(self) -> str:
+        return f"<zq.App {self.main or '__main__'} router={self.settings.router}>"

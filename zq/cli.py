@@ -1,0 +1,228 @@
+"""The ``zq`` command line: parse, build a config, call in."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import DEFAULT_ROUTER
+
+router_option = click.option("--router", envvar="ZQ_ROUTER", default=DEFAULT_ROUTER,
+                             show_default=True, help="The router's address ($ZQ_ROUTER).")
+loglevel_option = click.option("-l", "--loglevel", default="INFO", show_default=True,
+                               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR",
+                                                  "CRITICAL"], case_sensitive=False))
+
+
+def _client_app(app_path: str | None, router: str) -> Any:
+    from .app import App
+    from .utils import load_app
+
+    if app_path:
+        app = load_app(app_path)
+        if router != app.settings.router:
+            app.conf.update(router=router)
+        return app
+    return App(router=router)
+
+
+def _json_arg(value: str, kind: type, what: str) -> Any:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{what} is not JSON: {exc}") from None
+    if not isinstance(parsed, kind):
+        raise click.BadParameter(f"{what} must be a JSON {kind.__name__}")
+    return parsed
+
+
+def _print(obj: Any) -> None:
+    click.echo(json.dumps(obj, default=repr))
+
+
+@click.group()
+@click.version_option(package_name="zq")
+def main() -> None:
+    """zq: a distributed task queue with Celery's programming model and no broker."""
+
+
+@main.command()
+@click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True,
+              help="Where clients and workers connect.")
+@click.option("--data-dir", default="zq-data", show_default=True, type=click.Path(),
+              help="Journal and results store.")
+@click.option("--results", "results_backend", type=click.Choice(["sqlite", "memory"]),
+              default="sqlite", show_default=True, help="Where task states are kept.")
+@click.option("--result-expires", type=float, default=86400.0, show_default=True,
+              help="Seconds a finished task's result is kept.")
+@click.option("--max-queue-length", type=int, default=None,
+              help="Refuse tasks for a queue holding this many.")
+@click.option("--max-message-size", type=int, default=16 * 1024 * 1024, show_default=True,
+              help="Largest task payload accepted, in bytes.")
+@click.option("--host-timeout", type=float, default=10.0, show_default=True,
+              help="Seconds without a heartbeat before a worker host is declared lost.")
+@click.option("--journal-fsync", is_flag=True, help="fsync the journal on every step.")
+@loglevel_option
+def router(bind: str, data_dir: str, results_backend: str, result_expires: float,
+           max_queue_length: int | None, max_message_size: int, host_timeout: float,
+           journal_fsync: bool, loglevel: str) -> None:
+    """Run the router (and its results actor)."""
+    from .log import setup_logging
+    from .router import RouterConfig
+    from .router import main as router_main
+
+    setup_logging(loglevel)
+    router_main(RouterConfig(
+        bind=bind, data_dir=Path(data_dir), results_backend=results_backend,
+        result_expires_s=result_expires, max_queue_length=max_queue_length,
+        max_message_size=max_message_size, host_timeout_s=host_timeout,
+        journal_fsync=journal_fsync, log_level=loglevel.upper()))
+
+
+@main.command()
+@click.option("-A", "--app", "app_path", required=True, help="module or module:attr")
+@click.option("-n", "--concurrency", type=click.IntRange(min=1), default=os.cpu_count() or 1,
+              show_default="number of CPUs", help="Actor processes to run.")
+@click.option("-Q", "--queues", default="", help="Comma-separated queues to consume.")
+@click.option("--prefetch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Tasks each actor may hold beyond the one it runs (credit).")
+@click.option("--time-limit", type=float, default=None, help="Hard time limit, seconds.")
+@click.option("--soft-time-limit", type=float, default=None, help="Soft time limit, seconds.")
+@click.option("--max-tasks-per-child", type=int, default=None)
+@click.option("--max-memory-per-child", type=int, default=None, help="KiB resident.")
+@click.option("--shutdown-timeout", type=float, default=30.0, show_default=True,
+              help="Seconds a warm shutdown waits for running tasks.")
+@click.option("--heartbeat-interval", type=float, default=1.0, show_default=True)
+@router_option
+@loglevel_option
+def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
+            time_limit: float | None, soft_time_limit: float | None,
+            max_tasks_per_child: int | None, max_memory_per_child: int | None,
+            shutdown_timeout: float, heartbeat_interval: float, router: str,
+            loglevel: str) -> None:
+    """Run a supervisor with N actor processes on this host."""
+    from .errors import ConfigurationError
+    from .log import setup_logging
+    from .supervisor import WorkerConfig
+    from .supervisor import main as supervisor_main
+
+    setup_logging(loglevel)
+    config = WorkerConfig(
+        app=app_path, router=router, concurrency=concurrency,
+        queues=tuple(q.strip() for q in queues.split(",") if q.strip()), prefetch=prefetch,
+        log_level=loglevel.upper(), heartbeat_interval_s=heartbeat_interval,
+        shutdown_timeout_s=shutdown_timeout, time_limit_s=time_limit,
+        soft_time_limit_s=soft_time_limit, max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child_kb=max_memory_per_child)
+    try:
+        sys.exit(supervisor_main(config))
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.argument("name")
+@click.option("--args", "args_json", default="[]", help="JSON list of positional arguments.")
+@click.option("--kwargs", "kwargs_json", default="{}", help="JSON object of keyword arguments.")
+@click.option("--countdown", type=float, default=None)
+@click.option("--queue", default=None)
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait with --wait.")
+@click.option("-A", "--app", "app_path", default=None, help="module or module:attr")
+@router_option
+def call(name: str, args_json: str, kwargs_json: str, countdown: float | None,
+         queue: str | None, wait: bool, timeout: float | None, app_path: str | None,
+         router: str) -> None:
+    """Send the task NAME; print its id, or with --wait its result."""
+    from .errors import ZqError
+
+    args = _json_arg(args_json, list, "--args")
+    kwargs = _json_arg(kwargs_json, dict, "--kwargs")
+    app = _client_app(app_path, router)
+    try:
+        result = app.send_task(name, args, kwargs, countdown=countdown, queue=queue)
+        if not wait:
+            click.echo(result.id)
+            return
+        _print(result.get(timeout=timeout))
+    except ZqError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
+@main.command()
+@click.argument("task_id")
+@click.option("--wait", is_flag=True, help="Wait until the task is ready.")
+@click.option("--timeout", type=float, default=None)
+@router_option
+def result(task_id: str, wait: bool, timeout: float | None, router: str) -> None:
+    """Print a task's state and result."""
+    from .errors import ZqError
+
+    app = _client_app(None, router)
+    res = app.AsyncResult(task_id)
+    try:
+        if wait:
+            res.get(timeout=timeout, propagate=False)
+        state = res.state
+        info = res.info
+    except ZqError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    out = {"id": task_id, "state": state,
+           "result": f"{type(info).__name__}: {info}" if isinstance(info, BaseException)
+           else info}
+    if res.traceback:
+        out["traceback"] = res.traceback
+    _print(out)
+
+
+@main.command()
+@click.argument("task_ids", nargs=-1)
+@click.option("--timeout", type=float, default=None, help="Stop after this many seconds.")
+@router_option
+def watch(task_ids: tuple[str, ...], timeout: float | None, router: str) -> None:
+    """Print task state changes live, one JSON line each (all tasks, or TASK_IDS)."""
+    from .errors import ZqError
+
+    app = _client_app(None, router)
+    try:
+        for event in app.watch(list(task_ids) or None, timeout_s=timeout):
+            line = {k: event.get(k) for k in ("seq", "id", "name", "state", "retries", "ts")
+                    if k in event}
+            if "exc" in event:
+                line["exc"] = f"{event['exc'].get('type')}: {event['exc'].get('message')}"
+            _print(line)
+            sys.stdout.flush()
+    except ZqError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    except KeyboardInterrupt:
+        pass
+
+
+@main.group()
+def inspect() -> None:
+    """Ask the router about running work."""
+
+
+@inspect.command()
+@router_option
+def stats(router: str) -> None:
+    """Actors, hosts, queue lengths and tasks in flight."""
+    from .errors import ZqError
+
+    try:
+        _print(_client_app(None, router).control.stats())
+    except ZqError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
+@main.command()
+@click.option("-Q", "--queue", default=None, help="Only this queue.")
+@router_option
+def purge(queue: str | None, router: str) -> None:
+    """Drop the tasks waiting in the queues."""
+    click.echo(f"purged {_client_app(None, router).control.purge(queue)} task(s)")

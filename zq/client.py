@@ -1,0 +1,330 @@
+"""The sockets a client holds: one DEALER to the router, one to the results actor.
+
+Each thread of each process gets its own (ZeroMQ sockets are not thread-safe, and a
+forked child must not reuse its parent's). Requests are matched to replies by task id or
+by a request id, so a late reply to an earlier, timed-out request is skipped, not mistaken.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import zmq
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from . import protocol, states
+from .errors import ConfigurationError, NoRoute, ProtocolError, PublishError, QueueFull
+from .errors import TimeoutError as ZqTimeoutError
+from .protocol import Cmd, Message
+from .utils import reachable
+
+if TYPE_CHECKING:
+    from .result import AsyncResult
+
+logger = logging.getLogger("zq.client")
+
+_ERRORS: dict[str, type[PublishError]] = {"QueueFull": QueueFull, "NoRoute": NoRoute}
+
+# How long one send waits for the router's answer before it is sent again.
+_RESEND_AFTER_S = 2.0
+# A WAIT lasts this long at the results actor; the client renews it, which also carries
+# waiters across a restart of the results actor.
+_WAIT_RENEW_S = 10.0
+# Ready results kept for AsyncResults other than the one that asked.
+_READY_CACHE = 10_000
+_MAX_IDS_PER_WAIT = 10_000
+# Tasks whose last version a watcher remembers, to spot events it missed.
+_WATCH_MEMORY = 100_000
+
+
+class _NoAnswer(Exception):
+    pass
+
+
+def _socket(ctx: zmq.Context[Any], kind: int, endpoint: str) -> zmq.Socket[Any]:
+    sock = ctx.socket(kind)
+    sock.linger = 0
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close()
+        raise ConfigurationError(f"cannot connect to {endpoint!r}: {exc}") from exc
+    return sock
+
+
+class RouterClient:
+    """Submits tasks and control requests to the router and waits for its answers."""
+
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str):
+        self.endpoint = endpoint
+        self._ctx = ctx
+        self._sock = _socket(ctx, zmq.DEALER, endpoint)
+        self._rids = itertools.count(1)
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+    def _exchange(self, msg: Message, key: str, value: Any, timeout_s: float) -> Message:
+        """Send ``msg`` and return the first answer whose ``key`` equals ``value``."""
+        protocol.send(self._sock, msg)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._sock.poll(remaining * 1000):
+                raise _NoAnswer()
+            try:
+                _, reply = protocol.recv(self._sock)
+            except ProtocolError as exc:
+                logger.warning("dropping malformed message from router: %s", exc)
+                continue
+            if reply.header.get(key) == value:
+                return reply
+
+    def _request(self, msg: Message, key: str, value: Any, timeout_s: float) -> Message:
+        """Like ``_exchange``, sending again until ``timeout_s`` when no answer comes.
+
+        Sending again is safe: the router recognizes a task id it has accepted already.
+        """
+        per_try = min(_RESEND_AFTER_S, timeout_s)
+        try:
+            return self._exchange(msg, key, value, per_try)
+        except _NoAnswer:
+            pass
+        retrying = Retrying(stop=stop_after_delay(max(timeout_s - per_try, 0)),
+                            wait=wait_fixed(0), retry=retry_if_exception_type(_NoAnswer),
+                            reraise=True)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._exchange(msg, key, value, per_try)
+        except _NoAnswer:
+            raise PublishError(f"no answer from the router at {self.endpoint} "
+                               f"within {timeout_s:g}s") from None
+        raise AssertionError("unreachable")
+
+    def submit(self, header: dict[str, Any], body: bytes, timeout_s: float) -> None:
+        reply = self._request(Message(Cmd.SUBMIT, header, body), "id", header["id"], timeout_s)
+        if reply.cmd is Cmd.ERROR:
+            raise _ERRORS.get(reply.header.get("error", ""), PublishError)(
+                reply.header.get("message", "the router refused the task"))
+
+    def submit_many(self, items: list[tuple[dict[str, Any], bytes]], timeout_s: float) -> None:
+        """Submit tasks in one message; raises for the first one the router refused."""
+        batch_id = str(uuid.uuid4())
+        tasks = [[protocol.pack(header), body] for header, body in items]
+        reply = self._request(Message(Cmd.SUBMIT, {"id": batch_id, "tasks": tasks}),
+                              "id", batch_id, timeout_s)
+        if reply.cmd is Cmd.ERROR:
+            raise PublishError(reply.header.get("message", "the router refused the tasks"))
+        errors = reply.header.get("errors") or []
+        if errors:
+            task_id, kind, message = errors[0]
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise _ERRORS.get(kind, PublishError)(f"task {task_id}: {message}{more}")
+
+    def call(self, cmd: Cmd, header: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """A control or hello request; returns the reply header."""
+        rid = next(self._rids)
+        reply = self._request(Message(cmd, {**header, "rid": rid}), "rid", rid, timeout_s)
+        if reply.cmd is Cmd.ERROR:
+            raise PublishError(reply.header.get("message", "the router refused the request"))
+        return reply.header
+
+
+class ResultsClient:
+    """Asks the results actor for states and waits for results it pushes."""
+
+    def __init__(self, ctx: zmq.Context[Any], endpoints: dict[str, str], router: str,
+                 pending: weakref.WeakValueDictionary[str, AsyncResult]):
+        self.query_endpoint = reachable(endpoints["query"], router)
+        self.pub_endpoint = reachable(endpoints["pub"], router)
+        self._ctx = ctx
+        self._sock = _socket(ctx, zmq.DEALER, self.query_endpoint)
+        self._rids = itertools.count(1)
+        self._pending = pending
+        self._asked: dict[str, float] = {}
+        self._ready: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._replies: dict[int, dict[str, Any]] = {}
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+    def track(self, result: AsyncResult) -> None:
+        """Remember ``result`` so that its state is kept when it arrives with others."""
+        self._pending[result.id] = result
+
+    def _handle(self, msg: Message) -> None:
+        if msg.cmd is not Cmd.STATES:
+            if msg.cmd is Cmd.ERROR:
+                logger.warning("results actor: %s", msg.header.get("message"))
+                if "rid" in msg.header:
+                    self._replies[msg.header["rid"]] = msg.header
+            return
+        if "rid" in msg.header:
+            self._replies[msg.header["rid"]] = msg.header
+            return
+        for meta in msg.header.get("states", ()):
+            task_id = meta.get("id")
+            if not isinstance(task_id, str) or meta.get("state") not in states.READY_STATES:
+                continue
+            self._asked.pop(task_id, None)
+            result = self._pending.pop(task_id, None)
+            if result is not None:
+                result._set_meta(meta)
+            self._ready[task_id] = meta
+            if len(self._ready) > _READY_CACHE:
+                self._ready.popitem(last=False)
+
+    def _pump(self, timeout_s: float) -> bool:
+        """Handle what arrives within ``timeout_s``; False when nothing did."""
+        if not self._sock.poll(max(timeout_s, 0) * 1000):
+            return False
+        while True:
+            try:
+                _, msg = protocol.recv(self._sock, zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            except ProtocolError as exc:
+                logger.warning("dropping malformed message from results actor: %s", exc)
+                continue
+            self._handle(msg)
+
+    def request(self, cmd: Cmd, header: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        rid = next(self._rids)
+        protocol.send(self._sock, Message(cmd, {**header, "rid": rid}))
+        deadline = time.monotonic() + timeout_s
+        while rid not in self._replies:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ZqTimeoutError(f"the results actor at {self.query_endpoint} did not "
+                                     f"answer within {timeout_s:g}s")
+            self._pump(remaining)
+        reply = self._replies.pop(rid)
+        if "error" in reply:
+            raise PublishError(reply.get("message", "the results actor refused the request"))
+        return reply
+
+    def get(self, ids: list[str], timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        return list(self.request(Cmd.GET, {"ids": ids}, timeout_s)["states"])
+
+    def forget(self, ids: list[str], timeout_s: float = 10.0) -> None:
+        self.request(Cmd.FORGET, {"ids": ids}, timeout_s)
+        for task_id in ids:
+            self._ready.pop(task_id, None)
+
+    def emit(self, events: list[dict[str, Any]], timeout_s: float = 10.0) -> None:
+        self.request(Cmd.EVENTS, {"events": events}, timeout_s)
+
+    def snapshot(self, ids: list[str] | None, timeout_s: float = 10.0) -> dict[str, Any]:
+        return self.request(Cmd.SNAPSHOT, {"ids": ids}, timeout_s)
+
+    def wait(self, task_id: str, timeout_s: float | None) -> dict[str, Any]:
+        """Block until ``task_id`` is ready; returns its stored state.
+
+        One WAIT asks for every tracked result not yet asked for, so collecting many
+        results costs one request, and the results actor pushes each as it becomes ready.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            meta = self._ready.get(task_id)
+            if meta is not None:
+                return meta
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise ZqTimeoutError(f"task {task_id} not ready within {timeout_s:g}s")
+            self._send_wait(task_id, now)
+            slice_s = _WAIT_RENEW_S if deadline is None else min(_WAIT_RENEW_S, deadline - now)
+            self._pump(slice_s)
+
+    def _send_wait(self, task_id: str, now: float) -> None:
+        stale = now - _WAIT_RENEW_S
+        if self._asked.get(task_id, 0.0) > stale:
+            return
+        ids = [task_id]
+        for other in self._pending.keys():
+            if len(ids) >= _MAX_IDS_PER_WAIT:
+                break
+            if other != task_id and self._asked.get(other, 0.0) <= stale:
+                ids.append(other)
+        for asked in ids:
+            self._asked[asked] = now
+        if len(self._asked) > 4 * _MAX_IDS_PER_WAIT:
+            self._asked = {k: v for k, v in self._asked.items() if v > stale}
+        protocol.send(self._sock, Message(Cmd.WAIT, {"ids": ids, "timeout_s": _WAIT_RENEW_S * 2}))
+
+    def watch(self, ids: list[str] | None, timeout_s: float | None = None,
+              ) -> Iterator[dict[str, Any]]:
+        """Yield the current state of what is watched, then every change in order."""
+        sub = _socket(self._ctx, zmq.SUB, self.pub_endpoint)
+        try:
+            token = b"\x00hello:" + uuid.uuid4().hex.encode()
+            sub.setsockopt(zmq.SUBSCRIBE, token)
+            for topic in ([i.encode() for i in ids] if ids else [b""]):
+                sub.setsockopt(zmq.SUBSCRIBE, topic)
+            # The hello on our own topic proves every subscription above is in place, so
+            # nothing published after the snapshot below can be missed.
+            _await_hello(sub, token, deadline=time.monotonic() + 10.0)
+            snap = self.snapshot(ids)
+            last_seq = snap["seq"]
+            versions: OrderedDict[str, int] = OrderedDict()
+            for meta in snap["states"]:
+                versions[meta["id"]] = meta.get("version", 0)
+                yield meta
+            yield from _stream(sub, last_seq, versions, ids, self, timeout_s)
+        finally:
+            sub.close(linger=0)
+
+
+def _await_hello(sub: zmq.Socket[Any], token: bytes, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if sub.poll(100):
+            frames = sub.recv_multipart()
+            if frames[0] == token:
+                return
+    raise ZqTimeoutError("the results actor did not confirm the subscription")
+
+
+def _stream(sub: zmq.Socket[Any], last_seq: int, versions: OrderedDict[str, int],
+            ids: Iterable[str] | None, results: ResultsClient,
+            timeout_s: float | None) -> Iterator[dict[str, Any]]:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        wait_s = 1.0 if deadline is None else deadline - time.monotonic()
+        if wait_s <= 0:
+            return
+        if not sub.poll(wait_s * 1000):
+            continue
+        try:
+            _, msg = protocol.recv(sub, routed=True)
+        except ProtocolError as exc:
+            logger.warning("dropping malformed published message: %s", exc)
+            continue
+        if msg.cmd is not Cmd.EVENT:
+            continue
+        event = msg.header
+        if event.get("seq", 0) <= last_seq:
+            continue
+        task_id = event.get("id")
+        known = versions.get(task_id, 0)
+        version = event.get("version", 0)
+        if version <= known:
+            continue
+        if known and version > known + 1:
+            # Dropped under load (the PUB high-water mark): fetch what we missed.
+            for meta in results.get([task_id]):
+                if meta.get("version", 0) > known:
+                    versions[task_id] = meta.get("version", 0)
+                    yield meta
+            continue
+        versions[task_id] = version
+        versions.move_to_end(task_id)
+        if len(versions) > _WATCH_MEMORY:
+            versions.popitem(last=False)
+        yield event

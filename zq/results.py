@@ -1,0 +1,457 @@
+"""The results actor: the last state of every task, kept and streamed.
+
+Sockets:
+  * PULL ``ingest``: state events from the router and actor processes (EVENTS).
+  * ROUTER ``query``: GET, WAIT, FORGET, SNAPSHOT and EVENTS from clients.
+  * XPUB ``pub``: every stored change, topic = task id, with a global ``seq`` and a
+    per-task ``version``. A subscription to ``\\x00hello:<token>`` is answered on that
+    topic, which tells a watcher its subscriptions are in place.
+
+Events may arrive out of order (router and actors send over different sockets);
+:func:`zq.states.supersedes` decides which one stands. Each step handles a batch of
+messages in one store transaction, then publishes and answers waiters.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+from . import protocol, states
+from .errors import ProtocolError
+from .protocol import Cmd, Message
+
+logger = logging.getLogger("zq.results")
+
+_BATCH = 2000
+_EXPIRE_EVERY_S = 60.0
+_MAX_WAITERS = 1_000_000
+_MAX_IDS_PER_REQUEST = 10_000
+_SNAPSHOT_LIMIT = 10_000
+_FIELDS = ("id", "state", "retries", "name", "ts", "version", "ct", "body", "exc", "meta")
+
+
+@dataclass(frozen=True)
+class ResultsConfig:
+    ingest: str
+    query: str
+    pub: str
+    data_dir: Path | None
+    backend: str = "sqlite"
+    result_expires_s: float = 86400.0
+
+
+class MemoryStore:
+    """States in a dict: for tests and for ``--results memory``."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, dict[str, Any]] = {}
+
+    def get_many(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return {i: self._rows[i] for i in ids if i in self._rows}
+
+    def put_many(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self._rows[row["id"]] = row
+
+    def delete(self, ids: Iterable[str]) -> None:
+        for i in ids:
+            self._rows.pop(i, None)
+
+    def expire(self, before_ts: float) -> int:
+        old = [i for i, r in self._rows.items()
+               if r["state"] in states.READY_STATES and r.get("ts", 0) < before_ts]
+        self.delete(old)
+        return len(old)
+
+    def unready(self, limit: int) -> list[dict[str, Any]]:
+        rows = [r for r in self._rows.values() if r["state"] not in states.READY_STATES]
+        return rows[:limit]
+
+    def close(self) -> None:
+        pass
+
+
+class SQLiteStore:
+    """States in one SQLite file; each step's changes are one transaction."""
+
+    def __init__(self, path: Path):
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives the process being killed; only an
+        # operating-system crash can lose the last transactions.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS results (id TEXT PRIMARY KEY, state TEXT NOT NULL, "
+            "ready INTEGER NOT NULL, ts REAL NOT NULL, row BLOB NOT NULL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS results_ready_ts ON results (ready, ts)")
+        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._cache_size = 50_000
+
+    def _remember(self, row: dict[str, Any]) -> None:
+        self._cache[row["id"]] = row
+        self._cache.move_to_end(row["id"])
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def get_many(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        missing = []
+        for i in ids:
+            row = self._cache.get(i)
+            if row is not None:
+                found[i] = row
+            else:
+                missing.append(i)
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for (blob,) in self._db.execute(
+                    f"SELECT row FROM results WHERE id IN ({marks})", chunk):  # noqa: S608
+                row = msgpack.unpackb(blob, raw=False)
+                found[row["id"]] = row
+                self._remember(row)
+        return found
+
+    def put_many(self, rows: list[dict[str, Any]]) -> None:
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO results (id, state, ready, ts, row) VALUES (?,?,?,?,?)",
+                [(r["id"], r["state"], r["state"] in states.READY_STATES, r.get("ts", 0.0),
+                  msgpack.packb(r, use_bin_type=True)) for r in rows])
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        for row in rows:
+            self._remember(row)
+
+    def delete(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        for i in ids:
+            self._cache.pop(i, None)
+        self._db.executemany("DELETE FROM results WHERE id = ?", [(i,) for i in ids])
+
+    def expire(self, before_ts: float) -> int:
+        cursor = self._db.execute("DELETE FROM results WHERE ready = 1 AND ts < ?", (before_ts,))
+        if cursor.rowcount:
+            self._cache = OrderedDict((k, v) for k, v in self._cache.items()
+                                      if not (v["state"] in states.READY_STATES
+                                              and v.get("ts", 0) < before_ts))
+        return cursor.rowcount
+
+    def unready(self, limit: int) -> list[dict[str, Any]]:
+        return [msgpack.unpackb(blob, raw=False) for (blob,) in self._db.execute(
+            "SELECT row FROM results WHERE ready = 0 LIMIT ?", (limit,))]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _valid_event(event: Any) -> str | None:
+    """Why ``event`` cannot be stored, or None when it can."""
+    if not isinstance(event, dict):
+        return "an event must be a map"
+    if not isinstance(event.get("id"), str) or not event["id"]:
+        return "an event needs a task id string"
+    if not isinstance(event.get("state"), str) or not event["state"]:
+        return "an event needs a state string"
+    if not isinstance(event.get("retries", 0), int):
+        return "retries must be an integer"
+    if "body" in event and not isinstance(event["body"], bytes):
+        return "body must be bytes"
+    if "exc" in event and not isinstance(event["exc"], dict):
+        return "exc must be a map"
+    return None
+
+
+class ResultsActor:
+    def __init__(self, config: ResultsConfig):
+        self.config = config
+        self.stopping = False
+        self.seq = 0
+        self.epoch = uuid.uuid4().hex[:12]
+        self._waiters: dict[str, set[bytes]] = {}
+        self._waiter_deadlines: list[tuple[float, str, bytes]] = []
+        self._next_expire = 0.0
+
+    def setup(self) -> None:
+        if self.config.backend == "memory" or self.config.data_dir is None:
+            self.store: MemoryStore | SQLiteStore = MemoryStore()
+        else:
+            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+            self.store = SQLiteStore(self.config.data_dir / "results.sqlite3")
+        self.ctx = zmq.Context()
+        self.ingest = self.ctx.socket(zmq.PULL)
+        self.query = self.ctx.socket(zmq.ROUTER)
+        self.pub = self.ctx.socket(zmq.XPUB)
+        self.query.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        for sock in (self.ingest, self.query, self.pub):
+            sock.linger = 0
+        self.ingest.rcvhwm = 0
+        self.pub.sndhwm = 100_000
+        self.endpoints = {
+            "ingest": _bind(self.ingest, self.config.ingest),
+            "query": _bind(self.query, self.config.query),
+            "pub": _bind(self.pub, self.config.pub),
+        }
+        self.poller = zmq.Poller()
+        for sock in (self.ingest, self.query, self.pub):
+            self.poller.register(sock, zmq.POLLIN)
+        logger.info("results actor %s ready at %s", self.epoch, self.endpoints)
+
+    def teardown(self) -> None:
+        for sock in (self.ingest, self.query, self.pub):
+            sock.close(linger=0)
+        self.ctx.term()
+        self.store.close()
+
+    def run(self) -> None:
+        self.setup()
+        try:
+            while not self.stopping:
+                self.step(1.0)
+        finally:
+            self.teardown()
+
+    def step(self, timeout_s: float) -> None:
+        events = dict(self.poller.poll(timeout_s * 1000))
+        changes: list[dict[str, Any]] = []
+        if self.pub in events:
+            self._on_subscriptions()
+        if self.ingest in events:
+            for _ in range(_BATCH):
+                try:
+                    _, msg = protocol.recv(self.ingest, zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                except ProtocolError as exc:
+                    logger.warning("dropping malformed event message: %s", exc)
+                    continue
+                if msg.cmd is Cmd.EVENTS:
+                    changes.extend(self._events(msg.header.get("events")))
+                else:
+                    logger.warning("dropping %s on the event socket", msg.cmd.value)
+        replies: list[tuple[bytes, Message]] = []
+        if self.query in events:
+            for _ in range(_BATCH):
+                try:
+                    identity, msg = protocol.recv(self.query, zmq.NOBLOCK, routed=True)
+                except zmq.Again:
+                    break
+                except ProtocolError as exc:
+                    identity = getattr(exc, "identity", None)
+                    logger.warning("malformed query: %s", exc)
+                    if identity is not None:
+                        replies.append((identity, protocol.error(str(exc))))
+                    continue
+                assert identity is not None
+                self._on_query(identity, msg, changes, replies)
+        if changes:
+            self._apply(changes)
+        for identity, reply in replies:
+            self._send(identity, reply)
+        now = time.time()
+        if now >= self._next_expire:
+            self._next_expire = now + _EXPIRE_EVERY_S
+            self._expire(now)
+
+    def _events(self, events: Any) -> list[dict[str, Any]]:
+        if not isinstance(events, list):
+            logger.warning("dropping EVENTS without an event list")
+            return []
+        good = []
+        for event in events:
+            problem = _valid_event(event)
+            if problem:
+                logger.warning("dropping event: %s", problem)
+            else:
+                good.append(event)
+        return good
+
+    def _on_query(self, identity: bytes, msg: Message, changes: list[dict[str, Any]],
+                  replies: list[tuple[bytes, Message]]) -> None:
+        header = msg.header
+        rid = header.get("rid")
+        ids = header.get("ids")
+        if msg.cmd in (Cmd.GET, Cmd.WAIT, Cmd.FORGET) or (msg.cmd is Cmd.SNAPSHOT and ids):
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) \
+                    or len(ids) > _MAX_IDS_PER_REQUEST:
+                replies.append((identity, _error(f"{msg.cmd.value} needs 'ids': a list of at "
+                                                 f"most {_MAX_IDS_PER_REQUEST} task ids", rid)))
+                return
+        if msg.cmd is Cmd.GET:
+            self._flush_into(changes)
+            found = self.store.get_many(ids)
+            rows = [found.get(i) or {"id": i, "state": states.PENDING} for i in ids]
+            replies.append((identity, Message(Cmd.STATES, {"states": rows, "rid": rid})))
+        elif msg.cmd is Cmd.WAIT:
+            self._flush_into(changes)
+            timeout_s = header.get("timeout_s", 60.0)
+            if not isinstance(timeout_s, (int, float)):
+                timeout_s = 60.0
+            self._on_wait(identity, ids, float(timeout_s), replies)
+        elif msg.cmd is Cmd.FORGET:
+            self._flush_into(changes)
+            self.store.delete(ids)
+            replies.append((identity, Message(Cmd.STATES, {"states": [], "rid": rid})))
+        elif msg.cmd is Cmd.SNAPSHOT:
+            self._flush_into(changes)
+            rows = (list(self.store.get_many(ids).values()) if ids
+                    else self.store.unready(_SNAPSHOT_LIMIT))
+            replies.append((identity, Message(Cmd.STATES,
+                                              {"states": rows, "seq": self.seq, "rid": rid})))
+        elif msg.cmd is Cmd.EVENTS:
+            good = self._events(header.get("events"))
+            if len(good) != len(header.get("events") or []):
+                replies.append((identity, _error("malformed event(s) refused", rid)))
+                return
+            changes.extend(good)
+            replies.append((identity, Message(Cmd.STATES, {"states": [], "rid": rid})))
+        else:
+            logger.warning("unexpected %s on the query socket", msg.cmd.value)
+            replies.append((identity, _error(f"the results actor does not take "
+                                             f"{msg.cmd.value}", rid)))
+
+    def _flush_into(self, changes: list[dict[str, Any]]) -> None:
+        # A query must see every change received before it.
+        if changes:
+            self._apply(changes)
+            changes.clear()
+
+    def _on_wait(self, identity: bytes, ids: list[str], timeout_s: float,
+                 replies: list[tuple[bytes, Message]]) -> None:
+        found = self.store.get_many(ids)
+        ready = []
+        deadline = time.time() + min(timeout_s, 3600.0)
+        for task_id in ids:
+            row = found.get(task_id)
+            if row is not None and row["state"] in states.READY_STATES:
+                ready.append(row)
+            elif len(self._waiter_deadlines) < _MAX_WAITERS:
+                self._waiters.setdefault(task_id, set()).add(identity)
+                self._waiter_deadlines.append((deadline, task_id, identity))
+        if ready:
+            replies.append((identity, Message(Cmd.STATES, {"states": ready})))
+
+    def _apply(self, events: list[dict[str, Any]]) -> None:
+        now = time.time()
+        current = self.store.get_many({e["id"] for e in events})
+        stored: list[dict[str, Any]] = []
+        for event in events:
+            old = current.get(event["id"])
+            retries = event.get("retries", 0)
+            if old is not None and not states.supersedes(
+                    event["state"], retries, old["state"], old.get("retries", 0)):
+                continue
+            row = {k: event[k] for k in _FIELDS if k in event}
+            row.setdefault("ts", now)
+            row["retries"] = retries
+            if old is not None:
+                row.setdefault("name", old.get("name"))
+            row["version"] = (old.get("version", 0) if old else 0) + 1
+            current[event["id"]] = row
+            stored.append(row)
+        if not stored:
+            return
+        self.store.put_many(stored)
+        ready_for: dict[bytes, list[dict[str, Any]]] = {}
+        for row in stored:
+            self.seq += 1
+            published = dict(row, seq=self.seq)
+            try:
+                protocol.send(self.pub, Message(Cmd.EVENT, published),
+                              identity=row["id"].encode(), flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # a slow subscriber; it sees the version gap and asks
+            if row["state"] in states.READY_STATES:
+                for identity in self._waiters.pop(row["id"], ()):
+                    ready_for.setdefault(identity, []).append(row)
+        for identity, rows in ready_for.items():
+            self._send(identity, Message(Cmd.STATES, {"states": rows}))
+
+    def _send(self, identity: bytes, msg: Message) -> None:
+        try:
+            protocol.send(self.query, msg, identity=identity, flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            logger.debug("could not answer %r: %s", identity, exc)
+
+    def _on_subscriptions(self) -> None:
+        while True:
+            try:
+                frame = self.pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if frame[:1] == b"\x01" and frame[1:8] == b"\x00hello:":
+                protocol.send(self.pub, Message(Cmd.WELCOME, {"seq": self.seq,
+                                                               "epoch": self.epoch}),
+                              identity=frame[1:], flags=zmq.NOBLOCK)
+
+    def _expire(self, now: float) -> None:
+        removed = self.store.expire(now - self.config.result_expires_s)
+        if removed:
+            logger.info("expired %d results", removed)
+        live = [(d, i, w) for d, i, w in self._waiter_deadlines if d > now]
+        if len(live) != len(self._waiter_deadlines):
+            self._waiter_deadlines = live
+            waiters: dict[str, set[bytes]] = {}
+            for _, task_id, identity in live:
+                if identity in self._waiters.get(task_id, ()):
+                    waiters.setdefault(task_id, set()).add(identity)
+            self._waiters = waiters
+
+
+def _error(message: str, rid: Any) -> Message:
+    msg = protocol.error(message)
+    if rid is not None:
+        msg.header["rid"] = rid
+    return msg
+
+
+def _bind(sock: zmq.Socket[Any], endpoint: str) -> str:
+    """Bind, falling back to a random port when a remembered one is taken."""
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError:
+        if not endpoint.startswith("tcp://") or endpoint.endswith(":*"):
+            raise
+        endpoint = endpoint.rsplit(":", 1)[0] + ":*"
+        sock.bind(endpoint)
+    return str(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+
+
+def main(config: ResultsConfig, conn: Any, log_level: str = "INFO") -> None:
+    """Entry point of the results actor process: binds, reports its endpoints, runs."""
+    from .log import setup_logging
+
+    setup_logging(log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    actor = ResultsActor(config)
+
+    def stop(signum: int, frame: Any) -> None:
+        actor.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    actor.setup()
+    conn.send(actor.endpoints)
+    conn.close()
+    try:
+        while not actor.stopping:
+            actor.step(1.0)
+    finally:
+        actor.teardown()
+        logger.info("results actor %d stopped", os.getpid())

@@ -1,0 +1,626 @@
+"""The router: accepts tasks, journals them, and hands them to actors that have credit.
+
+One ROUTER socket serves clients, actor processes and supervisors alike; the command of
+each message tells them apart. The router owns every timer a task can have (countdown and
+ETA, retry delays, expiry) and the rules for a task whose actor died. It starts the results
+actor as a child process and forwards task state events to it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import multiprocessing
+import signal
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from . import protocol, results, states
+from ._remote import exception_to_data
+from .errors import ProtocolError, WorkerLostError
+from .journal import Journal
+from .protocol import Cmd, Message
+from .routing import DEAD, INFLIGHT, QUEUED, SCHEDULED, Entry, TaskQueue
+from .utils import reachable
+
+logger = logging.getLogger("zq.router")
+
+_BATCH = 1000
+_FINISHED_KEPT = 100_000
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    bind: str = "tcp://127.0.0.1:5555"
+    data_dir: Path = Path("zq-data")
+    results_backend: str = "sqlite"
+    result_expires_s: float = 86400.0
+    host_timeout_s: float = 10.0
+    max_message_size: int = 16 * 1024 * 1024
+    max_queue_length: int | None = None
+    journal_fsync: bool = False
+    # After a restart, dispatch waits this long for actors to re-announce what they hold.
+    resync_grace_s: float = 2.0
+    log_level: str = "INFO"
+
+
+@dataclass
+class ActorState:
+    identity: bytes
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    credit: int
+    supervised: bool
+    registered_at: float
+    inflight: OrderedDict[tuple[str, int], Entry] = field(default_factory=OrderedDict)
+
+
+@dataclass
+class HostState:
+    host: str
+    identity: bytes
+    last_seen: float
+
+
+def _task_header_problem(h: dict[str, Any]) -> str | None:
+    if not isinstance(h.get("id"), str) or not h["id"] or len(h["id"]) > 255:
+        return "a task needs an 'id' string of 1 to 255 characters"
+    if not isinstance(h.get("task"), str) or not h["task"]:
+        return "a task needs a 'task' name string"
+    if not isinstance(h.get("ct"), str):
+        return "a task needs a 'ct' content type string"
+    for key in ("eta", "expires", "time_limit", "soft_time_limit"):
+        if key in h and not isinstance(h[key], (int, float)):
+            return f"'{key}' must be a number"
+    for key in ("retries", "max_redeliveries", "redeliveries"):
+        if key in h and (not isinstance(h[key], int) or h[key] < 0):
+            return f"'{key}' must be a non-negative integer"
+    if "priority" in h and (not isinstance(h["priority"], int) or not 0 <= h["priority"] <= 9):
+        return "'priority' must be an integer from 0 to 9"
+    if "queue" in h and not isinstance(h["queue"], str):
+        return "'queue' must be a string"
+    return None
+
+
+class Router:
+    def __init__(self, config: RouterConfig):
+        self.config = config
+        self.stopping = False
+        self.epoch = uuid.uuid4().hex[:12]
+        self.queues: dict[str, TaskQueue] = {}
+        self.tasks: dict[str, Entry] = {}
+        self.finished: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self.revoked: OrderedDict[str, None] = OrderedDict()
+        self.actors: dict[bytes, ActorState] = {}
+        self.hungry: dict[bytes, ActorState] = {}
+        self.hosts: dict[str, HostState] = {}
+        self.timers: list[tuple[float, int, Entry]] = []
+        self._timer_seq = itertools.count()
+        self._events: list[dict[str, Any]] = []
+        self._replies: list[tuple[bytes, Message]] = []
+        self._dirty = False
+        self._next_housekeeping = 0.0
+        self._dispatch_after = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.sock.linger = 0
+        self.sock.sndhwm = 0
+        self.sock.rcvhwm = 0
+        self.sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_size * 2 + 65536)
+        self.sock.bind(self.config.bind)
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._start_results()
+        self.journal = Journal(self.config.data_dir / "journal.log",
+                               fsync=self.config.journal_fsync)
+        live, revoked = self.journal.open()
+        for task_id in revoked:
+            self.revoked[task_id] = None
+        now = time.time()
+        for raw_header, body in live:
+            header = protocol.unpack(raw_header)
+            entry = Entry(header, raw_header, body)
+            self.tasks[entry.id] = entry
+            self._place(entry, now)
+        if live:
+            logger.info("replayed %d accepted tasks from the journal", len(live))
+            self._dispatch_after = time.monotonic() + self.config.resync_grace_s
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+        self.poller.register(self.results_process.sentinel, zmq.POLLIN)
+        logger.info("router %s listening on %s", self.epoch, self.endpoint)
+
+    def teardown(self) -> None:
+        self._flush_events()
+        self.journal.close()
+        self.sock.close(linger=0)
+        self.results_push.close(linger=0)
+        if self.results_process.is_alive():
+            self.results_process.terminate()
+            self.results_process.join(5)
+            if self.results_process.is_alive():
+                self.results_process.kill()
+        self.ctx.term()
+
+    def run(self) -> None:
+        self.setup()
+        try:
+            while not self.stopping:
+                self.step(0.5)
+        finally:
+            self.teardown()
+
+    def _start_results(self) -> None:
+        if self.config.bind.startswith("ipc://"):
+            base = self.config.bind
+            wanted = {k: f"{base}.results-{k}" for k in ("ingest", "query", "pub")}
+        else:
+            host = self.endpoint.rsplit(":", 1)[0]
+            wanted = {k: f"{host}:*" for k in ("ingest", "query", "pub")}
+            remembered = getattr(self, "results_endpoints", None)
+            if remembered:
+                wanted = dict(remembered)
+        cfg = results.ResultsConfig(
+            ingest=wanted["ingest"], query=wanted["query"], pub=wanted["pub"],
+            data_dir=None if self.config.results_backend == "memory" else self.config.data_dir,
+            backend=self.config.results_backend,
+            result_expires_s=self.config.result_expires_s)
+        mp = multiprocessing.get_context("spawn")
+        parent, child = mp.Pipe(duplex=False)
+        self.results_process = mp.Process(target=results.main, name="zq-results",
+                                          args=(cfg, child, self.config.log_level), daemon=True)
+        self.results_process.start()
+        child.close()
+        if not parent.poll(30):
+            self.results_process.kill()
+            raise RuntimeError("the results actor did not start within 30 s")
+        self.results_endpoints: dict[str, str] = parent.recv()
+        parent.close()
+        if hasattr(self, "results_push"):
+            self.results_push.close(linger=0)
+        self.results_push = self.ctx.socket(zmq.PUSH)
+        self.results_push.linger = 0
+        self.results_push.sndhwm = 0
+        self.results_push.connect(reachable(self.results_endpoints["ingest"], self.endpoint))
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def step(self, timeout_s: float) -> None:
+        now = time.time()
+        if self.timers:
+            timeout_s = max(0.0, min(timeout_s, self.timers[0][0] - now))
+        ready = dict(self.poller.poll(timeout_s * 1000))
+        if self.sock in ready:
+            self._drain()
+        if self.results_process.sentinel in ready and not self.results_process.is_alive():
+            logger.error("the results actor exited with %s; restarting it",
+                         self.results_process.exitcode)
+            self.poller.unregister(self.results_process.sentinel)
+            self._start_results()
+            self.poller.register(self.results_process.sentinel, zmq.POLLIN)
+        now = time.time()
+        self._fire_timers(now)
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + 1.0
+            self._housekeeping(now)
+        self.journal.commit()
+        for identity, msg in self._replies:
+            self._send(identity, msg)
+        self._replies.clear()
+        if self._dirty and time.monotonic() >= self._dispatch_after:
+            self._dirty = False
+            self._dispatch()
+        self._flush_events()
+
+    def _drain(self) -> None:
+        for _ in range(_BATCH):
+            try:
+                identity, msg = protocol.recv(self.sock, zmq.NOBLOCK, routed=True)
+            except zmq.Again:
+                return
+            except ProtocolError as exc:
+                identity = getattr(exc, "identity", None)
+                logger.warning("malformed message from %r: %s", identity, exc)
+                if identity is not None:
+                    self._replies.append((identity, protocol.error(str(exc))))
+                continue
+            assert identity is not None
+            try:
+                self._handle(identity, msg)
+            except Exception as exc:
+                logger.exception("error handling %s from %r", msg.cmd.value, identity)
+                self._replies.append((identity, protocol.error(
+                    f"router error handling {msg.cmd.value}: {exc}", kind="ZqError")))
+
+    def _handle(self, identity: bytes, msg: Message) -> None:
+        handler = self._HANDLERS.get(msg.cmd)
+        if handler is None:
+            logger.warning("unexpected %s from %r", msg.cmd.value, identity)
+            self._replies.append((identity, protocol.error(
+                f"the router does not take {msg.cmd.value}")))
+            return
+        handler(self, identity, msg)
+
+    def _send(self, identity: bytes, msg: Message) -> bool:
+        try:
+            protocol.send(self.sock, msg, identity=identity)
+            return True
+        except zmq.ZMQError as exc:
+            logger.debug("peer %r unreachable (%s); dropping %s", identity, exc, msg.cmd.value)
+            return False
+
+    # -- clients ------------------------------------------------------------------------
+
+    def _on_submit(self, identity: bytes, msg: Message) -> None:
+        """One task, or with a ``tasks`` list a batch ([header bytes, body] pairs)."""
+        batch = msg.header.get("tasks")
+        if batch is None:
+            error = self._accept(identity, msg.header, msg.raw_header, msg.body)
+            if error is None:
+                self._replies.append((identity, Message(Cmd.ACCEPTED, {"id": msg.header["id"]})))
+            else:
+                self._replies.append((identity, error))
+            return
+        batch_id = msg.header.get("id")
+        if not isinstance(batch, list) or not isinstance(batch_id, str):
+            self._replies.append((identity, protocol.error(
+                "a batch needs an 'id' string and 'tasks': a list of [header, body] pairs")))
+            return
+        accepted, errors = [], []
+        for item in batch:
+            try:
+                raw_header, body = item
+                header = protocol.unpack(raw_header)
+                if not isinstance(header, dict) or not isinstance(body, bytes):
+                    raise ValueError("not a [header map, body bytes] pair")
+            except Exception as exc:
+                errors.append([None, "ProtocolError", f"malformed batch item: {exc}"])
+                continue
+            error = self._accept(identity, header, raw_header, body)
+            if error is None:
+                accepted.append(header["id"])
+            else:
+                errors.append([error.header.get("id"), error.header["error"],
+                               error.header["message"]])
+        self._replies.append((identity, Message(Cmd.ACCEPTED, {
+            "id": batch_id, "ids": accepted, "errors": errors})))
+
+    def _accept(self, identity: bytes, header: dict[str, Any], raw_header: bytes | None,
+                body: bytes) -> Message | None:
+        """Journal and place one task; returns the error to answer with, or None."""
+        problem = _task_header_problem(header)
+        task_id = header.get("id") if isinstance(header.get("id"), str) else None
+        kind = "ProtocolError"
+        if problem is None and len(body) > self.config.max_message_size:
+            problem = (f"task {task_id} is {len(body)} bytes, over the router's "
+                       f"max_message_size of {self.config.max_message_size}")
+            kind = "PublishError"
+        if problem is not None:
+            logger.warning("refusing task from %r: %s", identity, problem)
+            return protocol.error(problem, kind=kind, task_id=task_id)
+        entry = Entry(header, raw_header, body)
+        known = self.tasks.get(entry.id)
+        if (known is not None and known.retries >= entry.retries) or entry.key in self.finished:
+            return None  # a resend after a lost answer: accepted already
+        if entry.queue == "":
+            entry.queue = "celery"
+        queue = self.queues.get(entry.queue)
+        limit = self.config.max_queue_length
+        if limit is not None and queue is not None and queue.size >= limit:
+            return protocol.error(f"queue {entry.queue!r} holds {queue.size} tasks, its limit "
+                                  f"(max_queue_length)", kind="QueueFull", task_id=task_id)
+        entry.accepted_at = time.time()
+        self.journal.accepted(raw_header or protocol.pack(header), body)
+        self.tasks[entry.id] = entry
+        if not header.get("ignore_result") and not entry.retries:
+            # A retry keeps showing RETRY until its next attempt starts, as in Celery.
+            self._event(entry, states.SENT, queue=entry.queue)
+        self._place(entry, entry.accepted_at)
+        return None
+
+    def _on_hello(self, identity: bytes, msg: Message) -> None:
+        self._replies.append((identity, Message(Cmd.WELCOME, self._welcome(msg))))
+
+    def _welcome(self, msg: Message) -> dict[str, Any]:
+        header: dict[str, Any] = {"results": self.results_endpoints, "epoch": self.epoch}
+        if "rid" in msg.header:
+            header["rid"] = msg.header["rid"]
+        return header
+
+    def _on_control(self, identity: bytes, msg: Message) -> None:
+        op = msg.header.get("op")
+        reply: dict[str, Any] = {"rid": msg.header.get("rid")}
+        if op == "stats":
+            reply.update(self.stats())
+        elif op == "purge":
+            queue = msg.header.get("queue")
+            purged = 0
+            for name, q in self.queues.items():
+                if queue is None or name == queue:
+                    for entry in q.drain():
+                        self._finish(entry)
+                        purged += 1
+            reply["purged"] = purged
+        else:
+            self._replies.append((identity, Message(Cmd.ERROR, {
+                "rid": msg.header.get("rid"), "error": "ZqError",
+                "message": f"unknown control operation {op!r}"})))
+            return
+        self._replies.append((identity, Message(Cmd.REPLY, reply)))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "actors": len(self.actors),
+            "hosts": sorted(self.hosts),
+            "queued": {name: q.size for name, q in self.queues.items() if q.size},
+            "scheduled": sum(1 for _, _, e in self.timers if e.state == SCHEDULED),
+            "inflight": sum(len(a.inflight) for a in self.actors.values()),
+            "tasks": len(self.tasks),
+        }
+
+    # -- actors and supervisors ---------------------------------------------------------
+
+    def _on_ready(self, identity: bytes, msg: Message) -> None:
+        h = msg.header
+        queues = h.get("queues")
+        credit = h.get("credit")
+        if not (isinstance(queues, list) and queues and all(isinstance(q, str) for q in queues)
+                and isinstance(credit, int) and credit >= 0):
+            self._replies.append((identity, protocol.error(
+                "READY needs 'queues' (a list of names) and 'credit' (an integer >= 0)")))
+            return
+        actor = self.actors.get(identity)
+        if actor is None:
+            actor = ActorState(identity, str(h.get("host", "")), int(h.get("pid", 0)),
+                               tuple(queues), credit, bool(h.get("supervised")), time.time())
+            self.actors[identity] = actor
+            logger.info("actor %s ready for %s with credit %d", identity.decode(errors="replace"),
+                        ",".join(queues), credit)
+        else:
+            actor.queues, actor.credit = tuple(queues), credit
+        for task_id, retries in h.get("holding") or ():
+            self._claim(actor, task_id, retries)
+        if actor.supervised and actor.host not in self.hosts:
+            self.hosts[actor.host] = HostState(actor.host, b"", time.time())
+        self._replies.append((identity, Message(Cmd.WELCOME, self._welcome(msg))))
+        self._set_hungry(actor)
+
+    def _claim(self, actor: ActorState, task_id: str, retries: int) -> None:
+        """An actor re-announcing after a router restart holds this task: keep it there."""
+        entry = self.tasks.get(task_id)
+        if entry is None or entry.retries != retries or entry.state == INFLIGHT:
+            return
+        if entry.state == QUEUED:
+            self.queues[entry.queue].discard(entry)
+        entry.state = INFLIGHT
+        actor.inflight[entry.key] = entry
+
+    def _on_done(self, identity: bytes, msg: Message) -> None:
+        actor = self.actors.get(identity)
+        if actor is None:
+            self._replies.append((identity, Message(Cmd.RESYNC)))
+            return
+        key = (msg.header.get("id"), msg.header.get("retries", 0))
+        entry = actor.inflight.pop(key, None)  # type: ignore[call-overload]
+        actor.credit += 1
+        self._set_hungry(actor)
+        if entry is None:
+            return  # already given up on (the actor was thought lost): not applied twice
+        if msg.header.get("requeue"):
+            self._requeue(entry, redelivered=bool(msg.header.get("started")))
+        else:
+            self._finish(entry)
+
+    def _on_heartbeat(self, identity: bytes, msg: Message) -> None:
+        host = msg.header.get("host")
+        if isinstance(host, str) and "actors" in msg.header:
+            now = time.time()
+            state = self.hosts.get(host)
+            if state is None:
+                state = self.hosts[host] = HostState(host, identity, now)
+            state.identity, state.last_seen = identity, now
+            alive = {a.encode() if isinstance(a, str) else a for a in msg.header["actors"]}
+            for actor in [a for a in self.actors.values() if a.host == host]:
+                if actor.identity not in alive and now - actor.registered_at > 2.0:
+                    self._actor_lost(actor.identity, "not among its supervisor's actors")
+        elif identity not in self.actors:
+            self._replies.append((identity, Message(Cmd.RESYNC)))
+
+    def _on_lost(self, identity: bytes, msg: Message) -> None:
+        actor = msg.header.get("actor")
+        if isinstance(actor, str):
+            actor = actor.encode()
+        if isinstance(actor, bytes):
+            self._actor_lost(actor, str(msg.header.get("reason", "exited")),
+                             msg.header.get("error"))
+
+    def _actor_lost(self, identity: bytes, reason: str, error: str | None = None) -> None:
+        """Celery's rules for the tasks of a dead actor; prefetched ones always go back."""
+        actor = self.actors.pop(identity, None)
+        self.hungry.pop(identity, None)
+        if actor is None:
+            return
+        logger.warning("actor %s lost (%s) holding %d task(s)",
+                       identity.decode(errors="replace"), reason, len(actor.inflight))
+        for position, entry in enumerate(actor.inflight.values()):
+            if position > 0:  # prefetched, never started
+                self._requeue(entry, redelivered=False)
+                continue
+            if error == "TimeLimitExceeded":
+                self._fail(entry, "TimeLimitExceeded",
+                           f"TimeLimitExceeded({entry.header.get('time_limit')})")
+                continue
+            late = entry.acks_late and entry.header.get("reject_on_worker_lost") is not False
+            limit = entry.header.get("max_redeliveries", 3)
+            if late and entry.redeliveries < limit:
+                self._requeue(entry, redelivered=True)
+            elif late:
+                self._fail(entry, "WorkerLostError",
+                           f"Worker exited prematurely ({reason}); the task was redelivered "
+                           f"{entry.redeliveries} times (max_redeliveries={limit}) and is "
+                           f"not tried again")
+            else:
+                self._fail(entry, "WorkerLostError", f"Worker exited prematurely: {reason}")
+
+    def _housekeeping(self, now: float) -> None:
+        for host in [h for h in self.hosts.values()
+                     if now - h.last_seen > self.config.host_timeout_s]:
+            logger.warning("host %s silent for %.1fs: its actors are lost", host.host,
+                           now - host.last_seen)
+            del self.hosts[host.host]
+            for actor in [a for a in self.actors.values() if a.host == host.host]:
+                self._actor_lost(actor.identity, f"host {host.host} lost")
+        if self.journal.should_compact():
+            self.journal.compact([(e.raw_header or protocol.pack(e.header), e.body)
+                                  for e in self.tasks.values()], list(self.revoked))
+
+    # -- task placement -----------------------------------------------------------------
+
+    def _place(self, entry: Entry, now: float) -> None:
+        if entry.expires is not None and entry.expires <= now:
+            self._expire(entry)
+        elif entry.eta is not None and entry.eta > now:
+            entry.state = SCHEDULED
+            heapq.heappush(self.timers, (entry.eta, next(self._timer_seq), entry))
+        else:
+            self._enqueue(entry)
+
+    def _enqueue(self, entry: Entry, front: bool = False) -> None:
+        queue = self.queues.get(entry.queue)
+        if queue is None:
+            queue = self.queues[entry.queue] = TaskQueue(entry.queue)
+        queue.push(entry, front=front)
+        self._dirty = True
+
+    def _fire_timers(self, now: float) -> None:
+        while self.timers and self.timers[0][0] <= now:
+            _, _, entry = heapq.heappop(self.timers)
+            if entry.state == SCHEDULED:
+                self._place(entry, now)
+
+    def _requeue(self, entry: Entry, redelivered: bool) -> None:
+        if redelivered:
+            entry.redeliveries += 1
+            entry.set_header(redelivered=True, redeliveries=entry.redeliveries)
+        self._enqueue(entry, front=True)
+
+    def _finish(self, entry: Entry) -> None:
+        entry.state = DEAD
+        if self.tasks.get(entry.id) is entry:
+            del self.tasks[entry.id]
+        self.journal.finished(entry.id, entry.retries)
+        self.finished[entry.key] = None
+        if len(self.finished) > _FINISHED_KEPT:
+            self.finished.popitem(last=False)
+
+    def _fail(self, entry: Entry, kind: str, message: str) -> None:
+        exc = {"type": kind, "module": "zq.errors", "message": message, "args": [message],
+               "traceback": None}
+        if kind == "WorkerLostError":
+            exc.update(exception_to_data(WorkerLostError(message)))
+        self._event(entry, states.FAILURE, exc=exc)
+        self._finish(entry)
+
+    def _expire(self, entry: Entry) -> None:
+        self._event(entry, states.REVOKED, exc={
+            "type": "TaskRevokedError", "module": "zq.errors", "args": ["expired"],
+            "message": f"task {entry.id} expired before it could run", "traceback": None})
+        self._finish(entry)
+
+    # -- dispatch -----------------------------------------------------------------------
+
+    def _set_hungry(self, actor: ActorState) -> None:
+        if actor.credit > 0:
+            self.hungry[actor.identity] = actor
+            self._dirty = True
+        else:
+            self.hungry.pop(actor.identity, None)
+
+    def _dispatch(self) -> None:
+        """Hand out tasks one per hungry actor per round, so credit spreads work evenly."""
+        now = time.time()
+        progress = True
+        while progress and self.hungry:
+            progress = False
+            for actor in list(self.hungry.values()):
+                entry = self._next_for(actor, now)
+                if entry is None:
+                    continue
+                if not self._deliver(actor, entry):
+                    continue
+                progress = True
+                actor.credit -= 1
+                if actor.credit <= 0:
+                    del self.hungry[actor.identity]
+
+    def _next_for(self, actor: ActorState, now: float) -> Entry | None:
+        for name in actor.queues:
+            queue = self.queues.get(name)
+            while queue is not None and queue.size:
+                entry = queue.pop()
+                if entry is None:
+                    break
+                if entry.expires is not None and entry.expires <= now:
+                    self._expire(entry)
+                    continue
+                return entry
+        return None
+
+    def _deliver(self, actor: ActorState, entry: Entry) -> bool:
+        msg = Message(Cmd.TASK, entry.header, entry.body, entry.raw_header)
+        if not self._send(actor.identity, msg):
+            self._enqueue(entry, front=True)
+            self._actor_lost(actor.identity, "unreachable")
+            return False
+        entry.state = INFLIGHT
+        actor.inflight[entry.key] = entry
+        return True
+
+    # -- events to the results actor ----------------------------------------------------
+
+    def _event(self, entry: Entry, state: str, **extra: Any) -> None:
+        self._events.append(protocol.state_event(entry.id, state, retries=entry.retries,
+                                                 name=entry.name, **extra))
+
+    def _flush_events(self) -> None:
+        if not self._events:
+            return
+        try:
+            protocol.send(self.results_push, Message(Cmd.EVENTS, {"events": self._events}),
+                          flags=zmq.NOBLOCK)
+        except zmq.Again:
+            logger.error("results actor not taking events; %d dropped", len(self._events))
+        self._events = []
+
+    _HANDLERS = {
+        Cmd.SUBMIT: _on_submit, Cmd.HELLO: _on_hello, Cmd.CONTROL: _on_control,
+        Cmd.READY: _on_ready, Cmd.DONE: _on_done, Cmd.HEARTBEAT: _on_heartbeat,
+        Cmd.LOST: _on_lost,
+    }
+
+
+def main(config: RouterConfig) -> None:
+    """Run a router until SIGTERM or SIGINT; the journal is flushed on the way out."""
+    router = Router(config)
+
+    def stop(signum: int, frame: Any) -> None:
+        router.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    router.run()
+    logger.info("router stopped")

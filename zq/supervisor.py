@@ -1,0 +1,241 @@
+"""The supervisor: owns the actor processes of one host.
+
+It spawns N actor processes (spawn start method), notices a dead one at once through its
+process sentinel, tells the router (which applies the rules for the task it held), and
+starts a replacement. It heartbeats for the whole host with the list of its live actors,
+so the router notices both a lost host and an actor whose death it was never told of.
+
+Signals: SIGTERM or SIGINT is a warm shutdown (actors finish their task, hand back what
+they prefetched, and exit; past ``shutdown_timeout_s`` they are killed); a second SIGTERM
+or SIGQUIT is a cold shutdown (actors are killed now).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from . import protocol
+from .actor import ActorConfig
+from .actor import main as actor_main
+from .errors import ProtocolError
+from .protocol import Cmd, Message
+from .utils import load_app
+
+logger = logging.getLogger("zq.supervisor")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_COLD_SHUTDOWN = 2
+
+_SPAWN = multiprocessing.get_context("spawn")
+_BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    app: str
+    router: str
+    concurrency: int = 2
+    queues: tuple[str, ...] = ()
+    prefetch: int = 1
+    log_level: str = "INFO"
+    heartbeat_interval_s: float = 1.0
+    shutdown_timeout_s: float = 30.0
+    time_limit_s: float | None = None
+    soft_time_limit_s: float | None = None
+    max_tasks_per_child: int | None = None
+    max_memory_per_child_kb: int | None = None
+
+
+@dataclass
+class Child:
+    index: int
+    generation: int
+    identity: bytes
+    process: Any
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class Supervisor:
+    def __init__(self, config: WorkerConfig):
+        self.config = config
+        self.host = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.children: dict[int, Child] = {}
+        self.stopping = False
+        self.cold = False
+        self._shutdown_deadline: float | None = None
+        self._restart_at: dict[int, float] = {}
+        self._quick_deaths: dict[int, int] = {}
+        self._generation: dict[int, int] = {}
+        self._next_heartbeat = 0.0
+
+    def setup(self) -> None:
+        load_app(self.config.app)  # fail here, once, with a clear error, not in N children
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.identity = self.host.encode()
+        self.sock.linger = 0
+        self.sock.connect(self.config.router)
+        for index in range(self.config.concurrency):
+            self._spawn(index, 0)
+        logger.info("supervisor %s started %d actors for %s", self.host,
+                    self.config.concurrency, self.config.router)
+
+    def teardown(self) -> None:
+        for child in list(self.children.values()):
+            if child.process.is_alive():
+                child.process.kill()
+            child.process.join(5)
+            self._report_lost(child, "worker shut down")
+        self.sock.close(linger=1000)
+        self.ctx.term()
+
+    def run(self) -> int:
+        self.setup()
+        try:
+            while self.children or not self.stopping:
+                self.step(self.config.heartbeat_interval_s)
+        finally:
+            self.teardown()
+        return EXIT_COLD_SHUTDOWN if self.cold else EXIT_OK
+
+    def _spawn(self, index: int, generation: int) -> None:
+        identity = f"{self.host}/{index}/{generation}".encode()
+        cfg = ActorConfig(
+            app=self.config.app, router=self.config.router, identity=identity, host=self.host,
+            queues=self.config.queues, prefetch=self.config.prefetch, supervised=True,
+            heartbeat_interval_s=self.config.heartbeat_interval_s,
+            time_limit_s=self.config.time_limit_s,
+            soft_time_limit_s=self.config.soft_time_limit_s,
+            max_tasks_per_child=self.config.max_tasks_per_child,
+            max_memory_per_child_kb=self.config.max_memory_per_child_kb,
+            log_level=self.config.log_level)
+        process = _SPAWN.Process(target=actor_main, args=(cfg,), name=f"zq-actor-{index}",
+                                 daemon=False)
+        # The child starts with these signals blocked and unblocks them once its handlers
+        # are in place, so a TERM during start-up cannot kill it half made.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        self.children[index] = Child(index, generation, identity, process)
+
+    def step(self, timeout_s: float) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        sentinels = {c.process.sentinel: c for c in self.children.values()}
+        for fd in sentinels:
+            poller.register(fd, zmq.POLLIN)
+        now = time.monotonic()
+        if self._restart_at:
+            timeout_s = max(0.0, min(timeout_s, min(self._restart_at.values()) - now))
+        ready = dict(poller.poll(timeout_s * 1000))
+        if self.sock in ready:
+            self._drain()
+        for fd, child in sentinels.items():
+            if fd in ready:
+                child.process.join(0.1)
+                if not child.process.is_alive():
+                    self._on_exit(child)
+        now = time.monotonic()
+        for index, when in list(self._restart_at.items()):
+            if when <= now and not self.stopping:
+                del self._restart_at[index]
+                self._spawn(index, self._generation.get(index, 0) + 1)
+        if self.stopping and self._shutdown_deadline is not None \
+                and now >= self._shutdown_deadline:
+            logger.warning("shutdown timeout passed; killing %d actors", len(self.children))
+            self._kill_all()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.config.heartbeat_interval_s
+            self._heartbeat()
+
+    def _on_exit(self, child: Child) -> None:
+        del self.children[child.index]
+        code = child.process.exitcode
+        reason = (f"signal {signal.Signals(-code).name}" if code is not None and code < 0
+                  else f"exit code {code}")
+        self._report_lost(child, reason)
+        if self.stopping:
+            return
+        if code != 0:
+            logger.error("actor %d (pid %s) died: %s; replacing it", child.index,
+                         child.process.pid, reason)
+        lived = time.monotonic() - child.started_at
+        quick = self._quick_deaths.get(child.index, 0) + 1 if lived < 1.0 and code != 0 else 0
+        self._quick_deaths[child.index] = quick
+        # A child that cannot even start (an import error) is not restarted in a tight loop.
+        delay = 0.0 if quick == 0 else min(0.1 * 2 ** quick, 5.0)
+        self._generation[child.index] = child.generation
+        self._restart_at[child.index] = time.monotonic() + delay
+
+    def _report_lost(self, child: Child, reason: str) -> None:
+        try:
+            protocol.send(self.sock, Message(Cmd.LOST, {"actor": child.identity,
+                                                         "reason": reason}), flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            logger.warning("could not report actor %d lost: %s", child.index, exc)
+
+    def _heartbeat(self) -> None:
+        header = {"host": self.host, "actors": [c.identity for c in self.children.values()]}
+        try:
+            protocol.send(self.sock, Message(Cmd.HEARTBEAT, header), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                _, msg = protocol.recv(self.sock, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ProtocolError as exc:
+                logger.warning("dropping malformed message from the router: %s", exc)
+                continue
+            logger.debug("supervisor got %s", msg.cmd.value)
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    def warm_shutdown(self) -> None:
+        if self.stopping:
+            self.cold_shutdown()
+            return
+        logger.info("warm shutdown: waiting up to %gs for running tasks",
+                    self.config.shutdown_timeout_s)
+        self.stopping = True
+        self._restart_at.clear()
+        self._shutdown_deadline = time.monotonic() + self.config.shutdown_timeout_s
+        for child in self.children.values():
+            if child.process.is_alive():
+                os.kill(child.process.pid, signal.SIGTERM)
+
+    def cold_shutdown(self) -> None:
+        logger.warning("cold shutdown: killing actors now")
+        self.stopping = True
+        self.cold = True
+        self._restart_at.clear()
+        self._kill_all()
+
+    def _kill_all(self) -> None:
+        for child in self.children.values():
+            if child.process.is_alive():
+                child.process.kill()
+
+
+def main(config: WorkerConfig) -> int:
+    supervisor = Supervisor(config)
+    signal.signal(signal.SIGTERM, lambda s, f: supervisor.warm_shutdown())
+    signal.signal(signal.SIGINT, lambda s, f: supervisor.warm_shutdown())
+    signal.signal(signal.SIGQUIT, lambda s, f: supervisor.cold_shutdown())
+    return supervisor.run()

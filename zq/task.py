@@ -1,0 +1,454 @@
+"""The Task base class, the request context, and ``trace``: how one call of a task runs.
+
+A task is an actor: each process creates one instance of each task class and reuses it,
+so state kept on ``self`` lives as long as the process.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+import threading
+import traceback as tb_module
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from . import states
+from .errors import Ignore, MaxRetriesExceededError, Reject, Retry, SerializationError
+
+if TYPE_CHECKING:
+    from .app import App
+    from .canvas import Signature
+    from .result import AsyncResult, EagerResult
+
+logger = logging.getLogger("zq.task")
+
+_running = threading.local()
+
+
+def current_request() -> Request | None:
+    """The request of the task running in this thread, if one is."""
+    stack: list[Request] = getattr(_running, "stack", [])
+    return stack[-1] if stack else None
+
+
+def current_task() -> Task | None:
+    """The task running in this thread, if one is."""
+    tasks: list[Task] = getattr(_running, "tasks", [])
+    return tasks[-1] if tasks else None
+
+
+class Request:
+    """What a running task knows of its own call: ``self.request`` inside a bound task."""
+
+    def __init__(self, **fields: Any):
+        self.id: str | None = None
+        self.task: str | None = None
+        self.args: Sequence[Any] = ()
+        self.kwargs: dict[str, Any] = {}
+        self.retries = 0
+        self.eta: float | None = None
+        self.expires: float | None = None
+        self.hostname: str | None = None
+        self.delivery_info: dict[str, Any] = {}
+        self.is_eager = False
+        self.called_directly = True
+        self.root_id: str | None = None
+        self.parent_id: str | None = None
+        self.headers: dict[str, Any] = {}
+        self.ignore_result = False
+        self.time_limit: float | None = None
+        self.soft_time_limit: float | None = None
+        self.content_type: str | None = None
+        self.__dict__.update(fields)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.task}[{self.id}]>"
+
+
+class Task:
+    """Base of every task. Subclass ``app.Task`` and define ``run``, or use ``@app.task``."""
+
+    app: ClassVar[App | None] = None
+    name: ClassVar[str | None] = None
+    abstract: ClassVar[bool] = True
+    typing: ClassVar[bool] = True
+    serializer: ClassVar[str | None] = None
+    max_retries: ClassVar[int | None] = 3
+    default_retry_delay: ClassVar[float] = 180
+    autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
+    dont_autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
+    retry_kwargs: ClassVar[dict[str, Any]] = {}
+    retry_backoff: ClassVar[bool | float] = False
+    retry_backoff_max: ClassVar[float] = 600
+    retry_jitter: ClassVar[bool] = True
+    ignore_result: ClassVar[bool | None] = None
+    store_errors_even_if_ignored: ClassVar[bool] = False
+    track_started: ClassVar[bool | None] = None
+    acks_late: ClassVar[bool | None] = None
+    reject_on_worker_lost: ClassVar[bool | None] = None
+    max_redeliveries: ClassVar[int | None] = None
+    rate_limit: ClassVar[str | float | None] = None
+    time_limit: ClassVar[float | None] = None
+    soft_time_limit: ClassVar[float | None] = None
+    expires: ClassVar[float | None] = None
+    queue: ClassVar[str | None] = None
+    exchange: ClassVar[str | None] = None
+    routing_key: ClassVar[str | None] = None
+    priority: ClassVar[int | None] = None
+    throws: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if "abstract" not in cls.__dict__:
+            cls.abstract = False
+        if cls.app is not None and not cls.abstract and cls.run is not Task.run:
+            cls.app._register_class(cls)
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    # -- the request context -------------------------------------------------------------
+
+    @property
+    def request_stack(self) -> list[Request]:
+        try:
+            return self._local.stack  # type: ignore[no-any-return]
+        except AttributeError:
+            self._local.stack = []
+            return self._local.stack  # type: ignore[no-any-return]
+
+    @property
+    def request(self) -> Request:
+        stack = self.request_stack
+        return stack[-1] if stack else Request(task=self.name)
+
+    def push_request(self, request: Request) -> None:
+        self.request_stack.append(request)
+
+    def pop_request(self) -> None:
+        self.request_stack.pop()
+
+    # -- the body -----------------------------------------------------------------------
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"task {self.name} does not define run()")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run(*args, **kwargs)
+
+    # -- calling ------------------------------------------------------------------------
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Send the task with these arguments: ``apply_async(args, kwargs)``."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+                    **options: Any) -> AsyncResult:
+        """Send the task to the router; returns once the router has accepted it."""
+        app = self._app()
+        if self.typing:
+            self._check_arguments(args or (), kwargs or {})
+        if app.settings.task_always_eager:
+            return self.apply(args, kwargs, **options)  # type: ignore[return-value]
+        return app.send_task(self.name or "", args, kwargs, _task=self, **options)
+
+    def apply(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+              task_id: str | None = None, retries: int = 0, throw: bool | None = None,
+              **options: Any) -> EagerResult:
+        """Run the task here and now, as a worker would, and return its result."""
+        from .result import EagerResult
+        from .utils import new_id
+
+        args, kwargs = tuple(args or ()), dict(kwargs or {})
+        request = Request(id=task_id or new_id(), task=self.name, args=args, kwargs=kwargs,
+                          retries=retries, is_eager=True, called_directly=False,
+                          headers=options.get("headers") or {},
+                          delivery_info={"is_eager": True})
+        outcome = trace(self, request, args, kwargs)
+        result = EagerResult(request.id, outcome.retval, outcome.state, outcome.traceback,
+                             app=self._app())
+        if throw and outcome.state == states.FAILURE and isinstance(outcome.retval, BaseException):
+            raise outcome.retval
+        return result
+
+    def _check_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        signature = type(self).__dict__.get("_zq_signature")
+        if signature is None:
+            try:
+                signature = inspect.signature(self.run)
+            except (TypeError, ValueError):
+                signature = False
+            type(self)._zq_signature = signature  # type: ignore[attr-defined]
+        if signature:
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{self.name}() {exc}") from None
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        from .canvas import Signature
+        return Signature(self.name or "", args, kwargs, app=self._app())
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        from .canvas import Signature
+        return Signature(self.name or "", args, kwargs, immutable=True, app=self._app())
+
+    def signature(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+                  **options: Any) -> Signature:
+        from .canvas import Signature
+        return Signature(self.name or "", args or (), kwargs or {}, options=options,
+                         app=self._app())
+
+    subtask = signature
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
+        return self._app().AsyncResult(task_id)
+
+    # -- inside a running task ----------------------------------------------------------
+
+    def retry(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+              exc: BaseException | None = None, throw: bool = True, eta: Any = None,
+              countdown: float | None = None, max_retries: int | None = None,
+              **options: Any) -> Retry:
+        """Send this task again with the same id, counting a retry; raises :class:`Retry`.
+
+        Past ``max_retries`` it raises ``exc``, or :class:`MaxRetriesExceededError` when no
+        ``exc`` was given.
+        """
+        request = self.request
+        limit = self.max_retries if max_retries is None else max_retries
+        if request.called_directly:
+            raise exc if exc is not None else Retry("Task can be retried", None)
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{request.args} "
+                f"kwargs:{request.kwargs}")
+        if eta is None and countdown is None:
+            countdown = self.default_retry_delay
+        new_args = request.args if args is None else args
+        new_kwargs = request.kwargs if kwargs is None else kwargs
+        when = countdown if countdown is not None else None
+        if request.is_eager:
+            outcome_result = self.apply(new_args, new_kwargs, task_id=request.id,
+                                        retries=request.retries + 1)
+            retry = Retry(exc=exc, when=when)
+            retry.eager_result = outcome_result  # type: ignore[attr-defined]
+            if throw:
+                raise retry
+            return retry
+        delivery = request.delivery_info or {}
+        send_options = {
+            "task_id": request.id, "retries": request.retries + 1, "countdown": countdown,
+            "eta": eta, "queue": delivery.get("queue"), "priority": delivery.get("priority"),
+            "headers": request.headers, "root_id": request.root_id,
+            "parent_id": request.parent_id, "expires": request.expires,
+            "time_limit": request.time_limit, "soft_time_limit": request.soft_time_limit,
+            "ignore_result": request.ignore_result, "serializer": None,
+            "_content_type": request.content_type,
+        }
+        send_options.update(options)
+        self._app().send_task(self.name or "", new_args, new_kwargs, _task=self, **send_options)
+        retry = Retry(exc=exc, when=when)
+        if throw:
+            raise retry
+        return retry
+
+    def update_state(self, task_id: str | None = None, state: str | None = None,
+                     meta: Any = None, **kwargs: Any) -> None:
+        """Record a state (a custom one such as ``PROGRESS`` too) with ``meta`` for a task."""
+        request = self.request
+        task_id = task_id or request.id
+        if task_id is None:
+            raise ValueError("update_state() needs a task_id outside a running task")
+        self._app()._emit_state(task_id, state or states.PENDING, meta,
+                                retries=request.retries if task_id == request.id else 0,
+                                name=self.name)
+
+    # -- handlers, overridden by subclasses ---------------------------------------------
+
+    def before_start(self, task_id: str, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Run by the worker before the task starts."""
+
+    def on_success(self, retval: Any, task_id: str, args: Sequence[Any],
+                   kwargs: dict[str, Any]) -> None:
+        """Run by the worker when the task succeeded."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Sequence[Any],
+                   kwargs: dict[str, Any], einfo: Any) -> None:
+        """Run by the worker when the task failed."""
+
+    def on_retry(self, exc: BaseException, task_id: str, args: Sequence[Any],
+                 kwargs: dict[str, Any], einfo: Any) -> None:
+        """Run by the worker when the task is to be retried."""
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: Sequence[Any],
+                     kwargs: dict[str, Any], einfo: Any) -> None:
+        """Run by the worker after the task returned, whatever its state."""
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _app(self) -> App:
+        if self.app is None:
+            raise RuntimeError(f"task {type(self).__name__} is not bound to an App")
+        return self.app
+
+    def option(self, name: str, setting: str) -> Any:
+        """The task's option ``name``, or the app-wide setting when the task leaves it unset."""
+        value = getattr(self, name)
+        if value is None and self.app is not None:
+            return getattr(self.app.settings, setting)
+        return value
+
+    def __repr__(self) -> str:
+        return f"<@task: {self.name}>"
+
+
+class ExceptionInfo:
+    """What handlers get as ``einfo``: the exception and its formatted traceback."""
+
+    def __init__(self, exc: BaseException, traceback: str):
+        self.exception = exc
+        self.type = type(exc)
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return self.traceback
+
+
+@dataclass
+class Outcome:
+    """How one run of a task ended. ``state`` is a task state, or IGNORED / REJECTED."""
+
+    state: str
+    retval: Any = None
+    traceback: str | None = None
+    requeue: bool = False
+    retry_when: float | None = None
+
+
+IGNORED = "IGNORED"
+
+Report = Callable[[Outcome], None]
+
+
+def backoff_countdown(task: Task, retries: int) -> float:
+    """Celery's exponential backoff: min(max, factor * 2**retries), jittered down to 0..that."""
+    factor = 1 if task.retry_backoff is True else float(task.retry_backoff)
+    countdown = min(task.retry_backoff_max, factor * (2 ** retries))
+    if task.retry_jitter:
+        countdown = random.randrange(int(countdown) + 1)
+    return max(0.0, countdown)
+
+
+def _run(task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    try:
+        return task.run(*args, **kwargs)
+    except (Retry, Ignore, Reject):
+        raise
+    except Exception as exc:
+        if not task.autoretry_for or not isinstance(exc, task.autoretry_for):
+            raise
+        if task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for):
+            raise
+        retry_kwargs = dict(task.retry_kwargs)
+        if task.retry_backoff:
+            retry_kwargs["countdown"] = backoff_countdown(task, task.request.retries)
+        raise task.retry(exc=exc, **retry_kwargs) from None
+
+
+def _call_handler(task: Task, handler: str, task_id: str, *args: Any) -> None:
+    """Run a handler; what it raises is logged and never ends the worker."""
+    try:
+        getattr(task, handler)(*args)
+    except Exception:
+        logger.exception("%s handler of task %s[%s] raised", handler, task.name, task_id)
+
+
+def trace(task: Task, request: Request, args: Sequence[Any], kwargs: dict[str, Any],
+          report: Report | None = None) -> Outcome:
+    """Run one call of ``task`` with Celery's rules for states, retries and handlers.
+
+    ``report`` is called with the outcome before the success, failure and retry handlers
+    run, as Celery stores a result before it calls them. A failure to report (a result that
+    will not serialize) turns the outcome into a FAILURE.
+    """
+    task_id = request.id or ""
+    task.push_request(request)
+    _running.__dict__.setdefault("stack", []).append(request)
+    _running.__dict__.setdefault("tasks", []).append(task)
+    try:
+        try:
+            task.before_start(task_id, args, kwargs)
+            retval = _run(task, args, kwargs)
+        except Retry as exc:
+            eager = getattr(exc, "eager_result", None)
+            if eager is not None:
+                return Outcome(eager.state, eager.result, eager.traceback)
+            reason = exc.exc if exc.exc is not None else exc
+            text = _format(reason)
+            outcome = Outcome(states.RETRY, reason, text, retry_when=exc.when)
+            _report(report, outcome)
+            _call_handler(task, "on_retry", task_id, reason, task_id, args, kwargs,
+                          ExceptionInfo(reason, text))
+        except Ignore:
+            outcome = Outcome(IGNORED)
+        except Reject as exc:
+            outcome = Outcome(states.REJECTED, exc, _format(exc), requeue=exc.requeue)
+        except Exception as exc:
+            outcome = _failure(task, task_id, args, kwargs, exc, report)
+        else:
+            outcome = Outcome(states.SUCCESS, retval)
+            try:
+                _report(report, outcome)
+            except SerializationError as exc:
+                return _finish(task, request, args, kwargs,
+                               _failure(task, task_id, args, kwargs, exc, report))
+            _call_handler(task, "on_success", task_id, retval, task_id, args, kwargs)
+        return _finish(task, request, args, kwargs, outcome)
+    finally:
+        task.pop_request()
+        _running.stack.pop()
+        _running.tasks.pop()
+
+
+def _finish(task: Task, request: Request, args: Sequence[Any], kwargs: dict[str, Any],
+            outcome: Outcome) -> Outcome:
+    if outcome.state != IGNORED:
+        einfo = (ExceptionInfo(outcome.retval, outcome.traceback or "")
+                 if isinstance(outcome.retval, BaseException) else None)
+        _call_handler(task, "after_return", request.id or "", outcome.state, outcome.retval, request.id or "",
+                      args, kwargs, einfo)
+    return outcome
+
+
+def _failure(task: Task, task_id: str, args: Sequence[Any], kwargs: dict[str, Any],
+             exc: BaseException, report: Report | None) -> Outcome:
+    text = _format(exc)
+    outcome = Outcome(states.FAILURE, exc, text)
+    expected = bool(task.throws) and isinstance(exc, task.throws)
+    log = logger.info if expected else logger.error
+    log("Task %s[%s] raised unexpected: %s", task.name, task_id,
+        f"{type(exc).__name__}({exc})" if expected else text.rstrip())
+    try:
+        _report(report, outcome)
+    except SerializationError:
+        logger.exception("could not report failure of %s[%s]", task.name, task_id)
+    _call_handler(task, "on_failure", task_id, exc, task_id, args, kwargs, ExceptionInfo(exc, text))
+    return outcome
+
+
+def _report(report: Report | None, outcome: Outcome) -> None:
+    if report is not None:
+        report(outcome)
+
+
+def _format(exc: BaseException) -> str:
+    return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))

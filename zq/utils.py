@@ -1,0 +1,87 @@
+"""Small helpers shared by several modules."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import sys
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .app import App
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def to_timestamp(value: Any, *, relative: bool = False) -> float | None:
+    """A unix time from a datetime (naive means UTC) or, with ``relative``, seconds from now."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.timestamp()
+    if isinstance(value, dt.timedelta):
+        return time.time() + value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return time.time() + float(value) if relative else float(value)
+    raise TypeError(f"expected a datetime or a number of seconds, not {type(value).__name__}")
+
+
+def from_timestamp(value: float | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+
+
+def load_app(path: str) -> App:
+    """The App named by ``module`` or ``module:attr``, as Celery's ``-A`` takes it.
+
+    With a bare module, its ``app`` attribute is used, else the one App instance it holds.
+    """
+    from .app import App
+
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import app module {module_name!r}: {exc}") from exc
+    if attr:
+        obj: Any = module
+        for part in attr.split("."):
+            obj = getattr(obj, part, None)
+        if not isinstance(obj, App):
+            raise ConfigurationError(f"{path!r} is not a zq App")
+        return obj
+    candidate = getattr(module, "app", None)
+    if isinstance(candidate, App):
+        return candidate
+    apps = [v for v in vars(module).values() if isinstance(v, App)]
+    if len(apps) != 1:
+        raise ConfigurationError(f"module {module_name!r} has {len(apps)} App instances; "
+                                 f"name one as {module_name}:attr")
+    return apps[0]
+
+
+def endpoint_host(endpoint: str) -> str | None:
+    """The host part of a tcp:// endpoint, None for other transports."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    return endpoint[len("tcp://"):].rsplit(":", 1)[0]
+
+
+def reachable(endpoint: str, via: str) -> str:
+    """``endpoint`` with a wildcard host replaced by the host of ``via`` (the router's)."""
+    host = endpoint_host(endpoint)
+    if host in ("0.0.0.0", "*", "", "[::]"):
+        port = endpoint.rsplit(":", 1)[1]
+        return f"tcp://{endpoint_host(via) or '127.0.0.1'}:{port}"
+    return endpoint
