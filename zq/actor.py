@@ -1,8 +1,10 @@
 """The actor process: takes tasks from the router up to its credit and runs them one at a time.
 
 Each actor process imports the app once and keeps one instance of each task (the actor
-model: ``self`` persists between calls). It pushes every state change straight to the
-results actor and tells the router when a task is done, which returns one credit.
+model: ``self`` persists between calls). It has one socket, to the router: a finished task's
+DONE carries its result event, which the router forwards to the results actor in one batch
+with the others of its step. One message a task instead of two, and a task's states reach
+the results actor in the order they happened.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from typing import Any
 import zmq
 
 from . import protocol, serialization, states
+from ._signals import Wakeup
 from ._remote import exception_to_data
 from .errors import NotRegistered, ProtocolError, SerializationError, SoftTimeLimitExceeded
 from .protocol import Cmd, Message
 from .task import IGNORED, Outcome, Request, Task, trace
-from .utils import load_app, reachable
+from .utils import load_app
 
 logger = logging.getLogger("zq.actor")
 
@@ -46,16 +49,18 @@ class ActorConfig:
 
 
 class Actor:
-    def __init__(self, config: ActorConfig):
+    def __init__(self, config: ActorConfig, wakeup: Wakeup | None = None):
         self.config = config
+        self.wakeup = wakeup
         self.stopping = False
         self.buffer: deque[Message] = deque()
         self.tasks_run = 0
         self.hostname = socket.gethostname()
         self._last_sent = 0.0
         self._welcomed = False
-        self.results_push: zmq.Socket[Any] | None = None
-        self.current: Message | None = None
+        self._final_event: dict[str, Any] | None = None
+        self._finished: list[dict[str, Any]] = []
+        self._done_batch = max(1, config.prefetch // 2)
 
     def setup(self) -> None:
         self.app = load_app(self.config.app)
@@ -67,6 +72,10 @@ class Actor:
         self.sock.identity = self.config.identity
         self.sock.linger = 0
         self.sock.connect(self.config.router)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+        if self.wakeup is not None:
+            self.poller.register(self.wakeup.fd, zmq.POLLIN)
         self._announce()
 
     def teardown(self) -> None:
@@ -74,9 +83,8 @@ class Actor:
         while self.buffer:
             msg = self.buffer.popleft()
             self._done(msg.header, requeue=True, started=False)
+        self._flush_done()
         self.app._state_sink = None
-        if self.results_push is not None:
-            self.results_push.close(linger=2000)
         self.sock.close(linger=2000)
         self.ctx.term()
 
@@ -102,11 +110,18 @@ class Actor:
 
     def step(self, timeout_s: float) -> None:
         wait_ms = 0 if (self.buffer and self._welcomed) else timeout_s * 1000
-        if self.sock.poll(wait_ms):
+        ready = dict(self.poller.poll(wait_ms))
+        if self.wakeup is not None and self.wakeup.fd in ready:
+            self.wakeup.drain()
+        if self.sock in ready:
             self._drain()
         if self.buffer and self._welcomed and not self.stopping:
             self._execute(self.buffer.popleft())
             self.tasks_run += 1
+            # DONEs of a prefetched run go back together, but soon enough that new
+            # credit reaches the router before the buffer runs dry.
+            if not self.buffer or len(self._finished) >= self._done_batch:
+                self._flush_done()
             self._maybe_recycle()
         elif time.monotonic() - self._last_sent >= self.config.heartbeat_interval_s:
             self._send(Message(Cmd.HEARTBEAT))
@@ -121,9 +136,9 @@ class Actor:
                 logger.error("dropping malformed message from the router: %s", exc)
                 continue
             if msg.cmd is Cmd.TASK:
-                self.buffer.append(msg)
+                self._take(msg)
             elif msg.cmd is Cmd.WELCOME:
-                self._on_welcome(msg.header)
+                self._welcomed = True
             elif msg.cmd is Cmd.RESYNC:
                 logger.info("the router does not know this actor (restarted?); announcing")
                 self._announce()
@@ -132,24 +147,27 @@ class Actor:
             else:
                 logger.warning("unexpected %s from the router", msg.cmd.value)
 
-    def _on_welcome(self, header: dict[str, Any]) -> None:
-        endpoint = reachable(header["results"]["ingest"], self.config.router)
-        if self.results_push is None or self._results_endpoint != endpoint:
-            if self.results_push is not None:
-                self.results_push.close(linger=0)
-            self.results_push = self.ctx.socket(zmq.PUSH)
-            self.results_push.linger = 0
-            self.results_push.sndhwm = 0
-            self.results_push.connect(endpoint)
-            self._results_endpoint = endpoint
-        self._welcomed = True
-
     # -- running one task ---------------------------------------------------------------
+
+    def _take(self, msg: Message) -> None:
+        batch = msg.header.get("tasks")
+        if batch is None:
+            self.buffer.append(msg)
+            return
+        for item in batch if isinstance(batch, list) else ():
+            try:
+                raw_header, body = item
+                header = protocol.unpack(raw_header)
+                if not isinstance(header, dict):
+                    raise ValueError("header is not a map")
+            except Exception as exc:
+                logger.error("dropping malformed task in a batch from the router: %s", exc)
+                continue
+            self.buffer.append(Message(Cmd.TASK, header, body, raw_header))
 
     def _execute(self, msg: Message) -> None:
         header = msg.header
-        self.current = msg
-        request: Request | None = None
+        self._final_event = None
         try:
             name = header.get("task", "")
             task = self.app.tasks.get(name)
@@ -178,12 +196,10 @@ class Actor:
         except Exception as exc:
             # The task could not even start: unknown name, arguments that will not decode.
             logger.error("task %s[%s] cannot run: %s", header.get("task"), header.get("id"), exc)
-            self._push_event(protocol.state_event(
+            self._final_event = protocol.state_event(
                 str(header.get("id", "")), states.FAILURE, retries=header.get("retries", 0),
-                name=header.get("task"), exc=exception_to_data(exc)))
+                name=header.get("task"), exc=exception_to_data(exc), ts=time.time())
             self._done(header)
-        finally:
-            self.current = None
 
     def _follow_chain(self, header: dict[str, Any], outcome: Outcome) -> None:
         """Send the next link with this result, or fail the links that will never run."""
@@ -247,20 +263,31 @@ class Actor:
             data = exception_to_data(exc, outcome.traceback)
             event = protocol.state_event(request.id or "", outcome.state, exc=data, **base)
         event["ts"] = time.time()
-        self._push_event(event)
+        # The final state travels with DONE; anything reported before it goes now.
+        if self._final_event is not None:
+            self._push_event(self._final_event)
+        self._final_event = event
 
     def _push_event(self, event: dict[str, Any]) -> None:
-        if self.results_push is None:
-            logger.error("no results endpoint yet; dropping %s of %s", event["state"], event["id"])
-            return
-        protocol.send(self.results_push, Message(Cmd.EVENTS, {"events": [event]}))
+        """Send a state change (STARTED, a custom state) to the router, which forwards it."""
+        self._send(Message(Cmd.EVENTS, {"events": [event]}))
 
     def _done(self, header: dict[str, Any], requeue: bool = False, started: bool = True) -> None:
         done: dict[str, Any] = {"id": header.get("id"), "retries": header.get("retries", 0)}
         if requeue:
             done["requeue"] = True
             done["started"] = started
-        self._send(Message(Cmd.DONE, done))
+        if self._final_event is not None:
+            done["event"] = self._final_event
+            self._final_event = None
+        self._finished.append(done)
+
+    def _flush_done(self) -> None:
+        if len(self._finished) == 1:
+            self._send(Message(Cmd.DONE, self._finished[0]))
+        elif self._finished:
+            self._send(Message(Cmd.DONE, {"done": self._finished}))
+        self._finished = []
 
     def _maybe_recycle(self) -> None:
         limit = self.config.max_tasks_per_child
@@ -286,7 +313,7 @@ def main(config: ActorConfig) -> None:
     from .log import setup_logging
 
     setup_logging(config.log_level)
-    actor = Actor(config)
+    actor = Actor(config, Wakeup())
 
     def stop(signum: int, frame: Any) -> None:
         actor.stopping = True

@@ -7,9 +7,15 @@ Sockets:
     per-task ``version``. A subscription to ``\\x00hello:<token>`` is answered on that
     topic, which tells a watcher its subscriptions are in place.
 
-Events may arrive out of order (router and actors send over different sockets);
-:func:`zq.states.supersedes` decides which one stands. Each step handles a batch of
-messages in one store transaction, then publishes and answers waiters.
+Events come from the router in batches (it forwards the actors' results with its own
+events) and from clients (``update_state`` outside a worker), so they can still arrive out
+of order; :func:`zq.states.supersedes` decides which one stands. Each step handles a batch
+of messages in one store transaction, then publishes and answers waiters.
+
+SENT, the state of every accepted task, is kept in memory only: the router's journal is
+what makes an accepted task durable, and writing every task twice would halve what the
+store can take. Every later state is written to the store. Changes are published only
+for topics somebody subscribed to (the XPUB socket tells us which).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import msgpack
 import zmq
 
 from . import protocol, states
+from ._signals import Wakeup
 from .errors import ProtocolError
 from .protocol import Cmd, Message
 
@@ -40,6 +47,7 @@ _EXPIRE_EVERY_S = 60.0
 _MAX_WAITERS = 1_000_000
 _MAX_IDS_PER_REQUEST = 10_000
 _SNAPSHOT_LIMIT = 10_000
+_TRANSIENT_KEPT = 1_000_000
 _FIELDS = ("id", "state", "retries", "name", "ts", "version", "ct", "body", "exc", "meta")
 
 
@@ -179,12 +187,15 @@ def _valid_event(event: Any) -> str | None:
 
 
 class ResultsActor:
-    def __init__(self, config: ResultsConfig):
+    def __init__(self, config: ResultsConfig, wakeup: Wakeup | None = None):
         self.config = config
+        self.wakeup = wakeup
         self.stopping = False
         self.seq = 0
         self.epoch = uuid.uuid4().hex[:12]
         self._waiters: dict[str, set[bytes]] = {}
+        self._transient: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._topics: set[bytes] = set()
         self._waiter_deadlines: list[tuple[float, str, bytes]] = []
         self._next_expire = 0.0
 
@@ -211,6 +222,8 @@ class ResultsActor:
         self.poller = zmq.Poller()
         for sock in (self.ingest, self.query, self.pub):
             self.poller.register(sock, zmq.POLLIN)
+        if self.wakeup is not None:
+            self.poller.register(self.wakeup.fd, zmq.POLLIN)
         logger.info("results actor %s ready at %s", self.epoch, self.endpoints)
 
     def teardown(self) -> None:
@@ -229,6 +242,8 @@ class ResultsActor:
 
     def step(self, timeout_s: float) -> None:
         events = dict(self.poller.poll(timeout_s * 1000))
+        if self.wakeup is not None and self.wakeup.fd in events:
+            self.wakeup.drain()
         changes: list[dict[str, Any]] = []
         if self.pub in events:
             self._on_subscriptions()
@@ -269,6 +284,18 @@ class ResultsActor:
             self._next_expire = now + _EXPIRE_EVERY_S
             self._expire(now)
 
+    def _lookup(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Current rows: SENT ones from memory, the rest from the store."""
+        ids = list(ids)
+        found = {i: self._transient[i] for i in ids if i in self._transient}
+        rest = [i for i in ids if i not in found]
+        if rest:
+            found.update(self.store.get_many(rest))
+        return found
+
+    def _publishing(self, task_id: str) -> bool:
+        return b"" in self._topics or task_id.encode() in self._topics
+
     def _events(self, events: Any) -> list[dict[str, Any]]:
         if not isinstance(events, list):
             logger.warning("dropping EVENTS without an event list")
@@ -295,7 +322,7 @@ class ResultsActor:
                 return
         if msg.cmd is Cmd.GET:
             self._flush_into(changes)
-            found = self.store.get_many(ids)
+            found = self._lookup(ids)
             rows = [found.get(i) or {"id": i, "state": states.PENDING} for i in ids]
             replies.append((identity, Message(Cmd.STATES, {"states": rows, "rid": rid})))
         elif msg.cmd is Cmd.WAIT:
@@ -307,11 +334,14 @@ class ResultsActor:
         elif msg.cmd is Cmd.FORGET:
             self._flush_into(changes)
             self.store.delete(ids)
+            for task_id in ids:
+                self._transient.pop(task_id, None)
             replies.append((identity, Message(Cmd.STATES, {"states": [], "rid": rid})))
         elif msg.cmd is Cmd.SNAPSHOT:
             self._flush_into(changes)
-            rows = (list(self.store.get_many(ids).values()) if ids
-                    else self.store.unready(_SNAPSHOT_LIMIT))
+            rows = (list(self._lookup(ids).values()) if ids
+                    else self.store.unready(_SNAPSHOT_LIMIT)
+                    + list(self._transient.values())[-_SNAPSHOT_LIMIT:])
             replies.append((identity, Message(Cmd.STATES,
                                               {"states": rows, "seq": self.seq, "rid": rid})))
         elif msg.cmd is Cmd.EVENTS:
@@ -334,7 +364,7 @@ class ResultsActor:
 
     def _on_wait(self, identity: bytes, ids: list[str], timeout_s: float,
                  replies: list[tuple[bytes, Message]]) -> None:
-        found = self.store.get_many(ids)
+        found = self._lookup(ids)
         ready = []
         deadline = time.time() + min(timeout_s, 3600.0)
         for task_id in ids:
@@ -349,8 +379,9 @@ class ResultsActor:
 
     def _apply(self, events: list[dict[str, Any]]) -> None:
         now = time.time()
-        current = self.store.get_many({e["id"] for e in events})
-        stored: list[dict[str, Any]] = []
+        current = self._lookup({e["id"] for e in events})
+        changed: list[dict[str, Any]] = []
+        durable: dict[str, dict[str, Any]] = {}
         for event in events:
             old = current.get(event["id"])
             retries = event.get("retries", 0)
@@ -360,28 +391,39 @@ class ResultsActor:
             row = {k: event[k] for k in _FIELDS if k in event}
             row.setdefault("ts", now)
             row["retries"] = retries
-            if old is not None:
-                row.setdefault("name", old.get("name"))
+            if old is not None and "name" not in row and old.get("name"):
+                row["name"] = old["name"]
             row["version"] = (old.get("version", 0) if old else 0) + 1
             current[event["id"]] = row
-            stored.append(row)
-        if not stored:
+            changed.append(row)
+            if row["state"] == states.SENT:
+                self._remember_sent(row)
+            else:
+                self._transient.pop(row["id"], None)
+                durable[row["id"]] = row  # the last change of a batch is the one written
+        if not changed:
             return
-        self.store.put_many(stored)
+        if durable:
+            self.store.put_many(list(durable.values()))
         ready_for: dict[bytes, list[dict[str, Any]]] = {}
-        for row in stored:
+        for row in changed:
             self.seq += 1
-            published = dict(row, seq=self.seq)
-            try:
-                protocol.send(self.pub, Message(Cmd.EVENT, published),
-                              identity=row["id"].encode(), flags=zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # a slow subscriber; it sees the version gap and asks
+            if self._topics and self._publishing(row["id"]):
+                try:
+                    protocol.send(self.pub, Message(Cmd.EVENT, dict(row, seq=self.seq)),
+                                  identity=row["id"].encode(), flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # a slow subscriber; it sees the version gap and asks
             if row["state"] in states.READY_STATES:
                 for identity in self._waiters.pop(row["id"], ()):
                     ready_for.setdefault(identity, []).append(row)
         for identity, rows in ready_for.items():
             self._send(identity, Message(Cmd.STATES, {"states": rows}))
+
+    def _remember_sent(self, row: dict[str, Any]) -> None:
+        self._transient[row["id"]] = row
+        if len(self._transient) > _TRANSIENT_KEPT:
+            self._transient.popitem(last=False)
 
     def _send(self, identity: bytes, msg: Message) -> None:
         try:
@@ -390,15 +432,28 @@ class ResultsActor:
             logger.debug("could not answer %r: %s", identity, exc)
 
     def _on_subscriptions(self) -> None:
+        """Track which topics have subscribers; answer a watcher's hello on its own topic.
+
+        XPUB passes on the first subscription to a topic and the last unsubscription, so
+        the set below is exactly the topics somebody listens to.
+        """
         while True:
             try:
                 frame = self.pub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if frame[:1] == b"\x01" and frame[1:8] == b"\x00hello:":
-                protocol.send(self.pub, Message(Cmd.WELCOME, {"seq": self.seq,
-                                                               "epoch": self.epoch}),
-                              identity=frame[1:], flags=zmq.NOBLOCK)
+            if not frame:
+                continue
+            topic = frame[1:]
+            if frame[0] == 1:
+                if topic.startswith(b"\x00hello:"):
+                    protocol.send(self.pub, Message(Cmd.WELCOME, {"seq": self.seq,
+                                                                   "epoch": self.epoch}),
+                                  identity=topic, flags=zmq.NOBLOCK)
+                else:
+                    self._topics.add(topic)
+            elif frame[0] == 0:
+                self._topics.discard(topic)
 
     def _expire(self, now: float) -> None:
         removed = self.store.expire(now - self.config.result_expires_s)
@@ -439,7 +494,7 @@ def main(config: ResultsConfig, conn: Any, log_level: str = "INFO") -> None:
 
     setup_logging(log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    actor = ResultsActor(config)
+    actor = ResultsActor(config, Wakeup())
 
     def stop(signum: int, frame: Any) -> None:
         actor.stopping = True

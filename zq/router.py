@@ -25,6 +25,7 @@ import zmq
 from . import protocol, results, states
 from ._remote import exception_to_data
 from .errors import ProtocolError, WorkerLostError
+from ._signals import Wakeup
 from .journal import Journal
 from .protocol import Cmd, Message
 from .routing import DEAD, INFLIGHT, QUEUED, SCHEDULED, Entry, TaskQueue
@@ -33,6 +34,9 @@ from .utils import reachable
 logger = logging.getLogger("zq.router")
 
 _BATCH = 1000
+# While busy, the router sends state events to the results actor at most this often, so
+# they travel (and are stored) in batches; an idle step sends them at once.
+_EVENT_FLUSH_S = 0.001
 _FINISHED_KEPT = 100_000
 
 
@@ -91,8 +95,9 @@ def _task_header_problem(h: dict[str, Any]) -> str | None:
 
 
 class Router:
-    def __init__(self, config: RouterConfig):
+    def __init__(self, config: RouterConfig, wakeup: Wakeup | None = None):
         self.config = config
+        self.wakeup = wakeup
         self.stopping = False
         self.epoch = uuid.uuid4().hex[:12]
         self.queues: dict[str, TaskQueue] = {}
@@ -107,6 +112,7 @@ class Router:
         self._events: list[dict[str, Any]] = []
         self._replies: list[tuple[bytes, Message]] = []
         self._dirty = False
+        self._last_flush = 0.0
         self._next_housekeeping = 0.0
         self._dispatch_after = 0.0
 
@@ -141,6 +147,8 @@ class Router:
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
         self.poller.register(self.results_process.sentinel, zmq.POLLIN)
+        if self.wakeup is not None:
+            self.poller.register(self.wakeup.fd, zmq.POLLIN)
         logger.info("router %s listening on %s", self.epoch, self.endpoint)
 
     def teardown(self) -> None:
@@ -202,9 +210,12 @@ class Router:
         now = time.time()
         if self.timers:
             timeout_s = max(0.0, min(timeout_s, self.timers[0][0] - now))
+        if self._events:
+            timeout_s = min(timeout_s, _EVENT_FLUSH_S)
         ready = dict(self.poller.poll(timeout_s * 1000))
-        if self.sock in ready:
-            self._drain()
+        if self.wakeup is not None and self.wakeup.fd in ready:
+            self.wakeup.drain()
+        handled = self._drain() if self.sock in ready else 0
         if self.results_process.sentinel in ready and not self.results_process.is_alive():
             logger.error("the results actor exited with %s; restarting it",
                          self.results_process.exitcode)
@@ -223,14 +234,17 @@ class Router:
         if self._dirty and time.monotonic() >= self._dispatch_after:
             self._dirty = False
             self._dispatch()
-        self._flush_events()
+        if self._events and (not handled
+                             or time.monotonic() - self._last_flush >= _EVENT_FLUSH_S):
+            self._flush_events()
 
-    def _drain(self) -> None:
-        for _ in range(_BATCH):
+    def _drain(self) -> int:
+        """Handle the messages waiting on the socket (up to a batch); returns how many."""
+        for count in range(_BATCH):
             try:
                 identity, msg = protocol.recv(self.sock, zmq.NOBLOCK, routed=True)
             except zmq.Again:
-                return
+                return count
             except ProtocolError as exc:
                 identity = getattr(exc, "identity", None)
                 logger.warning("malformed message from %r: %s", identity, exc)
@@ -244,6 +258,7 @@ class Router:
                 logger.exception("error handling %s from %r", msg.cmd.value, identity)
                 self._replies.append((identity, protocol.error(
                     f"router error handling {msg.cmd.value}: {exc}", kind="ZqError")))
+        return _BATCH
 
     def _handle(self, identity: bytes, msg: Message) -> None:
         handler = self._HANDLERS.get(msg.cmd)
@@ -410,20 +425,47 @@ class Router:
         actor.inflight[entry.key] = entry
 
     def _on_done(self, identity: bytes, msg: Message) -> None:
+        """One finished task, or with ``done`` a list of them; each returns one credit."""
         actor = self.actors.get(identity)
         if actor is None:
             self._replies.append((identity, Message(Cmd.RESYNC)))
             return
-        key = (msg.header.get("id"), msg.header.get("retries", 0))
+        records = msg.header.get("done")
+        for record in records if isinstance(records, list) else [msg.header]:
+            if isinstance(record, dict):
+                self._done_one(actor, record)
+        self._set_hungry(actor)
+
+    def _done_one(self, actor: ActorState, record: dict[str, Any]) -> None:
+        key = (record.get("id"), record.get("retries", 0))
         entry = actor.inflight.pop(key, None)  # type: ignore[call-overload]
         actor.credit += 1
-        self._set_hungry(actor)
+        event = record.get("event")
+        if isinstance(event, dict):
+            # Forwarded even for a task given up on: the results actor keeps the first
+            # final state of an attempt, so a late result is never applied twice.
+            self._events.append(event)
         if entry is None:
-            return  # already given up on (the actor was thought lost): not applied twice
-        if msg.header.get("requeue"):
-            self._requeue(entry, redelivered=bool(msg.header.get("started")))
+            self._late_done(key)
+            return
+        if record.get("requeue"):
+            self._requeue(entry, redelivered=bool(record.get("started")))
         else:
             self._finish(entry)
+
+    def _late_done(self, key: tuple[Any, Any]) -> None:
+        """A DONE from an actor the router had given up on: a requeued copy need not run."""
+        entry = self.tasks.get(key[0]) if isinstance(key[0], str) else None
+        if entry is not None and entry.retries == key[1] and entry.state in (QUEUED, SCHEDULED):
+            if entry.state == QUEUED:
+                self.queues[entry.queue].discard(entry)
+            self._finish(entry)
+
+    def _on_events(self, identity: bytes, msg: Message) -> None:
+        """State changes reported by an actor while its task runs: forwarded in order."""
+        events = msg.header.get("events")
+        if isinstance(events, list):
+            self._events.extend(e for e in events if isinstance(e, dict))
 
     def _on_heartbeat(self, identity: bytes, msg: Message) -> None:
         host = msg.header.get("host")
@@ -551,8 +593,10 @@ class Router:
             self.hungry.pop(actor.identity, None)
 
     def _dispatch(self) -> None:
-        """Hand out tasks one per hungry actor per round, so credit spreads work evenly."""
+        """Hand out tasks one per hungry actor per round, so credit spreads work evenly;
+        what one actor gets in a dispatch travels in one message."""
         now = time.time()
+        batches: dict[bytes, list[Entry]] = {}
         progress = True
         while progress and self.hungry:
             progress = False
@@ -560,12 +604,15 @@ class Router:
                 entry = self._next_for(actor, now)
                 if entry is None:
                     continue
-                if not self._deliver(actor, entry):
-                    continue
                 progress = True
+                entry.state = INFLIGHT
+                actor.inflight[entry.key] = entry
+                batches.setdefault(actor.identity, []).append(entry)
                 actor.credit -= 1
                 if actor.credit <= 0:
                     del self.hungry[actor.identity]
+        for identity, entries in batches.items():
+            self._deliver(self.actors[identity], entries)
 
     def _next_for(self, actor: ActorState, now: float) -> Entry | None:
         for name in actor.queues:
@@ -580,15 +627,19 @@ class Router:
                 return entry
         return None
 
-    def _deliver(self, actor: ActorState, entry: Entry) -> bool:
-        msg = Message(Cmd.TASK, entry.header, entry.body, entry.raw_header)
-        if not self._send(actor.identity, msg):
+    def _deliver(self, actor: ActorState, entries: list[Entry]) -> None:
+        if len(entries) == 1:
+            entry = entries[0]
+            msg = Message(Cmd.TASK, entry.header, entry.body, entry.raw_header)
+        else:
+            msg = Message(Cmd.TASK, {"tasks": [[e.raw_header or protocol.pack(e.header), e.body]
+                                               for e in entries]})
+        if self._send(actor.identity, msg):
+            return
+        for entry in reversed(entries):
+            actor.inflight.pop(entry.key, None)
             self._enqueue(entry, front=True)
-            self._actor_lost(actor.identity, "unreachable")
-            return False
-        entry.state = INFLIGHT
-        actor.inflight[entry.key] = entry
-        return True
+        self._actor_lost(actor.identity, "unreachable")
 
     # -- events to the results actor ----------------------------------------------------
 
@@ -599,6 +650,7 @@ class Router:
     def _flush_events(self) -> None:
         if not self._events:
             return
+        self._last_flush = time.monotonic()
         try:
             protocol.send(self.results_push, Message(Cmd.EVENTS, {"events": self._events}),
                           flags=zmq.NOBLOCK)
@@ -609,13 +661,13 @@ class Router:
     _HANDLERS = {
         Cmd.SUBMIT: _on_submit, Cmd.HELLO: _on_hello, Cmd.CONTROL: _on_control,
         Cmd.READY: _on_ready, Cmd.DONE: _on_done, Cmd.HEARTBEAT: _on_heartbeat,
-        Cmd.LOST: _on_lost,
+        Cmd.LOST: _on_lost, Cmd.EVENTS: _on_events,
     }
 
 
 def main(config: RouterConfig) -> None:
     """Run a router until SIGTERM or SIGINT; the journal is flushed on the way out."""
-    router = Router(config)
+    router = Router(config, Wakeup())
 
     def stop(signum: int, frame: Any) -> None:
         router.stopping = True

@@ -25,6 +25,7 @@ from typing import Any
 import zmq
 
 from . import protocol
+from ._signals import Wakeup
 from .actor import ActorConfig
 from .actor import main as actor_main
 from .errors import ProtocolError
@@ -67,8 +68,9 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, config: WorkerConfig):
+    def __init__(self, config: WorkerConfig, wakeup: Wakeup | None = None):
         self.config = config
+        self.wakeup = wakeup
         self.host = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.children: dict[int, Child] = {}
         self.stopping = False
@@ -134,6 +136,8 @@ class Supervisor:
     def step(self, timeout_s: float) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        if self.wakeup is not None:
+            poller.register(self.wakeup.fd, zmq.POLLIN)
         sentinels = {c.process.sentinel: c for c in self.children.values()}
         for fd in sentinels:
             poller.register(fd, zmq.POLLIN)
@@ -141,6 +145,8 @@ class Supervisor:
         if self._restart_at:
             timeout_s = max(0.0, min(timeout_s, min(self._restart_at.values()) - now))
         ready = dict(poller.poll(timeout_s * 1000))
+        if self.wakeup is not None and self.wakeup.fd in ready:
+            self.wakeup.drain()
         if self.sock in ready:
             self._drain()
         for fd, child in sentinels.items():
@@ -234,7 +240,7 @@ class Supervisor:
 
 
 def main(config: WorkerConfig) -> int:
-    supervisor = Supervisor(config)
+    supervisor = Supervisor(config, Wakeup())
     signal.signal(signal.SIGTERM, lambda s, f: supervisor.warm_shutdown())
     signal.signal(signal.SIGINT, lambda s, f: supervisor.warm_shutdown())
     signal.signal(signal.SIGQUIT, lambda s, f: supervisor.cold_shutdown())
