@@ -27,6 +27,7 @@ from .errors import (
 )
 from .log import get_task_logger
 from .result import AsyncResult, EagerResult, GroupResult
+from .routing import Exchange, Queue
 from .task import Task, current_task
 
 __version__ = "0.1.0"
@@ -46,6 +47,9 @@ __all__ = [
     "group",
     "signature",
     "states",
+    # routing
+    "Exchange",
+    "Queue",
     # errors
     "ConfigurationError",
     "ContentDisallowed",

@@ -26,6 +26,7 @@ from ._remote import exception_to_data
 from .errors import NotRegistered, ProtocolError, SerializationError, SoftTimeLimitExceeded
 from .protocol import Cmd, Message
 from .task import IGNORED, Outcome, Request, Task, trace
+from .routing import declarations
 from .utils import load_app
 
 logger = logging.getLogger("zq.actor")
@@ -49,9 +50,13 @@ class ActorConfig:
 
 
 class Actor:
-    def __init__(self, config: ActorConfig, wakeup: Wakeup | None = None):
+    def __init__(self, config: ActorConfig, wakeup: Wakeup | None = None,
+                 deadline: Any = None):
         self.config = config
         self.wakeup = wakeup
+        # Shared with the supervisor: when the running task's hard time limit passes
+        # (time.monotonic(), 0 for none). The supervisor kills the process past it.
+        self.deadline = deadline
         self.stopping = False
         self.buffer: deque[Message] = deque()
         self.tasks_run = 0
@@ -101,6 +106,7 @@ class Actor:
             "queues": list(self.queues), "credit": max(self.config.prefetch - len(self.buffer), 0),
             "host": self.config.host, "pid": os.getpid(), "supervised": self.config.supervised,
             "holding": [[m.header.get("id"), m.header.get("retries", 0)] for m in self.buffer],
+            "declare": declarations(self.app.settings.task_queues),
         }
         self._send(Message(Cmd.READY, header))
 
@@ -139,6 +145,8 @@ class Actor:
                 self._take(msg)
             elif msg.cmd is Cmd.WELCOME:
                 self._welcomed = True
+            elif msg.cmd is Cmd.CONTROL and msg.header.get("op") == "revoke":
+                self._drop_revoked(msg.header.get("ids") or [])
             elif msg.cmd is Cmd.RESYNC:
                 logger.info("the router does not know this actor (restarted?); announcing")
                 self._announce()
@@ -148,6 +156,19 @@ class Actor:
                 logger.warning("unexpected %s from the router", msg.cmd.value)
 
     # -- running one task ---------------------------------------------------------------
+
+    def _drop_revoked(self, ids: list[str]) -> None:
+        """Revoked while waiting in this actor's buffer: never started, reported REVOKED."""
+        revoked = set(ids)
+        for msg in [m for m in self.buffer if m.header.get("id") in revoked]:
+            self.buffer.remove(msg)
+            self._final_event = protocol.state_event(
+                msg.header["id"], states.REVOKED, retries=msg.header.get("retries", 0),
+                name=msg.header.get("task"), ts=time.time(), exc={
+                    "type": "TaskRevokedError", "module": "zq.errors", "args": ["revoked"],
+                    "message": f"task {msg.header['id']} revoked", "traceback": None})
+            self._done(msg.header)
+        self._flush_done()
 
     def _take(self, msg: Message) -> None:
         batch = msg.header.get("tasks")
@@ -181,17 +202,26 @@ class Actor:
                                  retries=request.retries, name=task.name,
                                  pid=os.getpid(), hostname=self.hostname))
             soft = request.soft_time_limit or self.config.soft_time_limit_s
+            hard = request.time_limit or self.config.time_limit_s
             if soft:
                 signal.setitimer(signal.ITIMER_REAL, soft)
+            if hard and self.deadline is not None:
+                self.deadline.value = time.monotonic() + hard
             try:
                 outcome = trace(task, request, args, kwargs,
                                 report=lambda o: self._report(task, request, o))  # type: ignore[arg-type]
             finally:
                 if soft:
                     signal.setitimer(signal.ITIMER_REAL, 0)
+                if hard and self.deadline is not None:
+                    self.deadline.value = 0.0
             if header.get("chain"):
                 self._follow_chain(header, outcome)
             requeue = outcome.state == states.REJECTED and outcome.requeue
+            if requeue and not request.acks_late:
+                logger.warning("task %s[%s] asked to be requeued, but it was acknowledged on "
+                               "receipt (not acks_late): dropped", task.name, request.id)
+                requeue = False
             self._done(header, requeue=requeue, started=True)
         except Exception as exc:
             # The task could not even start: unknown name, arguments that will not decode.
@@ -308,12 +338,12 @@ def _soft_time_limit(signum: int, frame: Any) -> None:
     raise SoftTimeLimitExceeded("soft time limit exceeded")
 
 
-def main(config: ActorConfig) -> None:
+def main(config: ActorConfig, deadline: Any = None) -> None:
     """Entry point of an actor process started by the supervisor."""
     from .log import setup_logging
 
     setup_logging(config.log_level)
-    actor = Actor(config, Wakeup())
+    actor = Actor(config, Wakeup(), deadline)
 
     def stop(signum: int, frame: Any) -> None:
         actor.stopping = True

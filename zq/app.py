@@ -18,6 +18,7 @@ from .errors import ConfigurationError
 from .protocol import Cmd
 from .result import AsyncResult
 from .routing import Router as TaskRouter
+from .routing import declarations
 from .task import Task, current_request
 from .utils import new_id, to_timestamp
 
@@ -280,7 +281,12 @@ class App:
     def _router_client(self) -> RouterClient:
         local = self._local()
         if local.router is None:
-            local.router = RouterClient(zmq.Context.instance(), self.settings.router)
+            client = RouterClient(zmq.Context.instance(), self.settings.router)
+            queues = declarations(self.settings.task_queues)
+            if queues:
+                client.call(Cmd.CONTROL, {"op": "declare", "queues": queues},
+                            self.settings.publish_timeout_s)
+            local.router = client
         return local.router
 
     def _results(self) -> ResultsClient:

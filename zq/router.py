@@ -23,12 +23,12 @@ from typing import Any
 import zmq
 
 from . import protocol, results, states
-from ._remote import exception_to_data
-from .errors import ProtocolError, WorkerLostError
+from .errors import ProtocolError
 from ._signals import Wakeup
 from .journal import Journal
+from .ratelimit import RateLimiter, parse_rate
 from .protocol import Cmd, Message
-from .routing import DEAD, INFLIGHT, QUEUED, SCHEDULED, Entry, TaskQueue
+from .routing import DEAD, INFLIGHT, QUEUED, SCHEDULED, Bindings, Entry, TaskQueue
 from .utils import reachable
 
 logger = logging.getLogger("zq.router")
@@ -38,6 +38,7 @@ _BATCH = 1000
 # they travel (and are stored) in batches; an idle step sends them at once.
 _EVENT_FLUSH_S = 0.001
 _FINISHED_KEPT = 100_000
+_REVOKED_KEPT = 50_000
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,11 @@ def _task_header_problem(h: dict[str, Any]) -> str | None:
     return None
 
 
+def _control_error(msg: Message, message: str) -> Message:
+    return Message(Cmd.ERROR, {"rid": msg.header.get("rid"), "error": "ZqError",
+                               "message": message})
+
+
 class Router:
     def __init__(self, config: RouterConfig, wakeup: Wakeup | None = None):
         self.config = config
@@ -108,6 +114,11 @@ class Router:
         self.hungry: dict[bytes, ActorState] = {}
         self.hosts: dict[str, HostState] = {}
         self.timers: list[tuple[float, int, Entry]] = []
+        # Per task name: the limiter, and the rate set by control (which wins over headers).
+        self.bindings = Bindings()
+        self.limiters: dict[str, RateLimiter] = {}
+        self._rates: dict[str, float | None] = {}
+        self._rate_overrides: dict[str, float | None] = {}
         self._timer_seq = itertools.count()
         self._events: list[dict[str, Any]] = []
         self._replies: list[tuple[bytes, Message]] = []
@@ -130,6 +141,12 @@ class Router:
         self.sock.bind(self.config.bind)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._start_results()
+        bindings = self.config.data_dir / "bindings.msgpack"
+        if bindings.exists():
+            try:
+                self.bindings.declare(protocol.unpack(bindings.read_bytes()))
+            except Exception as exc:
+                logger.error("ignoring unreadable %s: %s", bindings, exc)
         self.journal = Journal(self.config.data_dir / "journal.log",
                                fsync=self.config.journal_fsync)
         live, revoked = self.journal.open()
@@ -330,13 +347,41 @@ class Router:
         known = self.tasks.get(entry.id)
         if (known is not None and known.retries >= entry.retries) or entry.key in self.finished:
             return None  # a resend after a lost answer: accepted already
-        if entry.queue == "":
-            entry.queue = "celery"
+        if not entry.queue:
+            routed = self.bindings.route(header.get("exchange", ""), header.get("rk"))
+            if routed is None:
+                where = (f"exchange {header.get('exchange')!r} with routing key "
+                         f"{header.get('rk')!r}")
+                if header.get("mandatory"):
+                    return protocol.error(f"no queue is bound for {where}", kind="NoRoute",
+                                          task_id=task_id)
+                # Not dropped in silence as AMQP would: it fails where everyone can see.
+                entry.accepted_at = time.time()
+                problem = f"no queue is bound for {where}"
+                self._event(entry, states.FAILURE, exc={
+                    "type": "NoRoute", "module": "zq.errors", "args": [problem],
+                    "message": problem, "traceback": None})
+                self.finished[entry.key] = None
+                return None
+            entry.queue = routed
+        if header.get("immediate") and not any(
+                a.credit > 0 and entry.queue in a.queues for a in self.actors.values()):
+            return protocol.error(f"no worker consuming queue {entry.queue!r} can take the task "
+                                  f"now (immediate=True)", kind="NoRoute", task_id=task_id)
         queue = self.queues.get(entry.queue)
         limit = self.config.max_queue_length
         if limit is not None and queue is not None and queue.size >= limit:
             return protocol.error(f"queue {entry.queue!r} holds {queue.size} tasks, its limit "
                                   f"(max_queue_length)", kind="QueueFull", task_id=task_id)
+        if entry.id in self.revoked:
+            self._revoked_event(entry, "revoked")
+            self.finished[entry.key] = None
+            return None
+        if "rate_limit" in header and entry.name not in self._rate_overrides:
+            try:
+                self._set_rate(entry.name, parse_rate(header["rate_limit"]))
+            except ValueError as exc:
+                return protocol.error(str(exc), kind="PublishError", task_id=task_id)
         entry.accepted_at = time.time()
         self.journal.accepted(raw_header or protocol.pack(header), body)
         self.tasks[entry.id] = entry
@@ -360,6 +405,34 @@ class Router:
         reply: dict[str, Any] = {"rid": msg.header.get("rid")}
         if op == "stats":
             reply.update(self.stats())
+        elif op == "rate_limit":
+            name = msg.header.get("task")
+            try:
+                rate = parse_rate(msg.header.get("rate_limit"))
+            except ValueError as exc:
+                self._replies.append((identity, _control_error(msg, str(exc))))
+                return
+            if not isinstance(name, str) or not name:
+                self._replies.append((identity, _control_error(msg, "rate_limit needs 'task'")))
+                return
+            self._rate_overrides[name] = rate
+            self._set_rate(name, rate)
+            reply["ok"] = True
+        elif op == "revoke":
+            ids = msg.header.get("ids")
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                self._replies.append((identity, _control_error(msg, "revoke needs 'ids'")))
+                return
+            self._revoke(ids, bool(msg.header.get("terminate")),
+                         str(msg.header.get("signal") or "SIGTERM"))
+            reply["ok"] = True
+        elif op == "declare":
+            try:
+                self._declare(msg.header.get("queues"))
+            except ValueError as exc:
+                self._replies.append((identity, _control_error(msg, str(exc))))
+                return
+            reply["ok"] = True
         elif op == "purge":
             queue = msg.header.get("queue")
             purged = 0
@@ -370,11 +443,62 @@ class Router:
                         purged += 1
             reply["purged"] = purged
         else:
-            self._replies.append((identity, Message(Cmd.ERROR, {
-                "rid": msg.header.get("rid"), "error": "ZqError",
-                "message": f"unknown control operation {op!r}"})))
+            self._replies.append((identity, _control_error(
+                msg, f"unknown control operation {op!r}")))
             return
         self._replies.append((identity, Message(Cmd.REPLY, reply)))
+
+    def _revoke(self, ids: list[str], terminate: bool, signal_name: str) -> None:
+        """Waiting tasks never run; prefetched ones are taken back; with ``terminate`` the
+        process running one is killed. The ids stay revoked (bounded, journaled)."""
+        pulls: dict[bytes, list[str]] = {}
+        for task_id in ids:
+            self.revoked[task_id] = None
+            self.revoked.move_to_end(task_id)
+            if len(self.revoked) > _REVOKED_KEPT:
+                self.revoked.popitem(last=False)
+            self.journal.revoked(task_id)
+            entry = self.tasks.get(task_id)
+            if entry is None:
+                continue
+            if entry.state in (QUEUED, SCHEDULED):
+                if entry.state == QUEUED:
+                    self.queues[entry.queue].discard(entry)
+                self._revoked_event(entry, "revoked")
+                self._finish(entry)
+            elif entry.state == INFLIGHT:
+                for actor in self.actors.values():
+                    keys = list(actor.inflight)
+                    if entry.key not in keys:
+                        continue
+                    if keys.index(entry.key) > 0:
+                        pulls.setdefault(actor.identity, []).append(task_id)
+                    elif terminate:
+                        self._terminate(actor, signal_name)
+        for identity, pulled in pulls.items():
+            self._replies.append((identity, Message(Cmd.CONTROL, {"op": "revoke",
+                                                                   "ids": pulled})))
+
+    def _terminate(self, actor: ActorState, signal_name: str) -> None:
+        host = self.hosts.get(actor.host)
+        if host is None or not host.identity:
+            logger.warning("cannot terminate a task on actor %r: no supervisor known",
+                           actor.identity)
+            return
+        self._replies.append((host.identity, Message(Cmd.CONTROL, {
+            "op": "kill", "actor": actor.identity, "signal": signal_name})))
+
+    def _revoked_event(self, entry: Entry, why: str) -> None:
+        self._event(entry, states.REVOKED, exc={
+            "type": "TaskRevokedError", "module": "zq.errors", "args": [why],
+            "message": f"task {entry.id} {why}", "traceback": None})
+
+    def _declare(self, decls: Any) -> None:
+        if self.bindings.declare(decls):
+            path = self.config.data_dir / "bindings.msgpack"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(protocol.pack(self.bindings.to_list()))
+            tmp.replace(path)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -409,6 +533,11 @@ class Router:
             actor.queues, actor.credit = tuple(queues), credit
         for task_id, retries in h.get("holding") or ():
             self._claim(actor, task_id, retries)
+        if h.get("declare"):
+            try:
+                self._declare(h["declare"])
+            except ValueError as exc:
+                logger.error("actor %r declared bad bindings: %s", identity, exc)
         if actor.supervised and actor.host not in self.hosts:
             self.hosts[actor.host] = HostState(actor.host, b"", time.time())
         self._replies.append((identity, Message(Cmd.WELCOME, self._welcome(msg))))
@@ -449,7 +578,13 @@ class Router:
             self._late_done(key)
             return
         if record.get("requeue"):
-            self._requeue(entry, redelivered=bool(record.get("started")))
+            started = bool(record.get("started"))
+            limit = entry.header.get("max_redeliveries", 3)
+            if started and entry.redeliveries >= limit:
+                self._fail(entry, "Reject", f"the task rejected itself {entry.redeliveries + 1} "
+                                            f"times (max_redeliveries={limit}); not requeued again")
+            else:
+                self._requeue(entry, redelivered=started)
         else:
             self._finish(entry)
 
@@ -502,9 +637,15 @@ class Router:
             if position > 0:  # prefetched, never started
                 self._requeue(entry, redelivered=False)
                 continue
+            if entry.id in self.revoked:
+                self._revoked_event(entry, "revoked and terminated")
+                self._finish(entry)
+                continue
             if error == "TimeLimitExceeded":
+                limit = entry.header.get("time_limit")
                 self._fail(entry, "TimeLimitExceeded",
-                           f"TimeLimitExceeded({entry.header.get('time_limit')})")
+                           f"TimeLimitExceeded({limit if limit is not None else ''}): the task "
+                           f"ran past its hard time limit and its process was killed")
                 continue
             late = entry.acks_late and entry.header.get("reject_on_worker_lost") is not False
             limit = entry.header.get("max_redeliveries", 3)
@@ -552,7 +693,10 @@ class Router:
         while self.timers and self.timers[0][0] <= now:
             _, _, entry = heapq.heappop(self.timers)
             if entry.state == SCHEDULED:
-                self._place(entry, now)
+                if entry.rate_slot:
+                    self._enqueue(entry, front=True)
+                else:
+                    self._place(entry, now)
 
     def _requeue(self, entry: Entry, redelivered: bool) -> None:
         if redelivered:
@@ -572,15 +716,11 @@ class Router:
     def _fail(self, entry: Entry, kind: str, message: str) -> None:
         exc = {"type": kind, "module": "zq.errors", "message": message, "args": [message],
                "traceback": None}
-        if kind == "WorkerLostError":
-            exc.update(exception_to_data(WorkerLostError(message)))
         self._event(entry, states.FAILURE, exc=exc)
         self._finish(entry)
 
     def _expire(self, entry: Entry) -> None:
-        self._event(entry, states.REVOKED, exc={
-            "type": "TaskRevokedError", "module": "zq.errors", "args": ["expired"],
-            "message": f"task {entry.id} expired before it could run", "traceback": None})
+        self._revoked_event(entry, "expired before it could run")
         self._finish(entry)
 
     # -- dispatch -----------------------------------------------------------------------
@@ -624,8 +764,27 @@ class Router:
                 if entry.expires is not None and entry.expires <= now:
                     self._expire(entry)
                     continue
+                limiter = self.limiters.get(entry.name)
+                if limiter is not None and not entry.rate_slot:
+                    slot = limiter.reserve(now)
+                    if slot > now:
+                        # Its turn under the rate limit comes later: wait in the timers.
+                        entry.rate_slot = True
+                        entry.state = SCHEDULED
+                        heapq.heappush(self.timers, (slot, next(self._timer_seq), entry))
+                        continue
+                entry.rate_slot = False
                 return entry
         return None
+
+    def _set_rate(self, name: str, per_second: float | None) -> None:
+        if self._rates.get(name, -1.0) == per_second:
+            return
+        self._rates[name] = per_second
+        if per_second is None:
+            self.limiters.pop(name, None)
+        else:
+            self.limiters[name] = RateLimiter(per_second)
 
     def _deliver(self, actor: ActorState, entries: list[Entry]) -> None:
         if len(entries) == 1:

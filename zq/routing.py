@@ -22,6 +22,104 @@ if TYPE_CHECKING:
     from .task import Task
 
 
+EXCHANGE_TYPES = ("direct", "topic")
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A named exchange: ``direct`` matches routing keys exactly, ``topic`` by pattern."""
+
+    name: str
+    type: str = "direct"
+
+    def __post_init__(self) -> None:
+        if self.type not in EXCHANGE_TYPES:
+            raise ConfigurationError(f"exchange {self.name!r}: type must be one of "
+                                     f"{', '.join(EXCHANGE_TYPES)}, not {self.type!r}")
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A queue bound to an exchange with a binding key (``video.#`` on a topic exchange)."""
+
+    name: str
+    exchange: Exchange | str | None = None
+    routing_key: str | None = None
+
+    def declaration(self) -> dict[str, str]:
+        exchange = self.exchange
+        if isinstance(exchange, str):
+            exchange = Exchange(exchange)
+        if exchange is None:
+            exchange = Exchange(self.name)
+        return {"queue": self.name, "exchange": exchange.name, "type": exchange.type,
+                "key": self.routing_key if self.routing_key is not None else self.name}
+
+
+def declarations(task_queues: Any) -> list[dict[str, str]]:
+    """The bindings of an app's ``task_queues`` as the router takes them."""
+    if not task_queues:
+        return []
+    out = []
+    for queue in task_queues:
+        if isinstance(queue, str):
+            queue = Queue(queue)
+        if not isinstance(queue, Queue):
+            raise ConfigurationError(f"task_queues entries must be zq.Queue, not {queue!r}")
+        out.append(queue.declaration())
+    return out
+
+
+class Bindings:
+    """The router's exchanges and what is bound to them.
+
+    The default exchange ``""`` routes a key to the queue of that name, as AMQP's does.
+    """
+
+    def __init__(self) -> None:
+        self.exchanges: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+
+    def declare(self, decls: Any) -> bool:
+        """Add bindings; returns whether anything changed. Raises ValueError when malformed."""
+        if not isinstance(decls, list):
+            raise ValueError("declarations must be a list")
+        changed = False
+        for decl in decls:
+            if not isinstance(decl, dict) or not all(
+                    isinstance(decl.get(k), str) for k in ("queue", "exchange", "type", "key")):
+                raise ValueError(f"malformed declaration {decl!r}")
+            if decl["type"] not in EXCHANGE_TYPES:
+                raise ValueError(f"exchange type {decl['type']!r} is not supported")
+            if not decl["exchange"]:
+                continue  # the default exchange needs no bindings
+            kind, bound = self.exchanges.setdefault(decl["exchange"], (decl["type"], []))
+            if kind != decl["type"]:
+                raise ValueError(f"exchange {decl['exchange']!r} is declared as {kind}, "
+                                 f"not {decl['type']}")
+            binding = (decl["key"], decl["queue"])
+            if binding not in bound:
+                bound.append(binding)
+                changed = True
+        return changed
+
+    def route(self, exchange: str, routing_key: str | None) -> str | None:
+        """The queue for a message, or None when nothing is bound for it."""
+        if not exchange:
+            return routing_key or None
+        found = self.exchanges.get(exchange)
+        if found is None or routing_key is None:
+            return None
+        kind, bound = found
+        for key, queue in bound:
+            if key == routing_key if kind == "direct" else topic_matches(key, routing_key):
+                return queue
+        return None
+
+    def to_list(self) -> list[dict[str, str]]:
+        return [{"queue": q, "exchange": name, "type": kind, "key": key}
+                for name, (kind, bound) in self.exchanges.items() for key, q in bound]
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     queue: str | None
@@ -130,7 +228,7 @@ class Entry:
     """One accepted task as the router holds it: its header, its opaque body, its place."""
 
     __slots__ = ("id", "name", "header", "raw_header", "body", "queue", "priority", "eta",
-                 "expires", "retries", "state", "redeliveries", "accepted_at")
+                 "expires", "retries", "state", "redeliveries", "accepted_at", "rate_slot")
 
     def __init__(self, header: dict[str, Any], raw_header: bytes | None, body: bytes):
         self.id: str = header["id"]
@@ -146,6 +244,8 @@ class Entry:
         self.redeliveries: int = header.get("redeliveries", 0)
         self.state = QUEUED
         self.accepted_at = 0.0
+        # Holds a start slot under its task's rate limit already (see zq.ratelimit).
+        self.rate_slot = False
 
     @property
     def key(self) -> tuple[str, int]:

@@ -64,7 +64,9 @@ class Child:
     generation: int
     identity: bytes
     process: Any
+    deadline: Any
     started_at: float = field(default_factory=time.monotonic)
+    timed_out: bool = False
 
 
 class Supervisor:
@@ -122,8 +124,9 @@ class Supervisor:
             max_tasks_per_child=self.config.max_tasks_per_child,
             max_memory_per_child_kb=self.config.max_memory_per_child_kb,
             log_level=self.config.log_level)
-        process = _SPAWN.Process(target=actor_main, args=(cfg,), name=f"zq-actor-{index}",
-                                 daemon=False)
+        deadline = _SPAWN.Value("d", 0.0, lock=False)
+        process = _SPAWN.Process(target=actor_main, args=(cfg, deadline),
+                                 name=f"zq-actor-{index}", daemon=False)
         # The child starts with these signals blocked and unblocks them once its handlers
         # are in place, so a TERM during start-up cannot kill it half made.
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
@@ -131,7 +134,7 @@ class Supervisor:
             process.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        self.children[index] = Child(index, generation, identity, process)
+        self.children[index] = Child(index, generation, identity, process, deadline)
 
     def step(self, timeout_s: float) -> None:
         poller = zmq.Poller()
@@ -144,6 +147,9 @@ class Supervisor:
         now = time.monotonic()
         if self._restart_at:
             timeout_s = max(0.0, min(timeout_s, min(self._restart_at.values()) - now))
+        deadlines = [c.deadline.value for c in self.children.values() if c.deadline.value]
+        if deadlines:
+            timeout_s = max(0.0, min(timeout_s, min(deadlines) - now))
         ready = dict(poller.poll(timeout_s * 1000))
         if self.wakeup is not None and self.wakeup.fd in ready:
             self.wakeup.drain()
@@ -155,6 +161,7 @@ class Supervisor:
                 if not child.process.is_alive():
                     self._on_exit(child)
         now = time.monotonic()
+        self._enforce_time_limits(now)
         for index, when in list(self._restart_at.items()):
             if when <= now and not self.stopping:
                 del self._restart_at[index]
@@ -167,12 +174,21 @@ class Supervisor:
             self._next_heartbeat = now + self.config.heartbeat_interval_s
             self._heartbeat()
 
+    def _enforce_time_limits(self, now: float) -> None:
+        for child in self.children.values():
+            deadline = child.deadline.value
+            if deadline and now >= deadline and not child.timed_out and child.process.is_alive():
+                logger.error("actor %d (pid %s) passed its task's hard time limit; killing it",
+                             child.index, child.process.pid)
+                child.timed_out = True
+                child.process.kill()
+
     def _on_exit(self, child: Child) -> None:
         del self.children[child.index]
         code = child.process.exitcode
         reason = (f"signal {signal.Signals(-code).name}" if code is not None and code < 0
                   else f"exit code {code}")
-        self._report_lost(child, reason)
+        self._report_lost(child, reason, "TimeLimitExceeded" if child.timed_out else None)
         if self.stopping:
             return
         if code != 0:
@@ -186,10 +202,12 @@ class Supervisor:
         self._generation[child.index] = child.generation
         self._restart_at[child.index] = time.monotonic() + delay
 
-    def _report_lost(self, child: Child, reason: str) -> None:
+    def _report_lost(self, child: Child, reason: str, error: str | None = None) -> None:
+        header: dict[str, Any] = {"actor": child.identity, "reason": reason}
+        if error:
+            header["error"] = error
         try:
-            protocol.send(self.sock, Message(Cmd.LOST, {"actor": child.identity,
-                                                         "reason": reason}), flags=zmq.NOBLOCK)
+            protocol.send(self.sock, Message(Cmd.LOST, header), flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             logger.warning("could not report actor %d lost: %s", child.index, exc)
 
@@ -209,7 +227,27 @@ class Supervisor:
             except ProtocolError as exc:
                 logger.warning("dropping malformed message from the router: %s", exc)
                 continue
-            logger.debug("supervisor got %s", msg.cmd.value)
+            if msg.cmd is Cmd.CONTROL and msg.header.get("op") == "kill":
+                self._kill(msg.header.get("actor"), str(msg.header.get("signal", "SIGKILL")))
+            else:
+                logger.debug("supervisor got %s", msg.cmd.value)
+
+    def _kill(self, identity: Any, signal_name: str) -> None:
+        """Terminate the actor running a revoked task. SIGTERM and SIGINT mean a warm stop
+        to an actor, which would let the task finish, so those become SIGKILL."""
+        try:
+            signum = signal.Signals[signal_name if signal_name.startswith("SIG")
+                                    else f"SIG{signal_name}"]
+        except KeyError:
+            logger.error("terminate: unknown signal %r", signal_name)
+            return
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            signum = signal.SIGKILL
+        for child in self.children.values():
+            if child.identity == identity and child.process.is_alive():
+                logger.info("terminating actor %d (pid %s) with %s for a revoked task",
+                            child.index, child.process.pid, signum.name)
+                os.kill(child.process.pid, signum)
 
     # -- shutdown -----------------------------------------------------------------------
 
