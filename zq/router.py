@@ -193,10 +193,12 @@ class Router:
             base = self.config.bind
             wanted = {k: f"{base}.results-{k}" for k in ("ingest", "query", "pub")}
         else:
+            # The same ports as last time where they are free, so that clients and
+            # workers connected before a restart reconnect without being told.
             host = self.endpoint.rsplit(":", 1)[0]
             wanted = {k: f"{host}:*" for k in ("ingest", "query", "pub")}
-            remembered = getattr(self, "results_endpoints", None)
-            if remembered:
+            remembered = getattr(self, "results_endpoints", None) or self._remembered()
+            if remembered and all(v.startswith(host + ":") for v in remembered.values()):
                 wanted = dict(remembered)
         cfg = results.ResultsConfig(
             ingest=wanted["ingest"], query=wanted["query"], pub=wanted["pub"],
@@ -214,12 +216,24 @@ class Router:
             raise RuntimeError("the results actor did not start within 30 s")
         self.results_endpoints: dict[str, str] = parent.recv()
         parent.close()
+        (self.config.data_dir / "results-endpoints.msgpack").write_bytes(
+            protocol.pack(self.results_endpoints))
         if hasattr(self, "results_push"):
             self.results_push.close(linger=0)
         self.results_push = self.ctx.socket(zmq.PUSH)
         self.results_push.linger = 0
         self.results_push.sndhwm = 0
         self.results_push.connect(reachable(self.results_endpoints["ingest"], self.endpoint))
+
+    def _remembered(self) -> dict[str, str] | None:
+        path = self.config.data_dir / "results-endpoints.msgpack"
+        try:
+            found = protocol.unpack(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        if isinstance(found, dict) and set(found) == {"ingest", "query", "pub"}:
+            return found
+        return None
 
     # -- the loop -----------------------------------------------------------------------
 
