@@ -260,12 +260,17 @@ class App:
               timeout_s: float | None = None) -> Iterator[dict[str, Any]]:
         """Yield state changes as they happen: first the current state of what is watched.
 
+        Each change is a dict with ``id``, ``state``, ``name``, ``retries``, ``ts``, ``seq``,
+        ``version`` and ``info`` (the result, the exception, or a custom state's meta).
+
         With ``task_ids`` only those tasks are watched (with their current state first);
         without, every task (the current state of the unfinished ones first).
         """
         if isinstance(task_ids, str):
             task_ids = [task_ids]
-        return self._results().watch(list(task_ids) if task_ids else None, timeout_s)
+        stream = self._results().watch(list(task_ids) if task_ids else None, timeout_s)
+        return (dict(event, info=AsyncResult(event["id"], app=self)._decode_quietly(event))
+                for event in stream)
 
     # -- the sockets of this thread -----------------------------------------------------
 

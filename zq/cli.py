@@ -195,6 +195,8 @@ def watch(task_ids: tuple[str, ...], timeout: float | None, router: str) -> None
                     if k in event}
             if "exc" in event:
                 line["exc"] = f"{event['exc'].get('type')}: {event['exc'].get('message')}"
+            elif event.get("info") is not None:
+                line["info"] = event["info"]
             _print(line)
             sys.stdout.flush()
     except ZqError as exc:

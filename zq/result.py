@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import serialization, states
 from ._remote import data_to_exception
-from .errors import TaskRevokedError
+from .errors import SerializationError, TaskRevokedError
 from .utils import from_timestamp
 
 if TYPE_CHECKING:
@@ -126,6 +126,13 @@ class AsyncResult:
             return None
         accept = serialization.content_types(self.app.settings.result_content_types)
         return serialization.loads(body, meta.get("ct", ""), accept)
+
+    def _decode_quietly(self, meta: dict[str, Any]) -> Any:
+        """Like ``_decode``, but a payload this side cannot read becomes None, not an error."""
+        try:
+            return self._decode(meta)
+        except SerializationError:
+            return None
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AsyncResult):
