@@ -1,0 +1,114 @@
+"""Tasks for the end-to-end tests: ``zq workers -A tests.apps.basic``."""
+
+import os
+import time
+from pathlib import Path
+
+from zq import App
+
+app = App("basic")
+
+
+@app.task
+def add(x, y):
+    return x + y
+
+
+@app.task()
+def echo(value):
+    return value
+
+
+@app.task(name="custom.ping")
+def ping():
+    return "pong"
+
+
+@app.task
+def now():
+    """The time the task ran, by the worker's clock."""
+    return time.time()
+
+
+@app.task
+def touch(path):
+    """Leave a file behind, to prove the task ran."""
+    Path(path).write_text(str(os.getpid()))
+    return path
+
+
+@app.task
+def getpid(delay_s=0.0):
+    time.sleep(delay_s)
+    return os.getpid()
+
+
+def _wait_for(path, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout_s}s")
+        time.sleep(0.01)
+
+
+@app.task
+def wait_for_file(path, timeout_s=20.0):
+    """Run until the test creates ``path``: a task the test finishes when it wants."""
+    _wait_for(path, timeout_s)
+    return "released"
+
+
+@app.task(track_started=True)
+def tracked_wait_for_file(path, timeout_s=20.0):
+    _wait_for(path, timeout_s)
+    return "released"
+
+
+@app.task(bind=True)
+def progress(self, steps, start_gate, end_gate=None):
+    """Once ``start_gate`` exists report PROGRESS ``steps`` times, then (once ``end_gate``
+    exists, when given) return ``steps``."""
+    _wait_for(start_gate, 20.0)
+    for done in range(1, steps + 1):
+        self.update_state(state="PROGRESS", meta={"done": done, "total": steps})
+    if end_gate is not None:
+        _wait_for(end_gate, 20.0)
+    return steps
+
+
+@app.task(bind=True)
+def count_calls(self):
+    """How many times this process's instance of the task has run, and where."""
+    self.calls = getattr(self, "calls", 0) + 1
+    return [os.getpid(), self.calls]
+
+
+@app.task
+def fail(message):
+    raise ValueError(message)
+
+
+@app.task
+def fail_with_local_class(message):
+    class HiddenError(Exception):
+        pass
+
+    raise HiddenError(message)
+
+
+class Multiply(app.Task):
+    def run(self, x, y):
+        return x * y
+
+
+class Greeter(app.Task):
+    abstract = True
+
+    greeting = "hello"
+
+    def run(self, name):
+        return f"{self.greeting} {name}"
+
+
+class Welcome(Greeter):
+    greeting = "welcome"
