@@ -1,0 +1,134 @@
+"""zq.protocol: the one place frames are built and read."""
+
+from __future__ import annotations
+
+import struct
+import uuid
+
+import msgpack
+import pytest
+import zmq
+
+from zq import ProtocolError, protocol
+from zq.protocol import Cmd, Message
+
+
+def frame(version: bytes = b"ZQ1", code: int = 1, header: bytes = b"\x80",
+          length: int | None = None, body: bytes = b"") -> bytes:
+    length = len(header) if length is None else length
+    return version + bytes([code]) + struct.pack(">I", length) + header + body
+
+
+@pytest.mark.parametrize("cmd", list(Cmd))
+def test_every_command_round_trips(cmd):
+    msg = Message(cmd, {"id": "t1", "n": [1, 2]}, b"\x00body")
+    back = protocol.decode(msg.encode())
+    assert (back.cmd, back.header, back.body) == (cmd, {"id": "t1", "n": [1, 2]}, b"\x00body")
+
+
+def test_raw_header_is_forwarded_unchanged():
+    raw = protocol.pack({"id": "x", "task": "t"})
+    msg = protocol.decode(frame(header=raw, body=b"b"))
+    assert msg.raw_header == raw
+    assert msg.encode() == frame(header=raw, body=b"b")
+
+
+def test_empty_body_is_allowed():
+    assert protocol.decode(Message(Cmd.HELLO).encode()).body == b""
+
+
+@pytest.mark.parametrize("data", [b"", b"ZQ1", b"ZQ1\x01\x00\x00\x00"])
+def test_too_short(data):
+    with pytest.raises(ProtocolError, match="too short"):
+        protocol.decode(data)
+
+
+def test_wrong_version():
+    with pytest.raises(ProtocolError, match="unsupported protocol version"):
+        protocol.decode(frame(version=b"ZQ9"))
+
+
+@pytest.mark.parametrize("code", [0, len(Cmd) + 1, 255])
+def test_unknown_command(code):
+    with pytest.raises(ProtocolError, match="unknown command"):
+        protocol.decode(frame(code=code))
+
+
+def test_header_length_past_the_end():
+    with pytest.raises(ProtocolError, match="runs past the end"):
+        protocol.decode(frame(header=b"\x80", length=1000))
+
+
+def test_header_not_msgpack():
+    with pytest.raises(ProtocolError, match="not valid msgpack"):
+        protocol.decode(frame(header=b"\xc1"))
+
+
+def test_truncated_header():
+    header = msgpack.packb({"id": "abcdef"})
+    with pytest.raises(ProtocolError, match="not valid msgpack"):
+        protocol.decode(frame(header=header[:-2]))
+
+
+@pytest.mark.parametrize("value", [[1, 2], "text", 7, None])
+def test_header_not_a_map(value):
+    with pytest.raises(ProtocolError, match="header must be a map"):
+        protocol.decode(frame(header=msgpack.packb(value)))
+
+
+def test_error_reply_names_the_exception_class():
+    msg = protocol.error("bad thing", kind="QueueFull", task_id="t9")
+    assert msg.cmd is Cmd.ERROR
+    assert msg.header == {"error": "QueueFull", "message": "bad thing", "id": "t9"}
+
+
+def test_state_event_carries_body_and_extra_fields():
+    event = protocol.state_event("t1", "SUCCESS", retries=2, name="n",
+                                 content_type="application/json", body=b"5", pid=42)
+    assert event == {"id": "t1", "state": "SUCCESS", "retries": 2, "name": "n",
+                     "ct": "application/json", "body": b"5", "pid": 42}
+
+
+@pytest.fixture
+def dealer_and_router():
+    ctx = zmq.Context.instance()
+    endpoint = f"inproc://protocol-{uuid.uuid4().hex}"
+    router = ctx.socket(zmq.ROUTER)
+    dealer = ctx.socket(zmq.DEALER)
+    try:
+        router.bind(endpoint)
+        dealer.identity = b"peer-1"
+        dealer.connect(endpoint)
+        yield dealer, router
+    finally:
+        dealer.close(linger=0)
+        router.close(linger=0)
+
+
+def test_send_and_recv_over_router(dealer_and_router):
+    dealer, router = dealer_and_router
+    protocol.send(dealer, Message(Cmd.SUBMIT, {"id": "a"}, b"args"))
+    assert router.poll(2000)
+    identity, msg = protocol.recv(router, routed=True)
+    assert identity == b"peer-1"
+    assert (msg.cmd, msg.header, msg.body) == (Cmd.SUBMIT, {"id": "a"}, b"args")
+    protocol.send(router, Message(Cmd.ACCEPTED, {"id": "a"}), identity=identity)
+    assert dealer.poll(2000)
+    assert protocol.recv(dealer)[1].cmd is Cmd.ACCEPTED
+
+
+def test_malformed_message_error_names_its_sender(dealer_and_router):
+    dealer, router = dealer_and_router
+    dealer.send(b"garbage")
+    assert router.poll(2000)
+    with pytest.raises(ProtocolError) as raised:
+        protocol.recv(router, routed=True)
+    assert raised.value.identity == b"peer-1"
+
+
+def test_extra_frames_are_a_protocol_error(dealer_and_router):
+    dealer, router = dealer_and_router
+    dealer.send_multipart([Message(Cmd.HELLO).encode(), b"extra"])
+    assert router.poll(2000)
+    with pytest.raises(ProtocolError, match="expected 2 frames, got 3"):
+        protocol.recv(router, routed=True)
