@@ -1,0 +1,83 @@
+"""zq.routing: topic matching, the client's route resolution, the router's queues."""
+
+import pytest
+
+from zq import config
+from zq.routing import Entry, Router, TaskQueue, topic_matches
+
+
+@pytest.mark.parametrize(("pattern", "key"), [
+    ("*.stock.#", "usd.stock"),
+    ("*.stock.#", "euro.stock.db"),
+    ("*.stock.#", "euro.stock.db.more"),
+    ("#", ""),
+    ("#", "a.b.c"),
+    ("a.#.c", "a.c"),
+    ("a.#.c", "a.b.b.c"),
+    ("a.*", "a.b"),
+    ("exact.key", "exact.key"),
+])
+def test_topic_matches(pattern, key):
+    assert topic_matches(pattern, key)
+
+
+@pytest.mark.parametrize(("pattern", "key"), [
+    ("*.stock.#", "stock.nasdaq"),
+    ("*.stock.#", "usd.bonds"),
+    ("a.*", "a"),
+    ("a.*", "a.b.c"),
+    ("a.#.c", "a.b.d"),
+    ("exact.key", "exact.key.more"),
+])
+def test_topic_does_not_match(pattern, key):
+    assert not topic_matches(pattern, key)
+
+
+def router(**settings):
+    return Router(config.from_mapping(settings))
+
+
+def test_default_queue():
+    assert router().route("t", None).queue == "celery"
+    assert router(task_default_queue="main").route("t", None).queue == "main"
+
+
+def test_explicit_queue_beats_task_routes():
+    routes = router(task_routes={"t": "routed"})
+    assert routes.route("t", None).queue == "routed"
+    assert routes.route("t", None, queue="explicit").queue == "explicit"
+
+
+def test_task_routes_glob_and_function():
+    assert router(task_routes={"video.*": "video"}).route("video.encode", None).queue == "video"
+    route = router(task_routes=lambda name, *a, **kw: "fn" if name == "x" else None)
+    assert route.route("x", None).queue == "fn"
+    assert route.route("y", None).queue == "celery"
+
+
+@pytest.mark.parametrize("priority", [-1, 10, "high"])
+def test_bad_priority_is_refused(priority):
+    with pytest.raises(ValueError, match="priority"):
+        router().route("t", None, priority=priority)
+
+
+def entry(task_id, priority=0):
+    return Entry({"id": task_id, "task": "t", "ct": "x", "priority": priority}, None, b"")
+
+
+def test_queue_serves_priority_zero_first_and_fifo_within_a_level():
+    queue = TaskQueue("q")
+    for task_id, priority in [("a", 5), ("b", 0), ("c", 5), ("d", 0)]:
+        queue.push(entry(task_id, priority))
+    assert [queue.pop().id for _ in range(4)] == ["b", "d", "a", "c"]
+    assert queue.pop() is None
+
+
+def test_discarded_entry_is_skipped():
+    queue = TaskQueue("q")
+    first, second = entry("a"), entry("b")
+    queue.push(first)
+    queue.push(second)
+    queue.discard(first)
+    assert queue.size == 1
+    assert queue.pop() is second
