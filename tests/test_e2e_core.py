@@ -23,7 +23,7 @@ from zq import App, group, serialization, states
 
 from tests.apps.basic import (  # isort: skip
     Multiply, Welcome, add, count_calls, echo, fail, fail_with_local_class, getpid, now,
-    ping, progress, touch, tracked_wait_for_file, wait_for_file)
+    ping, progress, request_info, touch, tracked_wait_for_file, wait_for_file)
 
 app = basic.app
 
@@ -67,6 +67,13 @@ def test_eta_runs_no_earlier_than_the_eta(cluster):
     eta = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
     ran_at = now.apply_async(eta=eta).get(timeout=10)
     assert eta.timestamp() <= ran_at < eta.timestamp() + 5.0
+
+
+def test_naive_eta_is_utc(cluster):
+    eta = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(seconds=1)
+    ran_at = now.apply_async(eta=eta).get(timeout=10)
+    utc_eta = eta.replace(tzinfo=dt.timezone.utc).timestamp()
+    assert utc_eta <= ran_at < utc_eta + 5.0
 
 
 def test_countdown_task_waits_in_the_router(cluster):
@@ -123,6 +130,13 @@ def test_ignore_result_runs_but_stores_nothing(cluster, tmp_path):
     with pytest.raises(zq.TimeoutError):
         result.get(timeout=0.5)
     assert result.state == states.PENDING
+
+
+def test_task_sees_its_request(cluster):
+    result = request_info.apply_async(headers={"trace": "abc"}, task_id=f"r-{uuid.uuid4()}")
+    info = result.get(timeout=10)
+    assert info == {"id": result.id, "retries": 0, "headers": {"trace": "abc"},
+                    "queue": "celery", "is_eager": False, "called_directly": False}
 
 
 def test_send_task_by_name_without_importing_the_task(cluster):
@@ -316,6 +330,17 @@ def test_watch_yields_current_state_then_every_change_in_order(cluster, gate):
     assert [e["version"] for e in seen] == [1, 2, 3, 4, 5]
     sequence = [e["seq"] for e in seen[1:]]
     assert sequence == sorted(sequence)
+
+
+def test_watch_misses_no_change_of_a_busy_task(cluster, gate):
+    steps = 300
+    result = progress.delay(steps, str(gate))
+    with closing(app.watch([result.id], timeout_s=15)) as events:
+        first = next(events)
+        gate.touch()
+        seen = watch_until_ready(events, first)
+    assert [decode_meta(e)["done"] for e in seen[1:-1]] == list(range(1, steps + 1))
+    assert [e["version"] for e in seen] == list(range(1, steps + 3))
 
 
 def test_watch_follows_a_running_task_to_its_end(cluster, gate):

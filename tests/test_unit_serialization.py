@@ -75,6 +75,17 @@ def test_any_nested_value_round_trips(serializer, value):
     assert round_trip(value, serializer) == value
 
 
+def test_json_keeps_non_string_keys_or_refuses_them():
+    """JSON has only string keys: an int key must survive or be a clear error, not
+    silently come back as a string."""
+    value = {1: "one"}
+    try:
+        back = round_trip(value, "json")
+    except SerializationError:
+        return
+    assert back == value
+
+
 def test_serializers_found_by_name_and_content_type():
     assert serialization.get("json") is serialization.get("application/json")
     assert serialization.get("msgpack").content_type == "application/x-msgpack"

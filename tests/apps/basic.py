@@ -112,3 +112,12 @@ class Greeter(app.Task):
 
 class Welcome(Greeter):
     greeting = "welcome"
+
+
+@app.task(bind=True)
+def request_info(self):
+    """What the running task knows of its own call."""
+    request = self.request
+    return {"id": request.id, "retries": request.retries, "headers": request.headers,
+            "queue": request.delivery_info.get("queue"), "is_eager": request.is_eager,
+            "called_directly": request.called_directly}

@@ -1,0 +1,118 @@
+"""The ``zq`` command line against a real cluster."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.apps.basic import add, wait_for_file
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def zq_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "zq", *args]
+
+
+def run_zq(cluster, *args: str, timeout_s: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(zq_command(*args, "--router", cluster.router), cwd=REPO,
+                          env=cluster.env, capture_output=True, text=True, timeout=timeout_s)
+
+
+def test_call_wait_prints_the_result(cluster):
+    done = run_zq(cluster, "call", "tests.apps.basic.add", "--args", "[2, 3]", "--wait",
+                  "--timeout", "10")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "5"
+
+
+def test_call_with_kwargs(cluster):
+    done = run_zq(cluster, "call", "tests.apps.basic.add", "--args", "[1]",
+                  "--kwargs", '{"y": 9}', "--wait", "--timeout", "10")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "10"
+
+
+def test_call_prints_an_id_that_result_resolves(cluster):
+    called = run_zq(cluster, "call", "tests.apps.basic.add", "--args", "[20, 22]")
+    assert called.returncode == 0, called.stderr
+    task_id = called.stdout.strip()
+    assert task_id
+    resolved = run_zq(cluster, "result", task_id, "--wait", "--timeout", "10")
+    assert resolved.returncode == 0, resolved.stderr
+    assert json.loads(resolved.stdout) == {"id": task_id, "state": "SUCCESS", "result": 42}
+
+
+def test_result_of_a_failed_task_shows_the_error_and_traceback(cluster):
+    called = run_zq(cluster, "call", "tests.apps.basic.fail", "--args", '["bad"]')
+    resolved = run_zq(cluster, "result", called.stdout.strip(), "--wait", "--timeout", "10")
+    out = json.loads(resolved.stdout)
+    assert out["state"] == "FAILURE"
+    assert out["result"] == "ValueError: bad"
+    assert "ValueError: bad" in out["traceback"]
+
+
+def test_watch_prints_state_changes_as_json_lines(cluster, gate):
+    waiting = wait_for_file.delay(str(gate))
+    with subprocess.Popen(zq_command("watch", "--timeout", "3", "--router", cluster.router),
+                          cwd=REPO, env=cluster.env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as watcher:
+        try:
+            first = json.loads(watcher.stdout.readline())
+            result = add.delay(1, 2)
+            assert result.get(timeout=10) == 3
+            rest, errors = watcher.communicate(timeout=15)
+        finally:
+            watcher.kill()
+    assert watcher.returncode == 0, errors
+    events = [first] + [json.loads(line) for line in rest.splitlines()]
+    assert first["id"] == waiting.id
+    states_of_result = [e["state"] for e in events if e["id"] == result.id]
+    assert states_of_result == ["SENT", "SUCCESS"]
+    assert all({"seq", "id", "state"} <= e.keys() for e in events[1:])
+
+
+def test_inspect_stats(cluster):
+    done = run_zq(cluster, "inspect", "stats")
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    assert stats["actors"] == 2
+    assert len(stats["hosts"]) == 1
+
+
+def test_bad_args_json_is_a_clean_error(cluster):
+    done = run_zq(cluster, "call", "tests.apps.basic.add", "--args", "[2,")
+    assert done.returncode != 0
+    assert "--args is not JSON" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_args_that_are_not_a_list_is_a_clean_error(cluster):
+    done = run_zq(cluster, "call", "tests.apps.basic.add", "--args", '{"x": 1}')
+    assert done.returncode != 0
+    assert "--args must be a JSON list" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_bad_kwargs_json_is_a_clean_error(cluster):
+    done = run_zq(cluster, "call", "tests.apps.basic.add", "--kwargs", "{nope}")
+    assert done.returncode != 0
+    assert "--kwargs is not JSON" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_call_without_a_router_fails_cleanly(tmp_path):
+    done = subprocess.run(
+        zq_command("call", "anything", "--router", f"ipc://{tmp_path}/none.sock"),
+        cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert "PublishError" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_version():
+    done = subprocess.run(zq_command("--version"), capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0
+    assert "0.1.0" in done.stdout
