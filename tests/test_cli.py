@@ -71,6 +71,8 @@ def test_watch_prints_state_changes_as_json_lines(cluster, gate):
     assert first["id"] == waiting.id
     states_of_result = [e["state"] for e in events if e["id"] == result.id]
     assert states_of_result == ["SENT", "SUCCESS"]
+    success = next(e for e in events if e["id"] == result.id and e["state"] == "SUCCESS")
+    assert success["info"] == 3
     assert all({"seq", "id", "state"} <= e.keys() for e in events[1:])
 
 

@@ -19,19 +19,13 @@ import pytest
 import zq
 from tests.apps import basic, pickled
 from tests.conftest import BASIC_APP, dedicated_cluster, wait_until
-from zq import App, group, serialization, states
+from zq import App, group, states
 
 from tests.apps.basic import (  # isort: skip
     Multiply, Welcome, add, count_calls, echo, fail, fail_with_local_class, getpid, now,
     ping, progress, request_info, touch, tracked_wait_for_file, wait_for_file)
 
 app = basic.app
-
-
-def decode_meta(event: dict) -> object:
-    """The meta or result carried by a published state event."""
-    accept = serialization.content_types(app.settings.accept_content)
-    return serialization.loads(event["body"], event["ct"], accept)
 
 
 def watch_until_ready(events, first: dict | None = None) -> list[dict]:
@@ -325,8 +319,8 @@ def test_watch_yields_current_state_then_every_change_in_order(cluster, gate):
         seen = watch_until_ready(events, first)
     assert [e["state"] for e in seen] == [states.SENT, "PROGRESS", "PROGRESS", "PROGRESS",
                                           states.SUCCESS]
-    assert [decode_meta(e) for e in seen[1:4]] == [{"done": n, "total": 3} for n in (1, 2, 3)]
-    assert decode_meta(seen[-1]) == 3
+    assert [e["info"] for e in seen[1:4]] == [{"done": n, "total": 3} for n in (1, 2, 3)]
+    assert seen[-1]["info"] == 3
     assert [e["version"] for e in seen] == [1, 2, 3, 4, 5]
     sequence = [e["seq"] for e in seen[1:]]
     assert sequence == sorted(sequence)
@@ -339,7 +333,7 @@ def test_watch_misses_no_change_of_a_busy_task(cluster, gate):
         first = next(events)
         gate.touch()
         seen = watch_until_ready(events, first)
-    assert [decode_meta(e)["done"] for e in seen[1:-1]] == list(range(1, steps + 1))
+    assert [e["info"]["done"] for e in seen[1:-1]] == list(range(1, steps + 1))
     assert [e["version"] for e in seen] == list(range(1, steps + 3))
 
 
@@ -360,7 +354,7 @@ def test_late_watcher_gets_the_final_state_first(cluster):
         first = next(events)
     assert first["id"] == result.id
     assert first["state"] == states.SUCCESS
-    assert decode_meta(first) == 42
+    assert first["info"] == 42
 
 
 def test_watch_without_ids_sees_new_tasks(cluster, gate):
@@ -371,7 +365,7 @@ def test_watch_without_ids_sees_new_tasks(cluster, gate):
         finished = next((e for e in events
                          if e["id"] == result.id and e["state"] == states.SUCCESS), None)
     assert finished is not None
-    assert decode_meta(finished) == 42
+    assert finished["info"] == 42
     gate.touch()
     assert waiting.get(timeout=10) == "released"
 
@@ -391,6 +385,28 @@ def test_long_task_does_not_hold_back_short_ones(cluster, gate):
     assert not long_task.ready()
     gate.touch()
     assert long_task.get(timeout=10) == "released"
+
+
+def test_result_is_not_held_back_by_the_next_prefetched_task(tmp_path):
+    """With --prefetch, a task that finished while another waits in the actor's buffer
+    must be reported before that next task runs, not after it."""
+    first_gate, slow_gate = tmp_path / "first", tmp_path / "slow"
+    with dedicated_cluster(tmp_path / "cluster", concurrency=1,
+                           workers_args=["--prefetch", "4"]) as started:
+        try:
+            first = tracked_wait_for_file.delay(str(first_gate))
+            wait_until(lambda: first.state == states.STARTED, 10, "the first task to start")
+            quick = add.delay(1, 1)
+            slow = wait_for_file.delay(str(slow_gate))
+            wait_until(lambda: started.stats()["inflight"] == 3, 5,
+                       "both tasks to be prefetched by the busy actor")
+            first_gate.touch()
+            assert first.get(timeout=10) == "released"
+            assert quick.get(timeout=5) == 2
+            assert not slow.ready()
+        finally:
+            first_gate.touch()
+            slow_gate.touch()
 
 
 def _actor_pids(supervisor_pid: int) -> set[int]:
