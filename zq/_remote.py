@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import importlib
 import sys
 import traceback as tb_module
 from typing import Any
@@ -27,15 +26,14 @@ def exception_to_data(exc: BaseException, traceback_text: str | None = None) -> 
 
 
 def _find_class(module: str, qualname: str) -> type[BaseException] | None:
-    if module == "builtins":
-        obj: Any = builtins
-    else:
-        obj = sys.modules.get(module)
-        if obj is None:
-            try:
-                obj = importlib.import_module(module)
-            except Exception:
-                return None
+    """The exception class, looked up only in modules this process imported already.
+
+    Never imports: the names come from the network, and importing a module a stored
+    result names would run code of the sender's choosing.
+    """
+    obj: Any = builtins if module == "builtins" else sys.modules.get(module)
+    if obj is None:
+        return None
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
@@ -46,7 +44,7 @@ def _find_class(module: str, qualname: str) -> type[BaseException] | None:
 
 
 def data_to_exception(data: dict[str, Any]) -> BaseException:
-    """Rebuild the original exception where its class can be found, else a TaskError."""
+    """Rebuild the original exception where its class is known here, else a TaskError."""
     type_name = str(data.get("type", "Exception"))
     module = str(data.get("module", "builtins"))
     message = str(data.get("message", ""))

@@ -27,6 +27,7 @@ from .errors import NotRegistered, ProtocolError, SerializationError, SoftTimeLi
 from .protocol import Cmd, Message
 from .task import IGNORED, Outcome, Request, Task, trace
 from .routing import declarations
+from .security import secure_client
 from .utils import load_app
 
 logger = logging.getLogger("zq.actor")
@@ -47,6 +48,8 @@ class ActorConfig:
     max_tasks_per_child: int | None = None
     max_memory_per_child_kb: int | None = None
     log_level: str = "INFO"
+    curve_secret_key: str | None = None
+    curve_server_key: str | None = None
 
 
 class Actor:
@@ -74,6 +77,11 @@ class Actor:
         self.accept = serialization.content_types(self.app.settings.accept_content)
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
+        settings = self.app.settings
+        if self.config.curve_secret_key:
+            settings = settings.replace(curve_secret_key=self.config.curve_secret_key,
+                                        curve_server_key=self.config.curve_server_key)
+        secure_client(self.sock, settings.curve_keys())
         self.sock.identity = self.config.identity
         self.sock.linger = 0
         self.sock.connect(self.config.router)

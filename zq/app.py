@@ -14,7 +14,7 @@ import zmq
 
 from . import config, protocol, serialization, states
 from .client import ResultsClient, RouterClient
-from .errors import ConfigurationError
+from .errors import ConfigurationError, PublishError
 from .protocol import Cmd
 from .result import AsyncResult
 from .routing import Router as TaskRouter
@@ -77,6 +77,10 @@ class App:
                  task_cls: type[Task] | None = None, **settings: Any):
         global _default_app
         router = router or os.environ.get("ZQ_ROUTER") or config.DEFAULT_ROUTER
+        for setting, variable in (("curve_secret_key", "ZQ_CURVE_SECRET_KEY"),
+                                  ("curve_server_key", "ZQ_CURVE_SERVER_KEY")):
+            if setting not in settings and os.environ.get(variable):
+                settings[setting] = os.environ[variable]
         self.main = main
         self.settings = config.from_mapping({**settings, "router": router})
         self.tasks: dict[str, Task] = {}
@@ -207,6 +211,9 @@ class App:
             serializer = _content_type
         content_type, body = serialization.dumps([list(args or ()), dict(kwargs or {})],
                                                  serializer)
+        if len(body) > settings.max_message_size:
+            raise PublishError(f"task {name} has {len(body)} bytes of arguments, over "
+                               f"max_message_size ({settings.max_message_size})")
         task_id = task_id or new_id()
         parent = current_request()
         if parent is not None and parent.id and parent.id != task_id:
@@ -286,7 +293,8 @@ class App:
     def _router_client(self) -> RouterClient:
         local = self._local()
         if local.router is None:
-            client = RouterClient(zmq.Context.instance(), self.settings.router)
+            client = RouterClient(zmq.Context.instance(), self.settings.router,
+                                  self.settings.curve_keys())
             queues = declarations(self.settings.task_queues)
             if queues:
                 client.call(Cmd.CONTROL, {"op": "declare", "queues": queues},
@@ -299,7 +307,8 @@ class App:
         if local.results is None:
             welcome = self._router_client().call(Cmd.HELLO, {}, self.settings.publish_timeout_s)
             local.results = ResultsClient(zmq.Context.instance(), welcome["results"],
-                                          self.settings.router, local.pending)
+                                          self.settings.router, local.pending,
+                                          self.settings.curve_keys())
         return local.results
 
     def close(self) -> None:

@@ -67,10 +67,15 @@ def main() -> None:
 @click.option("--host-timeout", type=float, default=10.0, show_default=True,
               help="Seconds without a heartbeat before a worker host is declared lost.")
 @click.option("--journal-fsync", is_flag=True, help="fsync the journal on every step.")
+@click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False),
+              help="The router's secret key: turns on CURVE.")
+@click.option("--curve-authorized-dir", type=click.Path(exists=True, file_okay=False),
+              help="Public keys of the clients and workers allowed in.")
 @loglevel_option
 def router(bind: str, data_dir: str, results_backend: str, result_expires: float,
            max_queue_length: int | None, max_message_size: int, host_timeout: float,
-           journal_fsync: bool, loglevel: str) -> None:
+           journal_fsync: bool, curve_secret_key: str | None,
+           curve_authorized_dir: str | None, loglevel: str) -> None:
     """Run the router (and its results actor)."""
     from .log import setup_logging
     from .router import RouterConfig
@@ -81,7 +86,8 @@ def router(bind: str, data_dir: str, results_backend: str, result_expires: float
         bind=bind, data_dir=Path(data_dir), results_backend=results_backend,
         result_expires_s=result_expires, max_queue_length=max_queue_length,
         max_message_size=max_message_size, host_timeout_s=host_timeout,
-        journal_fsync=journal_fsync, log_level=loglevel.upper()))
+        journal_fsync=journal_fsync, log_level=loglevel.upper(),
+        curve_secret_key=curve_secret_key, curve_authorized_dir=curve_authorized_dir))
 
 
 @main.command()
@@ -98,12 +104,17 @@ def router(bind: str, data_dir: str, results_backend: str, result_expires: float
 @click.option("--shutdown-timeout", type=float, default=30.0, show_default=True,
               help="Seconds a warm shutdown waits for running tasks.")
 @click.option("--heartbeat-interval", type=float, default=1.0, show_default=True)
+@click.option("--curve-secret-key", envvar="ZQ_CURVE_SECRET_KEY",
+              type=click.Path(exists=True, dir_okay=False), help="This host's secret key.")
+@click.option("--curve-server-key", envvar="ZQ_CURVE_SERVER_KEY",
+              help="The router's public key (file or z85 text).")
 @router_option
 @loglevel_option
 def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
             time_limit: float | None, soft_time_limit: float | None,
             max_tasks_per_child: int | None, max_memory_per_child: int | None,
-            shutdown_timeout: float, heartbeat_interval: float, router: str,
+            shutdown_timeout: float, heartbeat_interval: float,
+            curve_secret_key: str | None, curve_server_key: str | None, router: str,
             loglevel: str) -> None:
     """Run a supervisor with N actor processes on this host."""
     from .errors import ConfigurationError
@@ -118,7 +129,8 @@ def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
         log_level=loglevel.upper(), heartbeat_interval_s=heartbeat_interval,
         shutdown_timeout_s=shutdown_timeout, time_limit_s=time_limit,
         soft_time_limit_s=soft_time_limit, max_tasks_per_child=max_tasks_per_child,
-        max_memory_per_child_kb=max_memory_per_child)
+        max_memory_per_child_kb=max_memory_per_child, curve_secret_key=curve_secret_key,
+        curve_server_key=curve_server_key)
     try:
         sys.exit(supervisor_main(config))
     except ConfigurationError as exc:
@@ -220,6 +232,24 @@ def stats(router: str) -> None:
         _print(_client_app(None, router).control.stats())
     except ZqError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
+@main.group()
+def keys() -> None:
+    """CURVE key pairs."""
+
+
+@keys.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--name", "names", multiple=True, default=("router", "client"),
+              show_default=True, help="A key pair to make (repeatable).")
+def generate(directory: str, names: tuple[str, ...]) -> None:
+    """Write NAME.key (public) and NAME.key_secret for each NAME under DIRECTORY."""
+    from .security import generate as generate_keys
+
+    for name in names:
+        public, secret = generate_keys(directory, name)
+        click.echo(f"{public}\n{secret}")
 
 
 @main.command()

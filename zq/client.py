@@ -23,6 +23,7 @@ from . import protocol, states
 from .errors import ConfigurationError, NoRoute, ProtocolError, PublishError, QueueFull
 from .errors import TimeoutError as ZqTimeoutError
 from .protocol import Cmd, Message
+from .security import ClientKeys, secure_client
 from .utils import reachable
 
 if TYPE_CHECKING:
@@ -48,9 +49,11 @@ class _NoAnswer(Exception):
     pass
 
 
-def _socket(ctx: zmq.Context[Any], kind: int, endpoint: str) -> zmq.Socket[Any]:
+def _socket(ctx: zmq.Context[Any], kind: int, endpoint: str,
+            keys: ClientKeys | None = None) -> zmq.Socket[Any]:
     sock = ctx.socket(kind)
     sock.linger = 0
+    secure_client(sock, keys)
     try:
         sock.connect(endpoint)
     except zmq.ZMQError as exc:
@@ -59,13 +62,28 @@ def _socket(ctx: zmq.Context[Any], kind: int, endpoint: str) -> zmq.Socket[Any]:
     return sock
 
 
+def _send_within(sock: zmq.Socket[Any], msg: Message, timeout_s: float) -> bool:
+    """Send unless no peer can take it within ``timeout_s``.
+
+    A DEALER with no connected peer (the router down, a CURVE handshake refused) blocks
+    in send; this waits for room instead, within the caller's deadline.
+    """
+    if not sock.poll(timeout_s * 1000, zmq.POLLOUT):
+        return False
+    try:
+        protocol.send(sock, msg, flags=zmq.NOBLOCK)
+    except zmq.Again:
+        return False
+    return True
+
+
 class RouterClient:
     """Submits tasks and control requests to the router and waits for its answers."""
 
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str):
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, keys: ClientKeys | None = None):
         self.endpoint = endpoint
         self._ctx = ctx
-        self._sock = _socket(ctx, zmq.DEALER, endpoint)
+        self._sock = _socket(ctx, zmq.DEALER, endpoint, keys)
         self._rids = itertools.count(1)
 
     def close(self) -> None:
@@ -73,8 +91,9 @@ class RouterClient:
 
     def _exchange(self, msg: Message, key: str, value: Any, timeout_s: float) -> Message:
         """Send ``msg`` and return the first answer whose ``key`` equals ``value``."""
-        protocol.send(self._sock, msg)
         deadline = time.monotonic() + timeout_s
+        if not _send_within(self._sock, msg, timeout_s):
+            raise _NoAnswer()
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._sock.poll(remaining * 1000):
@@ -142,11 +161,13 @@ class ResultsClient:
     """Asks the results actor for states and waits for results it pushes."""
 
     def __init__(self, ctx: zmq.Context[Any], endpoints: dict[str, str], router: str,
-                 pending: weakref.WeakValueDictionary[str, AsyncResult]):
+                 pending: weakref.WeakValueDictionary[str, AsyncResult],
+                 keys: ClientKeys | None = None):
         self.query_endpoint = reachable(endpoints["query"], router)
         self.pub_endpoint = reachable(endpoints["pub"], router)
         self._ctx = ctx
-        self._sock = _socket(ctx, zmq.DEALER, self.query_endpoint)
+        self._keys = keys
+        self._sock = _socket(ctx, zmq.DEALER, self.query_endpoint, keys)
         self._rids = itertools.count(1)
         self._pending = pending
         self._asked: dict[str, float] = {}
@@ -198,8 +219,10 @@ class ResultsClient:
 
     def request(self, cmd: Cmd, header: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         rid = next(self._rids)
-        protocol.send(self._sock, Message(cmd, {**header, "rid": rid}))
         deadline = time.monotonic() + timeout_s
+        if not _send_within(self._sock, Message(cmd, {**header, "rid": rid}), timeout_s):
+            raise ZqTimeoutError(f"the results actor at {self.query_endpoint} cannot be "
+                                 f"reached within {timeout_s:g}s")
         while rid not in self._replies:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -257,12 +280,13 @@ class ResultsClient:
             self._asked[asked] = now
         if len(self._asked) > 4 * _MAX_IDS_PER_WAIT:
             self._asked = {k: v for k, v in self._asked.items() if v > stale}
-        protocol.send(self._sock, Message(Cmd.WAIT, {"ids": ids, "timeout_s": _WAIT_RENEW_S * 2}))
+        _send_within(self._sock, Message(Cmd.WAIT, {"ids": ids, "timeout_s": _WAIT_RENEW_S * 2}),
+                     _WAIT_RENEW_S)
 
     def watch(self, ids: list[str] | None, timeout_s: float | None = None,
               ) -> Iterator[dict[str, Any]]:
         """Yield the current state of what is watched, then every change in order."""
-        sub = _socket(self._ctx, zmq.SUB, self.pub_endpoint)
+        sub = _socket(self._ctx, zmq.SUB, self.pub_endpoint, self._keys)
         try:
             token = b"\x00hello:" + uuid.uuid4().hex.encode()
             sub.setsockopt(zmq.SUBSCRIBE, token)

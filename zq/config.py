@@ -41,6 +41,9 @@ class Settings:
     task_queues: Any = None
     task_always_eager: bool = False
     publish_timeout_s: float = 10.0
+    # CURVE: this side's secret key file and the router's public key (file or z85 text).
+    curve_secret_key: str | None = None
+    curve_server_key: str | None = None
     max_message_size: int = 16 * 1024 * 1024
 
     def replace(self, **changes: Any) -> Settings:
@@ -49,6 +52,16 @@ class Settings:
     @property
     def result_content_types(self) -> tuple[str, ...]:
         return self.result_accept_content or self.accept_content
+
+    def curve_keys(self) -> Any:
+        """The CURVE client keys, or None when CURVE is not configured."""
+        from .security import client_keys
+
+        if not self.curve_secret_key and not self.curve_server_key:
+            return None
+        if not (self.curve_secret_key and self.curve_server_key):
+            raise ConfigurationError("CURVE needs both curve_secret_key and curve_server_key")
+        return client_keys(self.curve_secret_key, self.curve_server_key)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

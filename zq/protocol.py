@@ -164,3 +164,23 @@ def state_event(task_id: str, state: str, *, retries: int = 0, name: str | None 
         event["exc"] = exc
     event.update(extra)
     return event
+
+
+def event_problem(event: Any) -> str | None:
+    """Why a state event cannot be stored, or None when it can."""
+    if not isinstance(event, dict):
+        return "an event must be a map"
+    if not isinstance(event.get("id"), str) or not event["id"] or len(event["id"]) > 255:
+        return "an event needs a task id string of 1 to 255 characters"
+    if not isinstance(event.get("state"), str) or not event["state"]:
+        return "an event needs a state string"
+    if not isinstance(event.get("retries", 0), int) or isinstance(event.get("retries"), bool):
+        return "'retries' must be an integer"
+    for key, kinds in (("ts", (int, float)), ("name", str), ("ct", str), ("body", bytes),
+                       ("exc", dict)):
+        if key in event and not isinstance(event[key], kinds):
+            return f"'{key}' has the wrong type"
+    if "exc" in event and not all(isinstance(event["exc"].get(k, ""), str)
+                                  for k in ("type", "module", "message")):
+        return "'exc' needs string type, module and message"
+    return None

@@ -35,7 +35,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from . import protocol, states
+from . import protocol, security, states
 from ._signals import Wakeup
 from .errors import ProtocolError
 from .protocol import Cmd, Message
@@ -59,6 +59,8 @@ class ResultsConfig:
     data_dir: Path | None
     backend: str = "sqlite"
     result_expires_s: float = 86400.0
+    curve_secret_key: str | None = None
+    curve_authorized_dir: str | None = None
 
 
 class MemoryStore:
@@ -169,23 +171,6 @@ class SQLiteStore:
         self._db.close()
 
 
-def _valid_event(event: Any) -> str | None:
-    """Why ``event`` cannot be stored, or None when it can."""
-    if not isinstance(event, dict):
-        return "an event must be a map"
-    if not isinstance(event.get("id"), str) or not event["id"]:
-        return "an event needs a task id string"
-    if not isinstance(event.get("state"), str) or not event["state"]:
-        return "an event needs a state string"
-    if not isinstance(event.get("retries", 0), int):
-        return "retries must be an integer"
-    if "body" in event and not isinstance(event["body"], bytes):
-        return "body must be bytes"
-    if "exc" in event and not isinstance(event["exc"], dict):
-        return "exc must be a map"
-    return None
-
-
 class ResultsActor:
     def __init__(self, config: ResultsConfig, wakeup: Wakeup | None = None):
         self.config = config
@@ -206,9 +191,18 @@ class ResultsActor:
             self.config.data_dir.mkdir(parents=True, exist_ok=True)
             self.store = SQLiteStore(self.config.data_dir / "results.sqlite3")
         self.ctx = zmq.Context()
+        self.auth = None
+        keys = None
+        if self.config.curve_secret_key:
+            keys = security.server_keys(self.config.curve_secret_key,
+                                        self.config.curve_authorized_dir or ".")
+            # The router forwards events with the same key pair it serves with.
+            self.auth = security.start_authenticator(self.ctx, keys, (keys.public_key,))
         self.ingest = self.ctx.socket(zmq.PULL)
         self.query = self.ctx.socket(zmq.ROUTER)
         self.pub = self.ctx.socket(zmq.XPUB)
+        for sock in (self.ingest, self.query, self.pub):
+            security.secure_server(sock, keys)
         self.query.setsockopt(zmq.ROUTER_MANDATORY, 1)
         for sock in (self.ingest, self.query, self.pub):
             sock.linger = 0
@@ -229,6 +223,8 @@ class ResultsActor:
     def teardown(self) -> None:
         for sock in (self.ingest, self.query, self.pub):
             sock.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
         self.store.close()
 
@@ -274,7 +270,12 @@ class ResultsActor:
                         replies.append((identity, protocol.error(str(exc))))
                     continue
                 assert identity is not None
-                self._on_query(identity, msg, changes, replies)
+                try:
+                    self._on_query(identity, msg, changes, replies)
+                except Exception as exc:  # one bad request never ends the results actor
+                    logger.exception("error handling %s", msg.cmd.value)
+                    replies.append((identity, _error(f"error handling {msg.cmd.value}: {exc}",
+                                                     msg.header.get("rid"))))
         if changes:
             self._apply(changes)
         for identity, reply in replies:
@@ -302,7 +303,7 @@ class ResultsActor:
             return []
         good = []
         for event in events:
-            problem = _valid_event(event)
+            problem = protocol.event_problem(event)
             if problem:
                 logger.warning("dropping event: %s", problem)
             else:
@@ -345,9 +346,11 @@ class ResultsActor:
             replies.append((identity, Message(Cmd.STATES,
                                               {"states": rows, "seq": self.seq, "rid": rid})))
         elif msg.cmd is Cmd.EVENTS:
-            good = self._events(header.get("events"))
-            if len(good) != len(header.get("events") or []):
-                replies.append((identity, _error("malformed event(s) refused", rid)))
+            events = header.get("events")
+            good = self._events(events)
+            if not isinstance(events, list) or len(good) != len(events):
+                replies.append((identity, _error("EVENTS needs 'events', a list of valid "
+                                                 "state events; refused", rid)))
                 return
             changes.extend(good)
             replies.append((identity, Message(Cmd.STATES, {"states": [], "rid": rid})))
@@ -404,7 +407,7 @@ class ResultsActor:
         if not changed:
             return
         if durable:
-            self.store.put_many(list(durable.values()))
+            self._store(list(durable.values()))
         ready_for: dict[bytes, list[dict[str, Any]]] = {}
         for row in changed:
             self.seq += 1
@@ -419,6 +422,18 @@ class ResultsActor:
                     ready_for.setdefault(identity, []).append(row)
         for identity, rows in ready_for.items():
             self._send(identity, Message(Cmd.STATES, {"states": rows}))
+
+    def _store(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            self.store.put_many(rows)
+        except Exception:
+            # Should a row the validation let through still be refused, keep the others.
+            logger.exception("storing a batch of %d failed; storing one by one", len(rows))
+            for row in rows:
+                try:
+                    self.store.put_many([row])
+                except Exception as exc:
+                    logger.error("dropping the state of %s: %s", row.get("id"), exc)
 
     def _remember_sent(self, row: dict[str, Any]) -> None:
         self._transient[row["id"]] = row

@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from . import protocol, results, states
+from . import protocol, results, security, states
 from .errors import ProtocolError
 from ._signals import Wakeup
 from .journal import Journal
@@ -54,6 +54,8 @@ class RouterConfig:
     # After a restart, dispatch waits this long for actors to re-announce what they hold.
     resync_grace_s: float = 2.0
     log_level: str = "INFO"
+    curve_secret_key: str | None = None
+    curve_authorized_dir: str | None = None
 
 
 @dataclass
@@ -132,7 +134,14 @@ class Router:
     def setup(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.ctx = zmq.Context()
+        self.keys = None
+        self.auth = None
+        if self.config.curve_secret_key:
+            self.keys = security.server_keys(self.config.curve_secret_key,
+                                             self.config.curve_authorized_dir or ".")
+            self.auth = security.start_authenticator(self.ctx, self.keys)
         self.sock = self.ctx.socket(zmq.ROUTER)
+        security.secure_server(self.sock, self.keys)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.sock.linger = 0
         self.sock.sndhwm = 0
@@ -178,6 +187,8 @@ class Router:
             self.results_process.join(5)
             if self.results_process.is_alive():
                 self.results_process.kill()
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
 
     def run(self) -> None:
@@ -204,7 +215,9 @@ class Router:
             ingest=wanted["ingest"], query=wanted["query"], pub=wanted["pub"],
             data_dir=None if self.config.results_backend == "memory" else self.config.data_dir,
             backend=self.config.results_backend,
-            result_expires_s=self.config.result_expires_s)
+            result_expires_s=self.config.result_expires_s,
+            curve_secret_key=self.config.curve_secret_key,
+            curve_authorized_dir=self.config.curve_authorized_dir)
         mp = multiprocessing.get_context("spawn")
         parent, child = mp.Pipe(duplex=False)
         self.results_process = mp.Process(target=results.main, name="zq-results",
@@ -221,6 +234,10 @@ class Router:
         if hasattr(self, "results_push"):
             self.results_push.close(linger=0)
         self.results_push = self.ctx.socket(zmq.PUSH)
+        if self.keys is not None:
+            # The router is the results actor's client, with its own key pair.
+            security.secure_client(self.results_push, security.ClientKeys(
+                self.keys.public_key, self.keys.secret_key, self.keys.public_key))
         self.results_push.linger = 0
         self.results_push.sndhwm = 0
         self.results_push.connect(reachable(self.results_endpoints["ingest"], self.endpoint))
@@ -531,10 +548,15 @@ class Router:
         h = msg.header
         queues = h.get("queues")
         credit = h.get("credit")
+        holding = h.get("holding") or []
         if not (isinstance(queues, list) and queues and all(isinstance(q, str) for q in queues)
-                and isinstance(credit, int) and credit >= 0):
+                and isinstance(credit, int) and not isinstance(credit, bool) and credit >= 0
+                and isinstance(holding, list)
+                and all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], str)
+                        and isinstance(x[1], int) for x in holding)):
             self._replies.append((identity, protocol.error(
-                "READY needs 'queues' (a list of names) and 'credit' (an integer >= 0)")))
+                "READY needs 'queues' (a list of names), 'credit' (an integer >= 0) and "
+                "'holding' (a list of [task id, retries])")))
             return
         actor = self.actors.get(identity)
         if actor is None:
@@ -545,7 +567,7 @@ class Router:
                         ",".join(queues), credit)
         else:
             actor.queues, actor.credit = tuple(queues), credit
-        for task_id, retries in h.get("holding") or ():
+        for task_id, retries in holding:
             self._claim(actor, task_id, retries)
         if h.get("declare"):
             try:
@@ -584,7 +606,7 @@ class Router:
         entry = actor.inflight.pop(key, None)  # type: ignore[call-overload]
         actor.credit += 1
         event = record.get("event")
-        if isinstance(event, dict):
+        if event is not None and protocol.event_problem(event) is None:
             # Forwarded even for a task given up on: the results actor keeps the first
             # final state of an attempt, so a late result is never applied twice.
             self._events.append(event)
@@ -612,13 +634,30 @@ class Router:
 
     def _on_events(self, identity: bytes, msg: Message) -> None:
         """State changes reported by an actor while its task runs: forwarded in order."""
+        if identity not in self.actors:
+            self._replies.append((identity, protocol.error(
+                "EVENTS are taken from actors only; clients send them to the results actor")))
+            return
         events = msg.header.get("events")
-        if isinstance(events, list):
-            self._events.extend(e for e in events if isinstance(e, dict))
+        if not isinstance(events, list):
+            self._replies.append((identity, protocol.error("EVENTS needs an 'events' list")))
+            return
+        for event in events:
+            problem = protocol.event_problem(event)
+            if problem:
+                logger.warning("dropping event from actor %r: %s", identity, problem)
+            else:
+                self._events.append(event)
 
     def _on_heartbeat(self, identity: bytes, msg: Message) -> None:
         host = msg.header.get("host")
-        if isinstance(host, str) and "actors" in msg.header:
+        if "actors" in msg.header:
+            actors = msg.header["actors"]
+            if not (isinstance(host, str) and host and isinstance(actors, list)
+                    and all(isinstance(a, (str, bytes)) for a in actors)):
+                self._replies.append((identity, protocol.error(
+                    "a supervisor HEARTBEAT needs 'host' (a string) and 'actors' (a list)")))
+                return
             now = time.time()
             state = self.hosts.get(host)
             if state is None:
@@ -632,12 +671,25 @@ class Router:
             self._replies.append((identity, Message(Cmd.RESYNC)))
 
     def _on_lost(self, identity: bytes, msg: Message) -> None:
+        """A supervisor reports one of its actors dead; nobody else may."""
         actor = msg.header.get("actor")
         if isinstance(actor, str):
             actor = actor.encode()
-        if isinstance(actor, bytes):
-            self._actor_lost(actor, str(msg.header.get("reason", "exited")),
-                             msg.header.get("error"))
+        if not isinstance(actor, bytes):
+            self._replies.append((identity, protocol.error("LOST needs 'actor', an identity")))
+            return
+        state = self.actors.get(actor)
+        if state is None:
+            return  # gone already, or never announced: nothing held to act on
+        # A supervisor's identity is its host name, which its actors announce.
+        if state.supervised and identity != state.host.encode():
+            logger.warning("ignoring LOST for %r from %r, which is not its supervisor",
+                           actor, identity)
+            self._replies.append((identity, protocol.error(
+                "LOST is taken only from the actor's own supervisor")))
+            return
+        self._actor_lost(actor, str(msg.header.get("reason", "exited")),
+                         msg.header.get("error"))
 
     def _actor_lost(self, identity: bytes, reason: str, error: str | None = None) -> None:
         """Celery's rules for the tasks of a dead actor; prefetched ones always go back."""

@@ -30,6 +30,7 @@ from .actor import ActorConfig
 from .actor import main as actor_main
 from .errors import ProtocolError
 from .protocol import Cmd, Message
+from .security import secure_client
 from .utils import load_app
 
 logger = logging.getLogger("zq.supervisor")
@@ -56,6 +57,8 @@ class WorkerConfig:
     soft_time_limit_s: float | None = None
     max_tasks_per_child: int | None = None
     max_memory_per_child_kb: int | None = None
+    curve_secret_key: str | None = None
+    curve_server_key: str | None = None
 
 
 @dataclass
@@ -84,9 +87,14 @@ class Supervisor:
         self._next_heartbeat = 0.0
 
     def setup(self) -> None:
-        load_app(self.config.app)  # fail here, once, with a clear error, not in N children
+        app = load_app(self.config.app)  # fail here, once, clearly, not in N children
+        settings = app.settings
+        if self.config.curve_secret_key:
+            settings = settings.replace(curve_secret_key=self.config.curve_secret_key,
+                                        curve_server_key=self.config.curve_server_key)
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
+        secure_client(self.sock, settings.curve_keys())
         self.sock.identity = self.host.encode()
         self.sock.linger = 0
         self.sock.connect(self.config.router)
@@ -123,7 +131,8 @@ class Supervisor:
             soft_time_limit_s=self.config.soft_time_limit_s,
             max_tasks_per_child=self.config.max_tasks_per_child,
             max_memory_per_child_kb=self.config.max_memory_per_child_kb,
-            log_level=self.config.log_level)
+            log_level=self.config.log_level, curve_secret_key=self.config.curve_secret_key,
+            curve_server_key=self.config.curve_server_key)
         deadline = _SPAWN.Value("d", 0.0, lock=False)
         process = _SPAWN.Process(target=actor_main, args=(cfg, deadline),
                                  name=f"zq-actor-{index}", daemon=False)
