@@ -95,6 +95,28 @@ def test_task_expiring_before_its_countdown_is_revoked_and_never_runs(cluster, t
     assert not marker.exists()
 
 
+def test_task_expiring_while_queued_behind_busy_actors_is_revoked(cluster, gate, tmp_path):
+    marker = tmp_path / "ran"
+    busy = [wait_for_file.delay(str(gate)) for _ in range(2)]
+    wait_until(lambda: cluster.stats()["inflight"] >= 2, 5, "both actors to be busy")
+    expires_at = time.time() + 0.3
+    result = touch.apply_async((str(marker),), expires=0.3)
+    time.sleep(max(0.0, expires_at - time.time()) + 0.2)
+    gate.touch()
+    with pytest.raises(zq.TaskRevokedError):
+        result.get(timeout=10)
+    assert [b.get(timeout=10) for b in busy] == ["released", "released"]
+    assert not marker.exists()
+
+
+def test_task_expiring_in_a_queue_nobody_consumes_ends_revoked_at_its_expiry(cluster):
+    """The router owns the expiry timer: an expired task ends REVOKED when it expires,
+    not only when some worker eventually asks for its queue."""
+    result = add.apply_async((1, 2), queue=f"unconsumed-{uuid.uuid4().hex[:8]}", expires=0.3)
+    with pytest.raises(zq.TaskRevokedError):
+        result.get(timeout=5)
+
+
 def test_task_running_before_it_expires_succeeds(cluster, tmp_path):
     marker = tmp_path / "ran"
     assert touch.apply_async((str(marker),), expires=30).get(timeout=10) == str(marker)
