@@ -146,7 +146,10 @@ class Router:
         self.sock.linger = 0
         self.sock.sndhwm = 0
         self.sock.rcvhwm = 0
-        self.sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_size * 2 + 65536)
+        # Past max_message_size a task is read and refused with a clear error; only a
+        # frame past this hard cap makes libzmq drop the connection unread.
+        self.sock.setsockopt(zmq.MAXMSGSIZE, max(4 * self.config.max_message_size + 65536,
+                                                 64 * 1024 * 1024))
         self.sock.bind(self.config.bind)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._start_results()
