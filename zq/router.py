@@ -116,6 +116,8 @@ class Router:
         self.hungry: dict[bytes, ActorState] = {}
         self.hosts: dict[str, HostState] = {}
         self.timers: list[tuple[float, int, Entry]] = []
+        # Expiry times of queued tasks, by id so that a finished task is not kept alive.
+        self.expiries: list[tuple[float, str, int]] = []
         # Per task name: the limiter, and the rate set by control (which wins over headers).
         self.bindings = Bindings()
         self.limiters: dict[str, RateLimiter] = {}
@@ -261,6 +263,8 @@ class Router:
         now = time.time()
         if self.timers:
             timeout_s = max(0.0, min(timeout_s, self.timers[0][0] - now))
+        if self.expiries:
+            timeout_s = max(0.0, min(timeout_s, self.expiries[0][0] - now))
         if self._events:
             timeout_s = min(timeout_s, _EVENT_FLUSH_S)
         ready = dict(self.poller.poll(timeout_s * 1000))
@@ -275,6 +279,7 @@ class Router:
             self.poller.register(self.results_process.sentinel, zmq.POLLIN)
         now = time.time()
         self._fire_timers(now)
+        self._fire_expiries(now)
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + 1.0
             self._housekeeping(now)
@@ -736,6 +741,10 @@ class Router:
             del self.hosts[host.host]
             for actor in [a for a in self.actors.values() if a.host == host.host]:
                 self._actor_lost(actor.identity, f"host {host.host} lost")
+        if len(self.expiries) > 2 * len(self.tasks) + 1000:
+            self.expiries = [(e.expires, e.id, e.retries) for e in self.tasks.values()
+                             if e.expires is not None and e.state == QUEUED]
+            heapq.heapify(self.expiries)
         if self.journal.should_compact():
             self.journal.compact([(e.raw_header or protocol.pack(e.header), e.body)
                                   for e in self.tasks.values()], list(self.revoked))
@@ -756,7 +765,17 @@ class Router:
         if queue is None:
             queue = self.queues[entry.queue] = TaskQueue(entry.queue)
         queue.push(entry, front=front)
+        if entry.expires is not None:
+            heapq.heappush(self.expiries, (entry.expires, entry.id, entry.retries))
         self._dirty = True
+
+    def _fire_expiries(self, now: float) -> None:
+        while self.expiries and self.expiries[0][0] <= now:
+            _, task_id, retries = heapq.heappop(self.expiries)
+            entry = self.tasks.get(task_id)
+            if entry is not None and entry.retries == retries and entry.state == QUEUED:
+                self.queues[entry.queue].discard(entry)
+                self._expire(entry)
 
     def _fire_timers(self, now: float) -> None:
         while self.timers and self.timers[0][0] <= now:
