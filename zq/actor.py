@@ -68,7 +68,6 @@ class Actor:
         self._welcomed = False
         self._final_event: dict[str, Any] | None = None
         self._finished: list[dict[str, Any]] = []
-        self._done_batch = max(1, config.prefetch // 2)
 
     def setup(self) -> None:
         self.app = load_app(self.config.app)
@@ -132,10 +131,9 @@ class Actor:
         if self.buffer and self._welcomed and not self.stopping:
             self._execute(self.buffer.popleft())
             self.tasks_run += 1
-            # DONEs of a prefetched run go back together, but soon enough that new
-            # credit reaches the router before the buffer runs dry.
-            if not self.buffer or len(self._finished) >= self._done_batch:
-                self._flush_done()
+            # DONE goes before the next task starts: however long that one runs, this
+            # result must not wait for it.
+            self._flush_done()
             self._maybe_recycle()
         elif time.monotonic() - self._last_sent >= self.config.heartbeat_interval_s:
             self._send(Message(Cmd.HEARTBEAT))
