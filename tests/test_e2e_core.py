@@ -11,19 +11,31 @@ import uuid
 from collections import defaultdict
 from contextlib import closing
 from fractions import Fraction
-from pathlib import Path
 
 import psutil
 import pytest
 
 import zq
 from tests.apps import basic, pickled
+from tests.apps.basic import (
+    Multiply,
+    Welcome,
+    add,
+    count_calls,
+    echo,
+    fail,
+    fail_with_local_class,
+    getpid,
+    now,
+    ping,
+    progress,
+    request_info,
+    touch,
+    tracked_wait_for_file,
+    wait_for_file,
+)
 from tests.conftest import BASIC_APP, dedicated_cluster, wait_until
 from zq import App, group, states
-
-from tests.apps.basic import (  # isort: skip
-    Multiply, Welcome, add, count_calls, echo, fail, fail_with_local_class, getpid, now,
-    ping, progress, request_info, touch, tracked_wait_for_file, wait_for_file)
 
 app = basic.app
 
@@ -176,8 +188,8 @@ def test_task_with_explicit_name_runs_under_that_name(cluster):
 
 
 def test_class_based_task_runs(cluster):
-    assert app.tasks[f"{BASIC_APP}.Multiply"] is Multiply.app.tasks[Multiply.name]
-    assert app.tasks[f"{BASIC_APP}.Multiply"].delay(6, 7).get(timeout=10) == 42
+    assert Multiply.name == f"{BASIC_APP}.Multiply"
+    assert app.tasks[Multiply.name].delay(6, 7).get(timeout=10) == 42
 
 
 def test_subclass_of_abstract_task_runs_and_the_base_is_not_registered(cluster):
