@@ -86,6 +86,18 @@ def test_json_keeps_non_string_keys_or_refuses_them():
     assert back == value
 
 
+@pytest.mark.parametrize("value", [{"__zq__": "bytes", "v": "AAE="},
+                                   {"__zq__": "custom", "v": 1}])
+def test_json_user_dict_shaped_like_a_type_tag_survives(value):
+    """json tags types as {"__zq__": name, "v": value}: a user's own dict of that shape
+    must come back as itself (or be refused when sent), never as another type."""
+    try:
+        content_type, payload = serialization.dumps(value, "json")
+    except SerializationError:
+        return
+    assert serialization.loads(payload, content_type, SAFE) == value
+
+
 def test_serializers_found_by_name_and_content_type():
     assert serialization.get("json") is serialization.get("application/json")
     assert serialization.get("msgpack").content_type == "application/x-msgpack"
