@@ -96,6 +96,8 @@ class Actor:
             msg = self.buffer.popleft()
             self._done(msg.header, requeue=True, started=False)
         self._flush_done()
+        # Last on this socket, so after every DONE: the router settles this actor on it.
+        self._send(Message(Cmd.BYE))
         self.app._state_sink = None
         self.sock.close(linger=2000)
         self.ctx.term()
@@ -229,6 +231,12 @@ class Actor:
                                "receipt (not acks_late): dropped", task.name, request.id)
                 requeue = False
             self._done(header, requeue=requeue, started=True)
+        except SystemExit as exc:
+            # sys.exit() in a task fails the task; it does not end the actor.
+            self._final_event = protocol.state_event(
+                str(header.get("id", "")), states.FAILURE, retries=header.get("retries", 0),
+                name=header.get("task"), exc=exception_to_data(exc), ts=time.time())
+            self._done(header)
         except Exception as exc:
             # The task could not even start: unknown name, arguments that will not decode.
             logger.error("task %s[%s] cannot run: %s", header.get("task"), header.get("id"), exc)

@@ -54,6 +54,8 @@ class Cmd(str, enum.Enum):
     # results actor ->
     STATES = "STATES"          # header: {"states": [...], "seq"?: n}
     EVENT = "EVENT"            # published: header: one state event with "seq"
+    # actor -> router, its last message before a clean exit (recycling, shutdown)
+    BYE = "BYE"
 
 
 _CODES = {c: bytes([i + 1]) for i, c in enumerate(Cmd)}

@@ -68,6 +68,8 @@ class ActorState:
     supervised: bool
     registered_at: float
     inflight: OrderedDict[tuple[str, int], Entry] = field(default_factory=OrderedDict)
+    # Set when its supervisor saw it exit cleanly: no more tasks; its BYE settles it.
+    departed_at: float | None = None
 
 
 @dataclass
@@ -403,6 +405,7 @@ class Router:
                 self.finished[entry.key] = None
                 return None
             entry.queue = routed
+            entry.set_header(queue=routed)  # delivery_info and retries name the queue
         if header.get("immediate") and not any(
                 a.credit > 0 and entry.queue in a.queues for a in self.actors.values()):
             return protocol.error(f"no worker consuming queue {entry.queue!r} can take the task "
@@ -673,7 +676,8 @@ class Router:
             state.identity, state.last_seen = identity, now
             alive = {a.encode() if isinstance(a, str) else a for a in msg.header["actors"]}
             for actor in [a for a in self.actors.values() if a.host == host]:
-                if actor.identity not in alive and now - actor.registered_at > 2.0:
+                if (actor.identity not in alive and now - actor.registered_at > 2.0
+                        and actor.departed_at is None):
                     self._actor_lost(actor.identity, "not among its supervisor's actors")
         elif identity not in self.actors:
             self._replies.append((identity, Message(Cmd.RESYNC)))
@@ -696,8 +700,25 @@ class Router:
             self._replies.append((identity, protocol.error(
                 "LOST is taken only from the actor's own supervisor")))
             return
+        if msg.header.get("clean"):
+            # A clean exit: its DONEs and BYE travel on its own socket and may still be on
+            # their way; wait for the BYE rather than judge its tasks now.
+            state.departed_at = time.time()
+            state.credit = 0
+            self.hungry.pop(actor, None)
+            return
         self._actor_lost(actor, str(msg.header.get("reason", "exited")),
                          msg.header.get("error"))
+
+    def _on_bye(self, identity: bytes, msg: Message) -> None:
+        """An actor's last word: every DONE came before it, so nothing it holds started."""
+        actor = self.actors.pop(identity, None)
+        self.hungry.pop(identity, None)
+        if actor is None:
+            return
+        logger.info("actor %s left", identity.decode(errors="replace"))
+        for entry in reversed(actor.inflight.values()):
+            self._enqueue(entry, front=True)
 
     def _actor_lost(self, identity: bytes, reason: str, error: str | None = None) -> None:
         """Celery's rules for the tasks of a dead actor; prefetched ones always go back."""
@@ -734,6 +755,9 @@ class Router:
                 self._fail(entry, "WorkerLostError", f"Worker exited prematurely: {reason}")
 
     def _housekeeping(self, now: float) -> None:
+        for actor in [a for a in self.actors.values()
+                      if a.departed_at is not None and now - a.departed_at > 2.0]:
+            self._actor_lost(actor.identity, "exited without saying goodbye")
         for host in [h for h in self.hosts.values()
                      if now - h.last_seen > self.config.host_timeout_s]:
             logger.warning("host %s silent for %.1fs: its actors are lost", host.host,
@@ -908,7 +932,7 @@ class Router:
     _HANDLERS = {
         Cmd.SUBMIT: _on_submit, Cmd.HELLO: _on_hello, Cmd.CONTROL: _on_control,
         Cmd.READY: _on_ready, Cmd.DONE: _on_done, Cmd.HEARTBEAT: _on_heartbeat,
-        Cmd.LOST: _on_lost, Cmd.EVENTS: _on_events,
+        Cmd.LOST: _on_lost, Cmd.EVENTS: _on_events, Cmd.BYE: _on_bye,
     }
 
 

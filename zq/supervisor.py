@@ -197,7 +197,8 @@ class Supervisor:
         code = child.process.exitcode
         reason = (f"signal {signal.Signals(-code).name}" if code is not None and code < 0
                   else f"exit code {code}")
-        self._report_lost(child, reason, "TimeLimitExceeded" if child.timed_out else None)
+        self._report_lost(child, reason, "TimeLimitExceeded" if child.timed_out else None,
+                          clean=code == 0 and not child.timed_out)
         if self.stopping:
             return
         if code != 0:
@@ -211,8 +212,11 @@ class Supervisor:
         self._generation[child.index] = child.generation
         self._restart_at[child.index] = time.monotonic() + delay
 
-    def _report_lost(self, child: Child, reason: str, error: str | None = None) -> None:
+    def _report_lost(self, child: Child, reason: str, error: str | None = None,
+                     clean: bool = False) -> None:
         header: dict[str, Any] = {"actor": child.identity, "reason": reason}
+        if clean:
+            header["clean"] = True
         if error:
             header["error"] = error
         try:
