@@ -443,6 +443,17 @@ def test_result_is_not_held_back_by_the_next_prefetched_task(tmp_path):
             slow_gate.touch()
 
 
+def test_stopped_workers_leave_the_router_stats(cluster):
+    """A warm shutdown tells the router about each actor; its host should go with them,
+    not linger until the heartbeat timeout and then be reported lost."""
+    hosts_before = cluster.stats()["hosts"]
+    extra = cluster.start_workers("-Q", "departing", concurrency=1)
+    assert len(cluster.stats()["hosts"]) == len(hosts_before) + 1
+    extra.stop()
+    wait_until(lambda: cluster.stats()["hosts"] == hosts_before, 3,
+               "the stopped host to leave the router's stats")
+
+
 def _actor_pids(supervisor_pid: int) -> set[int]:
     """The live actor processes of a supervisor (not its resource tracker, not zombies)."""
     pids = set()
