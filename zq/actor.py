@@ -21,13 +21,13 @@ from typing import Any
 import zmq
 
 from . import protocol, serialization, states
-from ._signals import Wakeup
 from ._remote import exception_to_data
-from .errors import NotRegistered, ProtocolError, SerializationError, SoftTimeLimitExceeded
+from ._signals import Wakeup
+from .errors import NotRegistered, SerializationError, SoftTimeLimitExceeded
 from .protocol import Cmd, Message
-from .task import IGNORED, Outcome, Request, Task, trace
 from .routing import declarations
 from .security import secure_client
+from .task import IGNORED, Outcome, Request, Task, trace
 from .utils import load_app
 
 logger = logging.getLogger("zq.actor")
@@ -141,14 +141,7 @@ class Actor:
             self._send(Message(Cmd.HEARTBEAT))
 
     def _drain(self) -> None:
-        while True:
-            try:
-                _, msg = protocol.recv(self.sock, zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            except ProtocolError as exc:
-                logger.error("dropping malformed message from the router: %s", exc)
-                continue
+        for _, msg in protocol.drain(self.sock):
             if msg.cmd is Cmd.TASK:
                 self._take(msg)
             elif msg.cmd is Cmd.WELCOME:
@@ -298,8 +291,8 @@ class Actor:
                 return
             content_type, body = serialization.dumps(outcome.retval,
                                                      self.app.settings.result_serializer)
-            event = protocol.state_event(request.id or "", states.SUCCESS, content_type=content_type,
-                                         body=body, **base)
+            event = protocol.state_event(request.id or "", states.SUCCESS,
+                                         content_type=content_type, body=body, **base)
         else:
             if request.ignore_result and outcome.state == states.RETRY:
                 return

@@ -154,25 +154,15 @@ class App:
     # -- sending ------------------------------------------------------------------------
 
     def send_task(self, name: str, args: Sequence[Any] | None = None,
-                  kwargs: dict[str, Any] | None = None, *, countdown: float | None = None,
-                  eta: Any = None, task_id: str | None = None, expires: Any = None,
-                  serializer: str | None = None, queue: str | None = None,
-                  exchange: str | None = None, routing_key: str | None = None,
-                  priority: int | None = None, ignore_result: bool | None = None,
-                  headers: dict[str, Any] | None = None, retries: int = 0,
-                  root_id: str | None = None, parent_id: str | None = None,
-                  time_limit: float | None = None, soft_time_limit: float | None = None,
-                  mandatory: bool = False, immediate: bool = False,
-                  publish_timeout_s: float | None = None, _task: Task | None = None,
-                  _content_type: str | None = None, **options: Any) -> AsyncResult:
-        """Send the task ``name`` without importing it; returns once the router accepted it."""
-        header, body = self._task_message(
-            name, args, kwargs, countdown=countdown, eta=eta, task_id=task_id, expires=expires,
-            serializer=serializer, queue=queue, exchange=exchange, routing_key=routing_key,
-            priority=priority, ignore_result=ignore_result, headers=headers, retries=retries,
-            root_id=root_id, parent_id=parent_id, time_limit=time_limit,
-            soft_time_limit=soft_time_limit, mandatory=mandatory, immediate=immediate,
-            _task=_task, _content_type=_content_type, **options)
+                  kwargs: dict[str, Any] | None = None, *,
+                  publish_timeout_s: float | None = None, **options: Any) -> AsyncResult:
+        """Send the task ``name`` without importing it; returns once the router accepted it.
+
+        ``options`` are ``apply_async``'s: countdown, eta, task_id, expires, serializer,
+        queue, exchange, routing_key, priority, ignore_result, headers, time_limit,
+        soft_time_limit, mandatory, immediate.
+        """
+        header, body = self._task_message(name, args, kwargs, **options)
         timeout_s = publish_timeout_s if publish_timeout_s is not None \
             else self.settings.publish_timeout_s
         self._router_client().submit(header, body, timeout_s)
@@ -204,8 +194,11 @@ class App:
             raise TypeError(f"kwargs must be a dict, not {type(kwargs).__name__}")
         settings = self.settings
         task = _task if _task is not None else self.tasks.get(name)
-        opt = (lambda attr, default: getattr(task, attr) if task is not None
-               and getattr(task, attr) is not None else default)
+        def opt(attr: str, default: Any) -> Any:
+            """The task's own option where it sets one, else ``default``."""
+            value = getattr(task, attr, None) if task is not None else None
+            return default if value is None else value
+
         serializer = serializer or opt("serializer", settings.task_serializer)
         if _content_type is not None and serializer is None:
             serializer = _content_type

@@ -207,15 +207,9 @@ class ResultsClient:
         """Handle what arrives within ``timeout_s``; False when nothing did."""
         if not self._sock.poll(max(timeout_s, 0) * 1000):
             return False
-        while True:
-            try:
-                _, msg = protocol.recv(self._sock, zmq.NOBLOCK)
-            except zmq.Again:
-                return True
-            except ProtocolError as exc:
-                logger.warning("dropping malformed message from results actor: %s", exc)
-                continue
+        for _, msg in protocol.drain(self._sock):
             self._handle(msg)
+        return True
 
     def request(self, cmd: Cmd, header: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         rid = next(self._rids)

@@ -15,7 +15,9 @@ module touches frames.
 from __future__ import annotations
 
 import enum
+import logging
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +25,8 @@ import msgpack
 import zmq
 
 from .errors import ProtocolError
+
+logger = logging.getLogger("zq.protocol")
 
 VERSION = b"ZQ1"
 
@@ -137,6 +141,28 @@ def recv(sock: zmq.Socket[Any], flags: int = 0,
     except ProtocolError as exc:
         exc.identity = identity  # type: ignore[attr-defined]
         raise
+
+
+def drain(sock: zmq.Socket[Any], limit: int | None = None, routed: bool = False,
+          on_error: Callable[[bytes | None, ProtocolError], None] | None = None,
+          ) -> Iterator[tuple[bytes | None, Message]]:
+    """The messages waiting on ``sock`` (at most ``limit``), without blocking.
+
+    A malformed message goes to ``on_error(sender, exc)`` (by default it is logged) and is
+    skipped: one bad message never stops a loop.
+    """
+    count = 0
+    while limit is None or count < limit:
+        count += 1
+        try:
+            yield recv(sock, zmq.NOBLOCK, routed)
+        except zmq.Again:
+            return
+        except ProtocolError as exc:
+            if on_error is not None:
+                on_error(getattr(exc, "identity", None), exc)
+            else:
+                logger.warning("dropping a malformed message: %s", exc)
 
 
 def error(message: str, *, kind: str = "ProtocolError", task_id: str | None = None) -> Message:

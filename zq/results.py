@@ -244,31 +244,20 @@ class ResultsActor:
         if self.pub in events:
             self._on_subscriptions()
         if self.ingest in events:
-            for _ in range(_BATCH):
-                try:
-                    _, msg = protocol.recv(self.ingest, zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                except ProtocolError as exc:
-                    logger.warning("dropping malformed event message: %s", exc)
-                    continue
+            for _, msg in protocol.drain(self.ingest, _BATCH):
                 if msg.cmd is Cmd.EVENTS:
                     changes.extend(self._events(msg.header.get("events")))
                 else:
                     logger.warning("dropping %s on the event socket", msg.cmd.value)
         replies: list[tuple[bytes, Message]] = []
         if self.query in events:
-            for _ in range(_BATCH):
-                try:
-                    identity, msg = protocol.recv(self.query, zmq.NOBLOCK, routed=True)
-                except zmq.Again:
-                    break
-                except ProtocolError as exc:
-                    identity = getattr(exc, "identity", None)
-                    logger.warning("malformed query: %s", exc)
-                    if identity is not None:
-                        replies.append((identity, protocol.error(str(exc))))
-                    continue
+            def refuse(sender: bytes | None, exc: ProtocolError) -> None:
+                logger.warning("malformed query: %s", exc)
+                if sender is not None:
+                    replies.append((sender, protocol.error(str(exc))))
+
+            for identity, msg in protocol.drain(self.query, _BATCH, routed=True,
+                                                on_error=refuse):
                 assert identity is not None
                 try:
                     self._on_query(identity, msg, changes, replies)

@@ -23,11 +23,11 @@ from typing import Any
 import zmq
 
 from . import protocol, results, security, states
-from .errors import ProtocolError
 from ._signals import Wakeup
+from .errors import ProtocolError
 from .journal import Journal
-from .ratelimit import RateLimiter, parse_rate
 from .protocol import Cmd, Message
+from .ratelimit import RateLimiter, parse_rate
 from .routing import DEAD, INFLIGHT, QUEUED, SCHEDULED, Bindings, Entry, TaskQueue
 from .utils import reachable
 
@@ -298,17 +298,10 @@ class Router:
 
     def _drain(self) -> int:
         """Handle the messages waiting on the socket (up to a batch); returns how many."""
-        for count in range(_BATCH):
-            try:
-                identity, msg = protocol.recv(self.sock, zmq.NOBLOCK, routed=True)
-            except zmq.Again:
-                return count
-            except ProtocolError as exc:
-                identity = getattr(exc, "identity", None)
-                logger.warning("malformed message from %r: %s", identity, exc)
-                if identity is not None:
-                    self._replies.append((identity, protocol.error(str(exc))))
-                continue
+        count = 0
+        for identity, msg in protocol.drain(self.sock, _BATCH, routed=True,
+                                            on_error=self._refuse):
+            count += 1
             assert identity is not None
             try:
                 self._handle(identity, msg)
@@ -316,7 +309,12 @@ class Router:
                 logger.exception("error handling %s from %r", msg.cmd.value, identity)
                 self._replies.append((identity, protocol.error(
                     f"router error handling {msg.cmd.value}: {exc}", kind="ZqError")))
-        return _BATCH
+        return count
+
+    def _refuse(self, identity: bytes | None, exc: ProtocolError) -> None:
+        logger.warning("malformed message from %r: %s", identity, exc)
+        if identity is not None:
+            self._replies.append((identity, protocol.error(str(exc))))
 
     def _handle(self, identity: bytes, msg: Message) -> None:
         handler = self._HANDLERS.get(msg.cmd)
@@ -711,7 +709,15 @@ class Router:
                          msg.header.get("error"))
 
     def _on_bye(self, identity: bytes, msg: Message) -> None:
-        """An actor's last word: every DONE came before it, so nothing it holds started."""
+        """An actor's last word: every DONE came before it, so nothing it holds started.
+        From a supervisor: its host leaves, and whatever its actors still hold is judged."""
+        host = msg.header.get("host")
+        if isinstance(host, str) and identity == host.encode() and host in self.hosts:
+            del self.hosts[host]
+            for actor in [a for a in self.actors.values() if a.host == host]:
+                self._actor_lost(actor.identity, "its worker host shut down")
+            logger.info("host %s left", host)
+            return
         actor = self.actors.pop(identity, None)
         self.hungry.pop(identity, None)
         if actor is None:

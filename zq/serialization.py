@@ -134,6 +134,9 @@ def _json_tag(o: Any) -> Any:
             if not isinstance(key, str):
                 raise TypeError(f"json keeps only string keys, not {type(key).__name__} "
                                 f"{key!r} (msgpack keeps them)")
+        if _JSON_TAG in o:
+            # A user's dict that looks like a tag travels as pairs, which no hook rewrites.
+            return {_JSON_TAG: "dict", "v": [[k, _json_tag(v)] for k, v in o.items()]}
         return {k: _json_tag(v) for k, v in o.items()}
     return o
 
@@ -148,6 +151,7 @@ _JSON_DECODERS: dict[str, Callable[[Any], Any]] = {
     "tuple": tuple,
     "uuid": uuid.UUID,
     "decimal": Decimal,
+    "dict": lambda pairs: {k: v for k, v in pairs},
 }
 
 

@@ -28,7 +28,6 @@ from . import protocol
 from ._signals import Wakeup
 from .actor import ActorConfig
 from .actor import main as actor_main
-from .errors import ProtocolError
 from .protocol import Cmd, Message
 from .security import secure_client
 from .utils import load_app
@@ -109,6 +108,11 @@ class Supervisor:
                 child.process.kill()
             child.process.join(5)
             self._report_lost(child, "worker shut down")
+        # This host is going away on purpose: the router need not wait for its heartbeats.
+        try:
+            protocol.send(self.sock, Message(Cmd.BYE, {"host": self.host}), flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            logger.warning("could not say goodbye to the router: %s", exc)
         self.sock.close(linger=1000)
         self.ctx.term()
 
@@ -232,14 +236,7 @@ class Supervisor:
             pass
 
     def _drain(self) -> None:
-        while True:
-            try:
-                _, msg = protocol.recv(self.sock, zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            except ProtocolError as exc:
-                logger.warning("dropping malformed message from the router: %s", exc)
-                continue
+        for _, msg in protocol.drain(self.sock):
             if msg.cmd is Cmd.CONTROL and msg.header.get("op") == "kill":
                 self._kill(msg.header.get("actor"), str(msg.header.get("signal", "SIGKILL")))
             else:

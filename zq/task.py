@@ -424,7 +424,8 @@ def _finish(task: Task, request: Request, args: Sequence[Any], kwargs: dict[str,
     if outcome.state != IGNORED:
         einfo = (ExceptionInfo(outcome.retval, outcome.traceback or "")
                  if isinstance(outcome.retval, BaseException) else None)
-        _call_handler(task, "after_return", request.id or "", outcome.state, outcome.retval, request.id or "",
+        task_id = request.id or ""
+        _call_handler(task, "after_return", task_id, outcome.state, outcome.retval, task_id,
                       args, kwargs, einfo)
     return outcome
 
