@@ -82,6 +82,35 @@ def test_result_of_a_failed_task_shows_the_error_and_traceback(cluster):
     assert "ValueError: bad" in out["traceback"]
 
 
+def test_call_wait_of_a_failing_task_reports_the_error_cleanly(cluster):
+    """The task's own error (and its remote traceback, if shown), not the client's stack."""
+    done = run_zq(cluster, "call", "tests.apps.basic.fail", "--args", '["bad"]', "--wait",
+                  "--timeout", "10")
+    assert done.returncode != 0
+    assert "ValueError: bad" in done.stderr
+    assert "zq/cli.py" not in done.stderr and "click/core.py" not in done.stderr
+
+
+def test_call_wait_of_an_unknown_task_reports_not_registered(cluster):
+    done = run_zq(cluster, "call", "no.such.task", "--wait", "--timeout", "10")
+    assert done.returncode != 0
+    assert "NotRegistered" in done.stderr and "no.such.task" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_result_wait_timeout_is_a_clean_error(cluster):
+    done = run_zq(cluster, "result", "never-sent", "--wait", "--timeout", "0.5")
+    assert done.returncode != 0
+    assert "TimeoutError" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_result_of_an_unknown_id_is_pending(cluster):
+    done = run_zq(cluster, "result", "never-sent")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"id": "never-sent", "state": "PENDING", "result": None}
+
+
 def test_watch_prints_state_changes_as_json_lines(cluster, gate):
     waiting = wait_for_file.delay(str(gate))
     with subprocess.Popen(zq_command("watch", "--timeout", "3", "--router", cluster.router),
