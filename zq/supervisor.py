@@ -145,9 +145,11 @@ class Supervisor:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
         try:
             process.start()
+            # Registered before the mask is lifted: a TERM that came in meanwhile runs the
+            # shutdown handler next, and that must see this child to stop it too.
+            self.children[index] = Child(index, generation, identity, process, deadline)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        self.children[index] = Child(index, generation, identity, process, deadline)
 
     def step(self, timeout_s: float) -> None:
         poller = zmq.Poller()
