@@ -187,8 +187,10 @@ class Cluster:
     def restart_router(self, signum: int = signals.SIGKILL) -> Process:
         """Stop the router (by default with SIGKILL, as a crash) and start it again."""
         assert self.router_process is not None
-        self.router_process.kill_group(signum) if signum == signals.SIGKILL \
-            else self.router_process.signal(signum)
+        if signum == signals.SIGKILL:
+            self.router_process.kill_group(signum)  # the results actor dies with it
+        else:
+            self.router_process.signal(signum)
         self.router_process.popen.wait(10)
         self.router_process.stop()
         return self.start_router()
