@@ -161,9 +161,13 @@ def call(name: str, args_json: str, kwargs_json: str, countdown: float | None,
         if not wait:
             click.echo(result.id)
             return
-        _print(result.get(timeout=timeout))
+        value = result.get(timeout=timeout, propagate=False)
     except ZqError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    if isinstance(value, BaseException):
+        raise click.ClickException(f"task {name}[{result.id}] failed: "
+                                   f"{type(value).__name__}: {value}")
+    _print(value)
 
 
 @main.command()

@@ -17,6 +17,8 @@ class Settings:
     """What an App, its workers and its clients are configured with.
 
     Names that a Celery user sets keep Celery's spelling; the others carry their unit.
+    ``result_expires`` is kept for ported configurations, but the results actor belongs to
+    the router: ``zq router --result-expires`` is what decides.
     """
 
     router: str = DEFAULT_ROUTER

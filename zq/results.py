@@ -271,7 +271,9 @@ class ResultsActor:
             self._send(identity, reply)
         now = time.time()
         if now >= self._next_expire:
-            self._next_expire = now + _EXPIRE_EVERY_S
+            # Often enough that a short result_expires is kept to within a tenth of it.
+            self._next_expire = now + min(_EXPIRE_EVERY_S,
+                                          max(1.0, self.config.result_expires_s / 10))
             self._expire(now)
 
     def _lookup(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -88,7 +88,6 @@ class Task:
     retry_backoff_max: ClassVar[float] = 600
     retry_jitter: ClassVar[bool] = True
     ignore_result: ClassVar[bool | None] = None
-    store_errors_even_if_ignored: ClassVar[bool] = False
     track_started: ClassVar[bool | None] = None
     acks_late: ClassVar[bool | None] = None
     reject_on_worker_lost: ClassVar[bool | None] = None
