@@ -1,0 +1,89 @@
+"""Tasks for the fault-injection tests: ``zq workers -A tests.apps.faults``.
+
+Every task appends one line per run to a log file the test names: ``<task id> <pid>
+<redelivered 0|1>``. The test reads it to find the process to kill and to count how often
+each task ran. A line is one small ``write`` on a file opened for appending, so lines of
+concurrent runs never interleave. The ``hold`` tasks, which run until the test creates a
+gate file, write the same line to ``<log>.ended`` when they return.
+"""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from zq import App
+
+app = App("faults")
+
+
+def record(task, log):
+    redelivered = int(bool(task.request.delivery_info.get("redelivered")))
+    with open(log, "a") as f:
+        f.write(f"{task.request.id} {os.getpid()} {redelivered}\n")
+
+
+def wait_for(path, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout_s}s")
+        time.sleep(0.01)
+
+
+@app.task(bind=True)
+def quick(self, log, value=None):
+    record(self, log)
+    return value
+
+
+@app.task(bind=True)
+def stamp(self, log):
+    """The time the task ran, by the worker's clock."""
+    record(self, log)
+    return time.time()
+
+
+@app.task(bind=True)
+def hold(self, log, gate, timeout_s=25.0):
+    """Run until the test creates ``gate`` (early ack, the default)."""
+    record(self, log)
+    wait_for(gate, timeout_s)
+    record(self, f"{log}.ended")
+    return "released"
+
+
+@app.task(bind=True, acks_late=True)
+def hold_late(self, log, gate, timeout_s=25.0):
+    record(self, log)
+    wait_for(gate, timeout_s)
+    record(self, f"{log}.ended")
+    return "released"
+
+
+@app.task(bind=True, acks_late=True, reject_on_worker_lost=False)
+def hold_late_unrejected(self, log, gate, timeout_s=25.0):
+    record(self, log)
+    wait_for(gate, timeout_s)
+    record(self, f"{log}.ended")
+    return "released"
+
+
+@app.task(bind=True, acks_late=True)
+def nap_late(self, log, seconds):
+    record(self, log)
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(bind=True, acks_late=True)
+def poison(self, log):
+    """Kills every actor that runs it."""
+    record(self, log)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(bind=True, acks_late=True, max_redeliveries=1)
+def poison_redelivered_once(self, log):
+    record(self, log)
+    os.kill(os.getpid(), signal.SIGKILL)
