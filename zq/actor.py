@@ -32,6 +32,9 @@ from .utils import load_app
 
 logger = logging.getLogger("zq.actor")
 
+_SEND_WAIT_MS = 500
+_SEND_GRACE_MS = 2000
+
 
 @dataclass(frozen=True)
 class ActorConfig:
@@ -54,12 +57,15 @@ class ActorConfig:
 
 class Actor:
     def __init__(self, config: ActorConfig, wakeup: Wakeup | None = None,
-                 deadline: Any = None):
+                 deadline: Any = None, current: Any = None):
         self.config = config
         self.wakeup = wakeup
         # Shared with the supervisor: when the running task's hard time limit passes
         # (time.monotonic(), 0 for none). The supervisor kills the process past it.
         self.deadline = deadline
+        # Shared with the supervisor: "id\nretries" of the running task, so that it can
+        # tell a restarted router what this actor holds while the task keeps it busy.
+        self.current = current
         self.stopping = False
         self.buffer: deque[Message] = deque()
         self.tasks_run = 0
@@ -120,8 +126,22 @@ class Actor:
         self._send(Message(Cmd.READY, header))
 
     def _send(self, msg: Message) -> None:
-        protocol.send(self.sock, msg)
-        self._last_sent = time.monotonic()
+        """Send to the router, waiting while it cannot be reached, but never past a stop.
+
+        A plain send would block for good with no router to take it (down, or a CURVE
+        handshake refused), and a SIGTERM could not end the actor.
+        """
+        while True:
+            try:
+                protocol.send(self.sock, msg, flags=zmq.NOBLOCK)
+                self._last_sent = time.monotonic()
+                return
+            except zmq.Again:
+                if self.stopping and not self.sock.poll(_SEND_GRACE_MS, zmq.POLLOUT):
+                    logger.error("router unreachable; dropping %s while stopping",
+                                 msg.cmd.value)
+                    return
+                self.sock.poll(_SEND_WAIT_MS, zmq.POLLOUT)
 
     def step(self, timeout_s: float) -> None:
         wait_ms = 0 if (self.buffer and self._welcomed) else timeout_s * 1000
@@ -208,6 +228,8 @@ class Actor:
                 signal.setitimer(signal.ITIMER_REAL, soft)
             if hard and self.deadline is not None:
                 self.deadline.value = time.monotonic() + hard
+            if self.current is not None:
+                self.current.value = f"{request.id}\n{request.retries}".encode()
             try:
                 outcome = trace(task, request, args, kwargs,
                                 report=lambda o: self._report(task, request, o))  # type: ignore[arg-type]
@@ -216,6 +238,8 @@ class Actor:
                     signal.setitimer(signal.ITIMER_REAL, 0)
                 if hard and self.deadline is not None:
                     self.deadline.value = 0.0
+                if self.current is not None:
+                    self.current.value = b""
             if header.get("chain"):
                 self._follow_chain(header, outcome)
             requeue = outcome.state == states.REJECTED and outcome.requeue
@@ -345,12 +369,12 @@ def _soft_time_limit(signum: int, frame: Any) -> None:
     raise SoftTimeLimitExceeded("soft time limit exceeded")
 
 
-def main(config: ActorConfig, deadline: Any = None) -> None:
+def main(config: ActorConfig, deadline: Any = None, current: Any = None) -> None:
     """Entry point of an actor process started by the supervisor."""
     from .log import setup_logging
 
     setup_logging(config.log_level)
-    actor = Actor(config, Wakeup(), deadline)
+    actor = Actor(config, Wakeup(), deadline, current)
 
     def stop(signum: int, frame: Any) -> None:
         actor.stopping = True

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import zmq
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import Retrying, retry_if_exception_type, wait_fixed
 
 from . import protocol, states
 from .errors import ConfigurationError, NoRoute, ProtocolError, PublishError, QueueFull
@@ -111,18 +111,22 @@ class RouterClient:
 
         Sending again is safe: the router recognizes a task id it has accepted already.
         """
-        per_try = min(_RESEND_AFTER_S, timeout_s)
+        deadline = time.monotonic() + timeout_s
+
+        def per_try() -> float:
+            return max(min(_RESEND_AFTER_S, deadline - time.monotonic()), 0.0)
+
         try:
-            return self._exchange(msg, key, value, per_try)
+            return self._exchange(msg, key, value, per_try())
         except _NoAnswer:
             pass
-        retrying = Retrying(stop=stop_after_delay(max(timeout_s - per_try, 0)),
+        retrying = Retrying(stop=lambda state: time.monotonic() >= deadline,
                             wait=wait_fixed(0), retry=retry_if_exception_type(_NoAnswer),
                             reraise=True)
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._exchange(msg, key, value, per_try)
+                    return self._exchange(msg, key, value, per_try())
         except _NoAnswer:
             raise PublishError(f"no answer from the router at {self.endpoint} "
                                f"within {timeout_s:g}s") from None

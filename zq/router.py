@@ -70,6 +70,9 @@ class ActorState:
     inflight: OrderedDict[tuple[str, int], Entry] = field(default_factory=OrderedDict)
     # Set when its supervisor saw it exit cleanly: no more tasks; its BYE settles it.
     departed_at: float | None = None
+    # Known only from its supervisor's heartbeat (busy across a router restart): it is
+    # asked to announce itself once its task is done.
+    placeholder: bool = False
 
 
 @dataclass
@@ -520,12 +523,12 @@ class Router:
                                                                    "ids": pulled})))
 
     def _terminate(self, actor: ActorState, signal_name: str) -> None:
-        host = self.hosts.get(actor.host)
-        if host is None or not host.identity:
-            logger.warning("cannot terminate a task on actor %r: no supervisor known",
+        if not actor.supervised:
+            logger.warning("cannot terminate a task on actor %r: it has no supervisor",
                            actor.identity)
             return
-        self._replies.append((host.identity, Message(Cmd.CONTROL, {
+        # A supervisor's identity is its host name, which its actors announce.
+        self._replies.append((actor.host.encode(), Message(Cmd.CONTROL, {
             "op": "kill", "actor": actor.identity, "signal": signal_name})))
 
     def _revoked_event(self, entry: Entry, why: str) -> None:
@@ -576,6 +579,7 @@ class Router:
                         ",".join(queues), credit)
         else:
             actor.queues, actor.credit = tuple(queues), credit
+            actor.placeholder = False
         for task_id, retries in holding:
             self._claim(actor, task_id, retries)
         if h.get("declare"):
@@ -601,13 +605,25 @@ class Router:
     def _on_done(self, identity: bytes, msg: Message) -> None:
         """One finished task, or with ``done`` a list of them; each returns one credit."""
         actor = self.actors.get(identity)
+        records = msg.header.get("done")
         if actor is None:
+            # From before a router restart (queued in the actor's socket while the router
+            # was down): the tasks are done, so the journal's replayed copies must not run.
+            for record in records if isinstance(records, list) else [msg.header]:
+                if isinstance(record, dict):
+                    event = record.get("event")
+                    if event is not None and protocol.event_problem(event) is None:
+                        self._events.append(event)
+                    self._late_done((record.get("id"), record.get("retries", 0)))
             self._replies.append((identity, Message(Cmd.RESYNC)))
             return
-        records = msg.header.get("done")
         for record in records if isinstance(records, list) else [msg.header]:
             if isinstance(record, dict):
                 self._done_one(actor, record)
+        if actor.placeholder:
+            actor.credit = 0
+            self._replies.append((identity, Message(Cmd.RESYNC)))
+            return
         self._set_hungry(actor)
 
     def _done_one(self, actor: ActorState, record: dict[str, Any]) -> None:
@@ -673,12 +689,31 @@ class Router:
                 state = self.hosts[host] = HostState(host, identity, now)
             state.identity, state.last_seen = identity, now
             alive = {a.encode() if isinstance(a, str) else a for a in msg.header["actors"]}
+            self._adopt_running(host, msg.header.get("running"), alive, now)
             for actor in [a for a in self.actors.values() if a.host == host]:
                 if (actor.identity not in alive and now - actor.registered_at > 2.0
                         and actor.departed_at is None):
                     self._actor_lost(actor.identity, "not among its supervisor's actors")
         elif identity not in self.actors:
             self._replies.append((identity, Message(Cmd.RESYNC)))
+
+    def _adopt_running(self, host: str, running: Any, alive: set[bytes], now: float) -> None:
+        """Tasks that busy actors of ``host`` are running, as their supervisor reports
+        them: an actor the router does not know yet (it restarted while the task ran) is
+        recorded as holding its task, so that the journal's copy is not run again."""
+        if not isinstance(running, list):
+            return
+        for item in running:
+            if not (isinstance(item, list) and len(item) == 3 and isinstance(item[1], str)
+                    and isinstance(item[2], int)):
+                continue
+            identity = item[0].encode() if isinstance(item[0], str) else item[0]
+            if not isinstance(identity, bytes) or identity not in alive \
+                    or identity in self.actors:
+                continue
+            actor = ActorState(identity, host, 0, (), 0, True, now, placeholder=True)
+            self.actors[identity] = actor
+            self._claim(actor, item[1], item[2])
 
     def _on_lost(self, identity: bytes, msg: Message) -> None:
         """A supervisor reports one of its actors dead; nobody else may."""

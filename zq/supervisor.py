@@ -67,6 +67,7 @@ class Child:
     identity: bytes
     process: Any
     deadline: Any
+    current: Any
     started_at: float = field(default_factory=time.monotonic)
     timed_out: bool = False
 
@@ -138,7 +139,8 @@ class Supervisor:
             log_level=self.config.log_level, curve_secret_key=self.config.curve_secret_key,
             curve_server_key=self.config.curve_server_key)
         deadline = _SPAWN.Value("d", 0.0, lock=False)
-        process = _SPAWN.Process(target=actor_main, args=(cfg, deadline),
+        current = _SPAWN.Array("c", 300, lock=False)
+        process = _SPAWN.Process(target=actor_main, args=(cfg, deadline, current),
                                  name=f"zq-actor-{index}", daemon=False)
         # The child starts with these signals blocked and unblocks them once its handlers
         # are in place, so a TERM during start-up cannot kill it half made.
@@ -147,7 +149,8 @@ class Supervisor:
             process.start()
             # Registered before the mask is lifted: a TERM that came in meanwhile runs the
             # shutdown handler next, and that must see this child to stop it too.
-            self.children[index] = Child(index, generation, identity, process, deadline)
+            self.children[index] = Child(index, generation, identity, process, deadline,
+                                         current)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
@@ -231,7 +234,18 @@ class Supervisor:
             logger.warning("could not report actor %d lost: %s", child.index, exc)
 
     def _heartbeat(self) -> None:
-        header = {"host": self.host, "actors": [c.identity for c in self.children.values()]}
+        header: dict[str, Any] = {"host": self.host,
+                                  "actors": [c.identity for c in self.children.values()]}
+        running = []
+        for child in self.children.values():
+            held = bytes(child.current.value).decode(errors="replace")
+            task_id, _, retries = held.partition("\n")
+            if task_id and retries.isdigit():
+                running.append([child.identity, task_id, int(retries)])
+        if running:
+            # What busy actors hold: a restarted router learns it here, since an actor
+            # cannot announce itself until its task ends.
+            header["running"] = running
         try:
             protocol.send(self.sock, Message(Cmd.HEARTBEAT, header), flags=zmq.NOBLOCK)
         except zmq.Again:
