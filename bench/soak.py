@@ -45,8 +45,9 @@ from zq.testing import Cluster, ClusterError
 # Send batch k+1 before collecting batch k: the workers never wait on the client, and the
 # client never holds more than this many batches.
 IN_FLIGHT_BATCHES = 2
-# The results actor looks for expired results this often (zq.results._EXPIRE_EVERY_S).
-RESULTS_EXPIRE_EVERY_S = 60.0
+# The results actor looks for expired results every tenth of result_expires, within these
+# bounds (zq.results; before zq 2ba241e it was once a minute whatever result_expires).
+EXPIRE_SWEEP_BOUNDS_S = (1.0, 60.0)
 DATA_FILES = ("journal.log", "results.sqlite3", "results.sqlite3-wal")
 MB = 1024 * 1024
 MILESTONES = {"start": 0.0, "at_10pct": 0.10, "at_50pct": 0.50, "at_90pct": 0.90}
@@ -350,17 +351,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sample-s", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--idle-s", type=float, default=None,
                         help="seconds to keep sampling after the last batch (default: "
-                             "--expires + 75, enough for every result to expire)")
+                             "--expires + one expiry sweep + 15 s, enough for every result "
+                             "to expire)")
     parser.add_argument("--timeout-s", type=float, default=120.0,
                         help="longest wait for one batch before the run fails")
     parser.add_argument("--out", help="write every sample to this file as JSON lines")
     args = parser.parse_args(argv)
     if args.idle_s is None:
-        args.idle_s = args.expires + RESULTS_EXPIRE_EVERY_S + 15.0
+        args.idle_s = args.expires + expire_sweep_s(args.expires) + 15.0
     if min(args.tasks, args.batch) < 1 or min(args.expires, args.sample_s) <= 0 \
             or args.idle_s < 0:
         parser.error("--tasks, --batch, --expires and --sample-s must be positive")
     return args
+
+
+def expire_sweep_s(expires_s: float) -> float:
+    """How often the results actor sweeps out results older than ``expires_s``."""
+    low, high = EXPIRE_SWEEP_BOUNDS_S
+    return min(high, max(low, expires_s / 10))
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
