@@ -103,6 +103,9 @@ class SQLiteStore:
         # NORMAL in WAL mode: a commit survives the process being killed; only an
         # operating-system crash can lose the last transactions.
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # An expiry sweep deletes many rows in one transaction; without a limit the WAL
+        # file would keep the size of the largest sweep for good.
+        self._db.execute("PRAGMA journal_size_limit=8388608")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS results (id TEXT PRIMARY KEY, state TEXT NOT NULL, "
             "ready INTEGER NOT NULL, ts REAL NOT NULL, row BLOB NOT NULL)")
