@@ -53,6 +53,17 @@ def hold(self, log, gate, timeout_s=25.0):
     return "released"
 
 
+@app.task(bind=True)
+def hold_then_report(self, log, gate, reports, timeout_s=25.0):
+    """Like ``hold``; once released, reports ``reports`` PROGRESS states, then returns."""
+    record(self, log)
+    wait_for(gate, timeout_s)
+    for done in range(reports):
+        self.update_state(state="PROGRESS", meta={"done": done})
+    record(self, f"{log}.ended")
+    return "released"
+
+
 @app.task(bind=True, acks_late=True)
 def hold_late(self, log, gate, timeout_s=25.0):
     record(self, log)
