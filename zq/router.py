@@ -614,7 +614,7 @@ class Router:
                     event = record.get("event")
                     if event is not None and protocol.event_problem(event) is None:
                         self._events.append(event)
-                    self._late_done((record.get("id"), record.get("retries", 0)))
+                    self._late_done(record)
             self._replies.append((identity, Message(Cmd.RESYNC)))
             return
         for record in records if isinstance(records, list) else [msg.header]:
@@ -636,7 +636,7 @@ class Router:
             # final state of an attempt, so a late result is never applied twice.
             self._events.append(event)
         if entry is None:
-            self._late_done(key)
+            self._late_done(record)
             return
         if record.get("requeue"):
             started = bool(record.get("started"))
@@ -649,10 +649,15 @@ class Router:
         else:
             self._finish(entry)
 
-    def _late_done(self, key: tuple[Any, Any]) -> None:
-        """A DONE from an actor the router had given up on: a requeued copy need not run."""
-        entry = self.tasks.get(key[0]) if isinstance(key[0], str) else None
-        if entry is not None and entry.retries == key[1] and entry.state in (QUEUED, SCHEDULED):
+    def _late_done(self, record: dict[str, Any]) -> None:
+        """A DONE for a task the router no longer places with that actor (it gave the actor
+        up, or restarted): if the task finished, its queued copy need not run. A task
+        handed back unfinished (requeue) keeps its copy."""
+        if record.get("requeue"):
+            return
+        task_id, retries = record.get("id"), record.get("retries", 0)
+        entry = self.tasks.get(task_id) if isinstance(task_id, str) else None
+        if entry is not None and entry.retries == retries and entry.state in (QUEUED, SCHEDULED):
             if entry.state == QUEUED:
                 self.queues[entry.queue].discard(entry)
             self._finish(entry)
@@ -749,7 +754,10 @@ class Router:
         host = msg.header.get("host")
         if isinstance(host, str) and identity == host.encode() and host in self.hosts:
             del self.hosts[host]
-            for actor in [a for a in self.actors.values() if a.host == host]:
+            # An actor already seen exiting cleanly is settled by its own BYE (its DONEs
+            # travel on its socket and may still be on their way), or by housekeeping.
+            for actor in [a for a in self.actors.values()
+                          if a.host == host and a.departed_at is None]:
                 self._actor_lost(actor.identity, "its worker host shut down")
             logger.info("host %s left", host)
             return
