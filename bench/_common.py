@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import math
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +26,33 @@ BLOCK_WARMUP = 5
 
 # A latency target: (count, warmup) -> ``count`` round-trip times in seconds.
 LatencyTarget = Callable[[int, int], list[float]]
+
+
+def run_report(report: Callable[[argparse.Namespace], dict[str, Any]],
+               args: argparse.Namespace,
+               succeeded: Callable[[dict[str, Any]], bool] = lambda document: True) -> int:
+    """Run a benchmark and print its JSON document; the exit code of its ``main``.
+
+    SIGTERM is taken as Ctrl-C, so that every process the benchmark started is stopped by
+    the ``finally`` blocks on the way out.
+    """
+    from zq.testing import ClusterError
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        document = report(args)
+    except (BenchError, ClusterError) as exc:
+        log(f"FAILED: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted; every process started was stopped")
+        return 130
+    print(json.dumps(document, indent=2))
+    return 0 if succeeded(document) else 1
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 class BenchError(RuntimeError):

@@ -29,7 +29,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
 
 import zq  # noqa: E402
-from zq.testing import ClusterError  # noqa: E402
 
 import zq_figures  # noqa: E402
 from _common import (  # noqa: E402
@@ -42,6 +41,7 @@ from _common import (  # noqa: E402
     parse_args,
     rate_per_s,
     ratio,
+    run_report,
     settings,
     zq_revision,
 )
@@ -302,16 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(json.dumps({"skipped": True, "missing": missing, "install": INSTALL}, indent=2))
         return 0
-    try:
-        document = report(args)
-    except (BenchError, ClusterError) as exc:
-        log(f"FAILED: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted; every process started was stopped")
-        return 130
-    print(json.dumps(document, indent=2))
-    return 0
+    return run_report(report, args)
 
 
 if __name__ == "__main__":

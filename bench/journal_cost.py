@@ -23,9 +23,7 @@ shared machine slows all of them alike. Progress goes to stderr; stdout carries 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,10 +38,10 @@ sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
 
 import psutil
 import zq_figures
-from _common import BenchError, log, machine_info, ratio, zq_revision
+from _common import BenchError, log, machine_info, ratio, run_report, zq_revision
 
 import zq
-from zq.testing import Cluster, ClusterError, Process
+from zq.testing import Cluster, Process
 
 # argv[1] that makes this script run a journal-less router instead of measuring.
 SERVE_ROUTER_WITHOUT_JOURNAL = "--serve-router-without-journal"
@@ -311,23 +309,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _stop_on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    try:
-        document = report(args)
-    except (BenchError, ClusterError) as exc:
-        log(f"FAILED: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted; every process started was stopped")
-        return 130
-    print(json.dumps(document, indent=2))
-    return 0
+    return run_report(report, args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ stderr; stdout carries only the JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -26,7 +25,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
 
 import zq  # noqa: E402
-from zq.testing import ClusterError  # noqa: E402
 
 import baseline  # noqa: E402
 import zq_figures  # noqa: E402
@@ -38,6 +36,7 @@ from _common import (  # noqa: E402
     machine_info,
     parse_args,
     ratio,
+    run_report,
     settings,
     zq_revision,
 )
@@ -172,16 +171,7 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(__doc__, argv)
-    try:
-        document = report(args)
-    except (BenchError, ClusterError) as exc:
-        log(f"FAILED: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted; every process started was stopped")
-        return 130
-    print(json.dumps(document, indent=2))
-    return 0
+    return run_report(report, args)
 
 
 if __name__ == "__main__":

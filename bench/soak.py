@@ -21,7 +21,6 @@ import argparse
 import itertools
 import json
 import os
-import signal
 import sqlite3
 import sys
 import tempfile
@@ -37,7 +36,7 @@ sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
 
 import psutil
 import zq_figures
-from _common import BenchError, log, machine_info, rate_per_s, zq_revision
+from _common import BenchError, log, machine_info, rate_per_s, run_report, zq_revision
 
 import zq
 from zq.testing import Cluster, ClusterError
@@ -371,23 +370,9 @@ def expire_sweep_s(expires_s: float) -> float:
     return min(high, max(low, expires_s / 10))
 
 
-def _stop_on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    try:
-        document = report(args)
-    except ClusterError as exc:
-        log(f"FAILED: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted; every process started was stopped")
-        return 130
-    print(json.dumps(document, indent=2))
-    return 0 if document["finished"] else 1
+    return run_report(report, args, lambda document: document["finished"])
 
 
 if __name__ == "__main__":
