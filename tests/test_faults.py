@@ -37,8 +37,7 @@ import zq
 from tests.apps import faults
 from tests.conftest import dedicated_cluster, wait_until
 from zq import App, group, protocol, states
-from zq.protocol import Cmd, Message
-from zq.security import ClientKeys, client_keys, secure_client
+from zq.security import client_keys
 from zq.testing import Cluster, Process
 
 pytestmark = pytest.mark.faults
@@ -820,29 +819,6 @@ def test_max_queue_length_refuses_the_sixth_task_and_keeps_the_first_five(tmp_pa
 # -- CURVE -------------------------------------------------------------------------------
 
 
-class CurveCluster(Cluster):
-    """A Cluster whose own stats requests (which it waits on) carry the client's CURVE keys:
-    a CURVE router never answers the plaintext ones ``Cluster.stats`` sends."""
-
-    def __init__(self, *args: Any, client_keys: ClientKeys, **options: Any):
-        super().__init__(*args, **options)
-        self.client_keys = client_keys
-
-    def stats(self, timeout_s: float = 2.0) -> dict[str, Any] | None:
-        sock = zmq.Context.instance().socket(zmq.DEALER)
-        sock.linger = 0
-        secure_client(sock, self.client_keys)
-        try:
-            sock.connect(self.router)
-            protocol.send(sock, Message(Cmd.CONTROL, {"op": "stats", "rid": 0}))
-            if not sock.poll(timeout_s * 1000):
-                return None
-            _, reply = protocol.recv(sock)
-            return reply.header
-        finally:
-            sock.close()
-
-
 class Keys(NamedTuple):
     dir: Path
     authorized: Path
@@ -870,11 +846,11 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 @pytest.fixture(scope="module")
 def curve_cluster(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Cluster]:
     """A CURVE router that admits the client and worker keys, and one authorized host."""
-    with CurveCluster(tmp_path_factory.mktemp("curve"), app=FAULTS_APP, concurrency=1,
-                      client_keys=client_keys(keys.secret("client"), keys.public("router")),
-                      start_workers=False,
-                      router_args=["--curve-secret-key", keys.secret("router"),
-                                   "--curve-authorized-dir", str(keys.authorized)]) as cluster:
+    with Cluster(tmp_path_factory.mktemp("curve"), app=FAULTS_APP, concurrency=1,
+                 client_keys=client_keys(keys.secret("client"), keys.public("router")),
+                 start_workers=False,
+                 router_args=["--curve-secret-key", keys.secret("router"),
+                              "--curve-authorized-dir", str(keys.authorized)]) as cluster:
         cluster.start_workers("--curve-secret-key", keys.secret("worker"),
                               "--curve-server-key", keys.public("router"))
         yield cluster

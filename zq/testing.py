@@ -24,6 +24,7 @@ import zmq
 
 from . import protocol
 from .protocol import Cmd, Message
+from .security import ClientKeys, secure_client
 
 
 class ClusterError(RuntimeError):
@@ -89,7 +90,8 @@ class Cluster:
     def __init__(self, directory: Path | str, app: str | None = None, concurrency: int = 2,
                  workers_args: Sequence[str] = (), router_args: Sequence[str] = (),
                  start_workers: bool = True, ready_timeout_s: float = 30.0,
-                 env: dict[str, str] | None = None, cwd: Path | str | None = None):
+                 env: dict[str, str] | None = None, cwd: Path | str | None = None,
+                 client_keys: ClientKeys | None = None):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.router = f"ipc://{self.dir / 'router.sock'}"
@@ -100,6 +102,8 @@ class Cluster:
         self.router_args = list(router_args)
         self.start_workers_on_enter = start_workers and app is not None
         self.ready_timeout_s = ready_timeout_s
+        # The keys this cluster's own questions to a CURVE router are asked with.
+        self.client_keys = client_keys
         self.cwd = Path(cwd) if cwd else None
         self.env = {**os.environ, **(env or {}), "ZQ_ROUTER": self.router}
         pythonpath = [str(Path.cwd())]
@@ -156,6 +160,7 @@ class Cluster:
         ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.DEALER)
         sock.linger = 0
+        secure_client(sock, self.client_keys)
         try:
             sock.connect(self.router)
             protocol.send(sock, Message(Cmd.CONTROL, {"op": "stats", "rid": 0}))
