@@ -68,6 +68,11 @@ def _send_within(sock: zmq.Socket[Any], msg: Message, timeout_s: float) -> bool:
     A DEALER with no connected peer (the router down, a CURVE handshake refused) blocks
     in send; this waits for room instead, within the caller's deadline.
     """
+    try:
+        protocol.send(sock, msg, flags=zmq.NOBLOCK)
+        return True
+    except zmq.Again:
+        pass
     if not sock.poll(timeout_s * 1000, zmq.POLLOUT):
         return False
     try:
