@@ -2,7 +2,8 @@
 
     python examples/routing.py
 
-``task_queues`` binds the video and image queues to a topic exchange; ``task_routes``
+``task_queues`` binds the video and image queues to a topic exchange, and the video and
+lowpri queues to a fanout exchange (a task sent to it runs once in each); ``task_routes``
 sends tasks by name; a worker started with ``-Q`` consumes only those queues.
 """
 
@@ -16,11 +17,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from zq import App, Exchange, Queue  # noqa: E402
 
 media = Exchange("media", type="topic")
+everyone = Exchange("everyone", type="fanout")
 app = App(
     "examples.routing",
     task_queues=[Queue("video", media, routing_key="video.#"),
                  Queue("image", media, routing_key="image.#"),
-                 Queue("lowpri")],
+                 Queue("lowpri"),
+                 Queue("video", everyone),
+                 Queue("lowpri", everyone)],
     task_routes={"examples.routing.compress_video": {"queue": "video"},
                  "examples.routing.*_image": {"queue": "image"},
                  "examples.routing.tidy_up": {"queue": "lowpri"}},
@@ -42,6 +46,14 @@ def tidy_up():
     return f"tidied by pid {os.getpid()}"
 
 
+@app.task(bind=True)
+def reload_config(self, log):
+    """Sent to the fanout exchange: every queue bound to it runs its own copy."""
+    line = f"config reloaded for queue {self.request.delivery_info['queue']}\n"
+    with open(log, "a") as f:
+        f.write(line)
+
+
 def main() -> None:
     from zq.testing import Cluster
 
@@ -59,6 +71,11 @@ def main() -> None:
         print("lowpri has no worker yet; state:", waiting.state)
         cluster.start_workers("-Q", "lowpri", concurrency=1)
         print(waiting.get(timeout=10))
+
+        log = Path(tmp) / "reloads"
+        reload_config.apply_async((str(log),), exchange="everyone").get(timeout=10)
+        cluster.wait_for(lambda stats: stats["tasks"] == 0, "both copies to finish")
+        print("".join(sorted(log.read_text().splitlines(keepends=True))), end="")
 
 
 if __name__ == "__main__":

@@ -317,6 +317,9 @@ BAD_TASK_HEADERS = {
     "priority 42": (task_header(priority=42), "'priority' must be an integer from 0 to 9"),
     "retries -1": (task_header(retries=-1), "'retries' must be a non-negative integer"),
     "queue not a string": (task_header(queue=5), "'queue' must be a string"),
+    "queue too long": (task_header(queue="q" * 256), "'queue' must be a string of at most"),
+    "copy_id of another task": (task_header(queue="celery", copy_id="other\x1fcelery"),
+                                "'copy_id' must be the task id and its 'queue'"),
 }
 
 
@@ -688,7 +691,7 @@ _SEEDS = [
 # the tasks the test waits for), CONTROL's op (purge, revoke) and a task's time_limit (a
 # tiny one has the supervisor kill the actor, as it should).
 _TASK_OPTIONS = ["eta", "expires", "priority", "retries", "queue", "tasks", "soft_time_limit",
-                 "chain", "headers"]
+                 "chain", "headers", "copy_id", "exchange", "rk"]
 _KEYS = ["id", "task", "ct", *_TASK_OPTIONS, "ids", "events", "state", "body", "exc", "ts",
          "timeout_s", "rid", "done", "host", "actors", "requeue"]
 

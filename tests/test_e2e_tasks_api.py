@@ -808,3 +808,60 @@ def test_immediate_is_accepted_when_a_worker_can_take_it_now(shared):
     api.where.apply_async(queue="image").get(timeout=10)  # the media actor is idle now
     info = api.where.apply_async(queue="image", immediate=True).get(timeout=10)
     assert info["pid"] in shared.pids("media")
+
+
+# -- fanout: one copy to every bound queue -------------------------------------------------
+
+
+def copies_recorded(path: Path, count: int) -> list[dict]:
+    wait_until(lambda: len(read_records(path)) >= count, 10, f"{count} runs recorded")
+    time.sleep(0.2)  # nothing more arrives
+    return read_records(path)
+
+
+def test_fanout_exchange_runs_a_copy_in_every_bound_queue(shared, tmp_path):
+    path = tmp_path / "copies"
+    result = api.each_copy.apply_async((str(path),), exchange="broadcast")
+    assert result.get(timeout=10) in {"solo", "video"}
+    runs = copies_recorded(path, 2)
+    assert sorted(r["queue"] for r in runs) == ["solo", "video"]
+    assert {r["id"] for r in runs} == {result.id}
+    by_queue = {r["queue"]: r["pid"] for r in runs}
+    assert by_queue["solo"] in shared.pids("solo")
+    assert by_queue["video"] in shared.pids("media")
+    wait_until(lambda: shared.cluster.stats()["tasks"] == 0, 5, "both copies finished")
+
+
+def test_fanout_ignores_the_routing_key(shared, tmp_path):
+    path = tmp_path / "copies"
+    api.each_copy.apply_async((str(path),), exchange="broadcast",
+                              routing_key="anything.at.all").get(timeout=10)
+    assert sorted(r["queue"] for r in copies_recorded(path, 2)) == ["solo", "video"]
+
+
+def test_each_fanout_copy_retries_on_its_own_in_its_queue(shared, tmp_path):
+    path = tmp_path / "copies"
+    result = api.each_copy.apply_async((str(path), 2), exchange="broadcast")
+    result.get(timeout=10)
+    runs = copies_recorded(path, 6)
+    for queue in ("solo", "video"):
+        assert [r["retries"] for r in runs if r["queue"] == queue] == [0, 1, 2]
+    wait_until(lambda: shared.cluster.stats()["tasks"] == 0, 5, "every attempt finished")
+
+
+def test_revoking_a_fanout_task_revokes_every_copy(shared, tmp_path):
+    path = tmp_path / "copies"
+    result = api.each_copy.apply_async((str(path),), exchange="broadcast", countdown=30)
+    wait_until(lambda: shared.cluster.stats()["scheduled"] == 2, 5, "two scheduled copies")
+    result.revoke()
+    wait_until(lambda: shared.cluster.stats()["scheduled"] == 0, 5, "no copy scheduled")
+    with pytest.raises(zq.TaskRevokedError):
+        result.get(timeout=10)
+    assert result.state == states.REVOKED
+    flush_solo()
+    assert read_records(path) == []
+
+
+def test_mandatory_fanout_with_nothing_bound_raises_no_route(shared):
+    with pytest.raises(zq.NoRoute):
+        api.where.apply_async(exchange=f"nobody-{uuid.uuid4().hex[:8]}", mandatory=True)

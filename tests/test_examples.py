@@ -57,6 +57,7 @@ def test_routing_example():
     assert lines[3] in ("lowpri has no worker yet; state: PENDING",
                         "lowpri has no worker yet; state: SENT")
     assert re.fullmatch(r"tidied by pid \d+", lines[4])
+    assert lines[5:] == ["config reloaded for queue lowpri", "config reloaded for queue video"]
     media_pid = lines[0].split()[-1]
     assert lines[1].split()[-1] == lines[2].split()[-1] == media_pid
     assert lines[4].split()[-1] != media_pid

@@ -415,6 +415,29 @@ def test_router_killed_with_thousands_queued_replays_each_unfinished_task_once(t
     assert all(1 <= counts[r.id] <= 2 for r in running)
 
 
+def test_router_killed_with_fanout_copies_waiting_runs_each_copy_once(tmp_path, log):
+    """Each copy of a task sent to a fanout exchange is journaled on its own: after the
+    router's SIGKILL every copy, queued or scheduled, runs once in its own queue."""
+    with faults_cluster(tmp_path / "cluster", concurrency=1, start_workers=False) as cluster:
+        queued = [faults.quick.apply_async((str(log), i), exchange="everyone")
+                  for i in range(20)]
+        scheduled = [faults.quick.apply_async((str(log), i), exchange="everyone",
+                                              countdown=2.0) for i in range(5)]
+        assert cluster.stats()["tasks"] == 50
+
+        cluster.restart_router()
+        default = cluster.start_workers(concurrency=1)
+        spare = cluster.start_workers("-Q", "spare", concurrency=1)
+
+        assert [r.get(timeout=15) for r in queued + scheduled] == [*range(20), *range(5)]
+        cluster.wait_for(lambda s: s["tasks"] == 0, "every copy to finish", timeout_s=15)
+        default_pids, spare_pids = spawned_children(default.pid), spawned_children(spare.pid)
+    for result in queued + scheduled:
+        pids = sorted(run.pid for run in runs_of(log, result.id))
+        assert len(pids) == 2, f"{result.id} ran {len(pids)} times"
+        assert {pids[0], pids[1]} & default_pids and {pids[0], pids[1]} & spare_pids
+
+
 def test_early_ack_task_finishing_while_the_router_is_down_does_not_run_again(tmp_path, log,
                                                                              gate):
     """At most once without acks_late: the actor finished the task (its DONE waits in the

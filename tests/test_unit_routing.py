@@ -3,7 +3,7 @@
 import pytest
 
 from zq import config
-from zq.routing import Entry, Router, TaskQueue, topic_matches
+from zq.routing import Bindings, Entry, Exchange, Queue, Router, TaskQueue, topic_matches
 
 
 @pytest.mark.parametrize(("pattern", "key"), [
@@ -81,3 +81,53 @@ def test_discarded_entry_is_skipped():
     queue.discard(first)
     assert queue.size == 1
     assert queue.pop() is second
+
+
+def bindings(*queues):
+    found = Bindings()
+    found.declare([q.declaration() for q in queues])
+    return found
+
+
+def test_default_exchange_routes_a_key_to_the_queue_of_that_name():
+    assert Bindings().route("", "video") == ["video"]
+    assert Bindings().route("", None) == []
+
+
+def test_fanout_routes_to_every_bound_queue_whatever_the_key():
+    everyone = Exchange("everyone", "fanout")
+    found = bindings(Queue("a", everyone), Queue("b", everyone), Queue("a", everyone))
+    assert found.route("everyone", None) == ["a", "b"]
+    assert found.route("everyone", "any.key") == ["a", "b"]
+
+
+def test_direct_routes_to_every_queue_bound_with_the_key():
+    jobs = Exchange("jobs")
+    found = bindings(Queue("a", jobs, "k"), Queue("b", jobs, "k"), Queue("c", jobs, "other"))
+    assert found.route("jobs", "k") == ["a", "b"]
+    assert found.route("jobs", "none") == []
+    assert found.route("jobs", None) == []
+
+
+def test_topic_routes_to_each_matching_queue_once():
+    media = Exchange("media", "topic")
+    found = bindings(Queue("video", media, "video.#"), Queue("all", media, "#"),
+                     Queue("video", media, "*.hd"))
+    assert found.route("media", "video.hd") == ["video", "all"]
+    assert found.route("media", "image.png") == ["all"]
+
+
+def test_an_unknown_exchange_routes_nowhere():
+    assert bindings().route("nowhere", "k") == []
+
+
+def test_an_exchange_keeps_its_first_type():
+    found = bindings(Queue("a", Exchange("x", "fanout")))
+    with pytest.raises(ValueError, match="declared as fanout"):
+        found.declare([Queue("b", Exchange("x", "topic"), "#").declaration()])
+
+
+def test_a_copy_is_tracked_apart_from_its_task():
+    header = {"id": "t1", "task": "n", "queue": "a", "copy_id": "t1\x1fa"}
+    assert Entry(header, None, b"").key == ("t1\x1fa", 0)
+    assert Entry({"id": "t1", "task": "n"}, None, b"").key == ("t1", 0)

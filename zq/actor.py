@@ -25,7 +25,7 @@ from ._remote import exception_to_data
 from ._signals import Wakeup
 from .errors import NotRegistered, SerializationError, SoftTimeLimitExceeded
 from .protocol import Cmd, Message
-from .routing import declarations
+from .routing import declarations, tracked_id
 from .security import secure_client
 from .task import IGNORED, Outcome, Request, Task, trace
 from .utils import load_app
@@ -63,8 +63,9 @@ class Actor:
         # Shared with the supervisor: when the running task's hard time limit passes
         # (time.monotonic(), 0 for none). The supervisor kills the process past it.
         self.deadline = deadline
-        # Shared with the supervisor: "id\nretries" of the running task, so that it can
-        # tell a restarted router what this actor holds while the task keeps it busy.
+        # Shared with the supervisor: "uid\nretries" of the running task (uid: its id, or
+        # a copy's copy_id), so that it can tell a restarted router what this actor holds
+        # while the task keeps it busy.
         self.current = current
         self.stopping = False
         self.buffer: deque[Message] = deque()
@@ -120,7 +121,7 @@ class Actor:
         header: dict[str, Any] = {
             "queues": list(self.queues), "credit": max(self.config.prefetch - len(self.buffer), 0),
             "host": self.config.host, "pid": os.getpid(), "supervised": self.config.supervised,
-            "holding": [[m.header.get("id"), m.header.get("retries", 0)] for m in self.buffer],
+            "holding": [[tracked_id(m.header), m.header.get("retries", 0)] for m in self.buffer],
             "declare": declarations(self.app.settings.task_queues),
         }
         self._send(Message(Cmd.READY, header))
@@ -229,7 +230,7 @@ class Actor:
             if hard and self.deadline is not None:
                 self.deadline.value = time.monotonic() + hard
             if self.current is not None:
-                self.current.value = f"{request.id}\n{request.retries}".encode()
+                self.current.value = f"{tracked_id(header)}\n{request.retries}".encode()
             try:
                 outcome = trace(task, request, args, kwargs,
                                 report=lambda o: self._report(task, request, o))  # type: ignore[arg-type]
@@ -304,7 +305,7 @@ class Actor:
             parent_id=h.get("parent_id"), headers=h.get("headers") or {},
             ignore_result=bool(ignore), time_limit=h.get("time_limit"),
             soft_time_limit=h.get("soft_time_limit"), content_type=h.get("ct"),
-            acks_late=bool(h.get("acks_late")))
+            acks_late=bool(h.get("acks_late")), copy_id=h.get("copy_id"))
 
     def _report(self, task: Task, request: Request, outcome: Outcome) -> None:
         if outcome.state == IGNORED or outcome.state == states.REJECTED:
@@ -334,7 +335,8 @@ class Actor:
         self._send(Message(Cmd.EVENTS, {"events": [event]}))
 
     def _done(self, header: dict[str, Any], requeue: bool = False, started: bool = True) -> None:
-        done: dict[str, Any] = {"id": header.get("id"), "retries": header.get("retries", 0)}
+        # The router tracks a copy of a task routed to several queues by its copy_id.
+        done: dict[str, Any] = {"id": tracked_id(header), "retries": header.get("retries", 0)}
         if requeue:
             done["requeue"] = True
             done["started"] = started

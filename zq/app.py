@@ -240,7 +240,7 @@ class App:
         }
         header.update((k, v) for k, v in optional.items() if v is not None)
         for key, value in options.items():
-            if key in ("link", "link_error", "chain", "group_id") and value:
+            if key in ("link", "link_error", "chain", "group_id", "copy_id") and value:
                 header[key] = value
         return header, body
 

@@ -3,7 +3,8 @@
 An append-only file of msgpack records:
 
     ["A", header, body]   accepted (header as received, so it replays byte for byte)
-    ["D", id, retries]    finished, failed, revoked, expired or purged: never replay it
+    ["D", uid, retries]   finished, failed, revoked, expired or purged: never replay it
+                          (uid: the task id, or a copy's ``copy_id``)
     ["R", id]             revoked: stays in the revoked set across restarts
 
 Records of one router step are written with one ``write`` and flushed before the router
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+
+from .routing import tracked_id
 
 logger = logging.getLogger("zq.journal")
 
@@ -124,7 +127,7 @@ def _replay(record: Any, live: OrderedDict[tuple[str, int], tuple[bytes, bytes]]
     if kind == "A" and len(record) == 3:
         try:
             header = msgpack.unpackb(record[1], raw=False, strict_map_key=False)
-            key = (header["id"], header.get("retries", 0))
+            key = (tracked_id(header), header.get("retries", 0))
         except Exception:
             return
         live[key] = (record[1], record[2])

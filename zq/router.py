@@ -28,7 +28,7 @@ from .errors import ProtocolError
 from .journal import Journal
 from .protocol import Cmd, Message
 from .ratelimit import RateLimiter, parse_rate
-from .routing import DEAD, INFLIGHT, QUEUED, SCHEDULED, Bindings, Entry, TaskQueue
+from .routing import DEAD, INFLIGHT, QUEUED, SCHEDULED, Bindings, Entry, TaskQueue, copy_id
 from .utils import reachable
 
 logger = logging.getLogger("zq.router")
@@ -97,8 +97,11 @@ def _task_header_problem(h: dict[str, Any]) -> str | None:
             return f"'{key}' must be a non-negative integer"
     if "priority" in h and (not isinstance(h["priority"], int) or not 0 <= h["priority"] <= 9):
         return "'priority' must be an integer from 0 to 9"
-    if "queue" in h and not isinstance(h["queue"], str):
-        return "'queue' must be a string"
+    if "queue" in h and not (isinstance(h["queue"], str) and len(h["queue"]) <= 255):
+        return "'queue' must be a string of at most 255 characters"
+    if "copy_id" in h and not (isinstance(h.get("queue"), str) and h["queue"]
+                               and h["copy_id"] == copy_id(h["id"], h["queue"])):
+        return "'copy_id' must be the task id and its 'queue' joined by \\x1f"
     return None
 
 
@@ -114,7 +117,10 @@ class Router:
         self.stopping = False
         self.epoch = uuid.uuid4().hex[:12]
         self.queues: dict[str, TaskQueue] = {}
+        # Accepted, unfinished tasks by uid (see zq.routing.Entry), and the uids of the
+        # copies of a task routed to several queues by its id.
         self.tasks: dict[str, Entry] = {}
+        self.copies: dict[str, set[str]] = {}
         self.finished: OrderedDict[tuple[str, int], None] = OrderedDict()
         self.revoked: OrderedDict[str, None] = OrderedDict()
         self.actors: dict[bytes, ActorState] = {}
@@ -175,7 +181,7 @@ class Router:
         for raw_header, body in live:
             header = protocol.unpack(raw_header)
             entry = Entry(header, raw_header, body)
-            self.tasks[entry.id] = entry
+            self._track(entry)
             self._place(entry, now)
         if live:
             logger.info("replayed %d accepted tasks from the journal", len(live))
@@ -386,53 +392,76 @@ class Router:
             logger.warning("refusing task from %r: %s", identity, problem)
             return protocol.error(problem, kind=kind, task_id=task_id)
         entry = Entry(header, raw_header, body)
-        known = self.tasks.get(entry.id)
-        if (known is not None and known.retries >= entry.retries) or entry.key in self.finished:
+        if self._known(entry):
             return None  # a resend after a lost answer: accepted already
-        if not entry.queue:
-            routed = self.bindings.route(header.get("exchange", ""), header.get("rk"))
-            if routed is None:
-                where = (f"exchange {header.get('exchange')!r} with routing key "
-                         f"{header.get('rk')!r}")
-                if header.get("mandatory"):
-                    return protocol.error(f"no queue is bound for {where}", kind="NoRoute",
-                                          task_id=task_id)
-                # Not dropped in silence as AMQP would: it fails where everyone can see.
-                entry.accepted_at = time.time()
-                problem = f"no queue is bound for {where}"
-                self._event(entry, states.FAILURE, exc={
-                    "type": "NoRoute", "module": "zq.errors", "args": [problem],
-                    "message": problem, "traceback": None})
-                self.finished[entry.key] = None
-                return None
-            entry.queue = routed
-            entry.set_header(queue=routed)  # delivery_info and retries name the queue
-        if header.get("immediate") and not any(
-                a.credit > 0 and entry.queue in a.queues for a in self.actors.values()):
-            return protocol.error(f"no worker consuming queue {entry.queue!r} can take the task "
-                                  f"now (immediate=True)", kind="NoRoute", task_id=task_id)
-        queue = self.queues.get(entry.queue)
-        limit = self.config.max_queue_length
-        if limit is not None and queue is not None and queue.size >= limit:
-            return protocol.error(f"queue {entry.queue!r} holds {queue.size} tasks, its limit "
-                                  f"(max_queue_length)", kind="QueueFull", task_id=task_id)
+        queues = [entry.queue] if entry.queue else self.bindings.route(
+            header.get("exchange", ""), header.get("rk"))
+        if not queues:
+            where = f"exchange {header.get('exchange')!r} with routing key {header.get('rk')!r}"
+            if header.get("mandatory"):
+                return protocol.error(f"no queue is bound for {where}", kind="NoRoute",
+                                      task_id=task_id)
+            # Not dropped in silence as AMQP would: it fails where everyone can see.
+            self._failure_event(entry, "NoRoute", f"no queue is bound for {where}")
+            self._remember_finished(entry.key)
+            return None
+        for name in queues:
+            if header.get("immediate") and not any(
+                    a.credit > 0 and name in a.queues for a in self.actors.values()):
+                return protocol.error(f"no worker consuming queue {name!r} can take the "
+                                      f"task now (immediate=True)", kind="NoRoute",
+                                      task_id=task_id)
+            queue = self.queues.get(name)
+            limit = self.config.max_queue_length
+            if limit is not None and queue is not None and queue.size >= limit:
+                return protocol.error(f"queue {name!r} holds {queue.size} tasks, its limit "
+                                      f"(max_queue_length)", kind="QueueFull", task_id=task_id)
         if entry.id in self.revoked:
             self._revoked_event(entry, "revoked")
-            self.finished[entry.key] = None
+            self._remember_finished(entry.key)
             return None
         if "rate_limit" in header and entry.name not in self._rate_overrides:
             try:
                 self._set_rate(entry.name, parse_rate(header["rate_limit"]))
             except ValueError as exc:
                 return protocol.error(str(exc), kind="PublishError", task_id=task_id)
-        entry.accepted_at = time.time()
-        self.journal.accepted(raw_header or protocol.pack(header), body)
-        self.tasks[entry.id] = entry
         if not header.get("ignore_result") and not entry.retries:
             # A retry keeps showing RETRY until its next attempt starts, as in Celery.
-            self._event(entry, states.SENT, queue=entry.queue)
-        self._place(entry, entry.accepted_at)
+            self._event(entry, states.SENT, queue=",".join(queues))
+        if len(queues) == 1:
+            if not entry.queue:
+                entry.queue = queues[0]
+                entry.set_header(queue=queues[0])  # delivery_info and retries name it
+            self._admit(entry)
+            return None
+        # Routed to several queues: one copy each, tracked apart (a copy retries, fails or
+        # is redelivered on its own); all of them carry the task's id.
+        self._remember_finished(entry.key)
+        for name in queues:
+            copy = Entry(dict(header, queue=name, copy_id=copy_id(entry.id, name)), None, body)
+            if not self._known(copy):
+                self._admit(copy)
         return None
+
+    def _known(self, entry: Entry) -> bool:
+        """Whether this attempt of the task was accepted already (a resend)."""
+        known = self.tasks.get(entry.uid)
+        return (known is not None and known.retries >= entry.retries) \
+            or entry.key in self.finished
+
+    def _admit(self, entry: Entry) -> None:
+        """Journal a routed task and place it: from here on it is never lost."""
+        entry.accepted_at = time.time()
+        if entry.raw_header is None:
+            entry.raw_header = protocol.pack(entry.header)
+        self.journal.accepted(entry.raw_header, entry.body)
+        self._track(entry)
+        self._place(entry, entry.accepted_at)
+
+    def _track(self, entry: Entry) -> None:
+        self.tasks[entry.uid] = entry
+        if entry.uid != entry.id:
+            self.copies.setdefault(entry.id, set()).add(entry.uid)
 
     def _on_hello(self, identity: bytes, msg: Message) -> None:
         self._replies.append((identity, Message(Cmd.WELCOME, self._welcome(msg))))
@@ -501,26 +530,32 @@ class Router:
             if len(self.revoked) > _REVOKED_KEPT:
                 self.revoked.popitem(last=False)
             self.journal.revoked(task_id)
-            entry = self.tasks.get(task_id)
-            if entry is None:
-                continue
-            if entry.state in (QUEUED, SCHEDULED):
-                if entry.state == QUEUED:
-                    self.queues[entry.queue].discard(entry)
-                self._revoked_event(entry, "revoked")
-                self._finish(entry)
-            elif entry.state == INFLIGHT:
-                for actor in self.actors.values():
-                    keys = list(actor.inflight)
-                    if entry.key not in keys:
-                        continue
-                    if keys.index(entry.key) > 0:
-                        pulls.setdefault(actor.identity, []).append(task_id)
-                    elif terminate:
-                        self._terminate(actor, signal_name)
+            for entry in self._entries(task_id):
+                self._revoke_entry(entry, terminate, signal_name, pulls)
         for identity, pulled in pulls.items():
             self._replies.append((identity, Message(Cmd.CONTROL, {"op": "revoke",
                                                                    "ids": pulled})))
+
+    def _entries(self, task_id: str) -> list[Entry]:
+        """The accepted, unfinished entries of a task: itself, or each of its copies."""
+        uids = [task_id, *self.copies.get(task_id, ())]
+        return [entry for uid in uids if (entry := self.tasks.get(uid)) is not None]
+
+    def _revoke_entry(self, entry: Entry, terminate: bool, signal_name: str,
+                      pulls: dict[bytes, list[str]]) -> None:
+        if entry.state in (QUEUED, SCHEDULED):
+            if entry.state == QUEUED:
+                self.queues[entry.queue].discard(entry)
+            self._revoked_event(entry, "revoked")
+            self._finish(entry)
+        elif entry.state == INFLIGHT:
+            for actor in self.actors.values():
+                if entry.key not in actor.inflight:
+                    continue
+                if next(iter(actor.inflight)) != entry.key:
+                    pulls.setdefault(actor.identity, []).append(entry.id)
+                elif terminate:
+                    self._terminate(actor, signal_name)
 
     def _terminate(self, actor: ActorState, signal_name: str) -> None:
         if not actor.supervised:
@@ -580,8 +615,8 @@ class Router:
         else:
             actor.queues, actor.credit = tuple(queues), credit
             actor.placeholder = False
-        for task_id, retries in holding:
-            self._claim(actor, task_id, retries)
+        for uid, retries in holding:
+            self._claim(actor, uid, retries)
         if h.get("declare"):
             try:
                 self._declare(h["declare"])
@@ -592,9 +627,9 @@ class Router:
         self._replies.append((identity, Message(Cmd.WELCOME, self._welcome(msg))))
         self._set_hungry(actor)
 
-    def _claim(self, actor: ActorState, task_id: str, retries: int) -> None:
+    def _claim(self, actor: ActorState, uid: str, retries: int) -> None:
         """An actor re-announcing after a router restart holds this task: keep it there."""
-        entry = self.tasks.get(task_id)
+        entry = self.tasks.get(uid)
         if entry is None or entry.retries != retries or entry.state == INFLIGHT:
             return
         if entry.state == QUEUED:
@@ -655,8 +690,8 @@ class Router:
         handed back unfinished (requeue) keeps its copy."""
         if record.get("requeue"):
             return
-        task_id, retries = record.get("id"), record.get("retries", 0)
-        entry = self.tasks.get(task_id) if isinstance(task_id, str) else None
+        uid, retries = record.get("id"), record.get("retries", 0)
+        entry = self.tasks.get(uid) if isinstance(uid, str) else None
         if entry is not None and entry.retries == retries and entry.state in (QUEUED, SCHEDULED):
             if entry.state == QUEUED:
                 self.queues[entry.queue].discard(entry)
@@ -815,7 +850,7 @@ class Router:
             for actor in [a for a in self.actors.values() if a.host == host.host]:
                 self._actor_lost(actor.identity, f"host {host.host} lost")
         if len(self.expiries) > 2 * len(self.tasks) + 1000:
-            self.expiries = [(e.expires, e.id, e.retries) for e in self.tasks.values()
+            self.expiries = [(e.expires, e.uid, e.retries) for e in self.tasks.values()
                              if e.expires is not None and e.state == QUEUED]
             heapq.heapify(self.expiries)
         if self.journal.should_compact():
@@ -839,13 +874,13 @@ class Router:
             queue = self.queues[entry.queue] = TaskQueue(entry.queue)
         queue.push(entry, front=front)
         if entry.expires is not None:
-            heapq.heappush(self.expiries, (entry.expires, entry.id, entry.retries))
+            heapq.heappush(self.expiries, (entry.expires, entry.uid, entry.retries))
         self._dirty = True
 
     def _fire_expiries(self, now: float) -> None:
         while self.expiries and self.expiries[0][0] <= now:
-            _, task_id, retries = heapq.heappop(self.expiries)
-            entry = self.tasks.get(task_id)
+            _, uid, retries = heapq.heappop(self.expiries)
+            entry = self.tasks.get(uid)
             if entry is not None and entry.retries == retries and entry.state == QUEUED:
                 self.queues[entry.queue].discard(entry)
                 self._expire(entry)
@@ -867,18 +902,31 @@ class Router:
 
     def _finish(self, entry: Entry) -> None:
         entry.state = DEAD
-        if self.tasks.get(entry.id) is entry:
-            del self.tasks[entry.id]
-        self.journal.finished(entry.id, entry.retries)
-        self.finished[entry.key] = None
+        if self.tasks.get(entry.uid) is entry:
+            del self.tasks[entry.uid]
+            if entry.uid != entry.id:
+                copies = self.copies.get(entry.id)
+                if copies is not None:
+                    copies.discard(entry.uid)
+                    if not copies:
+                        del self.copies[entry.id]
+        self.journal.finished(entry.uid, entry.retries)
+        self._remember_finished(entry.key)
+
+    def _remember_finished(self, key: tuple[str, int]) -> None:
+        """Recent finished attempts: a resend or a late DONE of one is recognised."""
+        self.finished[key] = None
         if len(self.finished) > _FINISHED_KEPT:
             self.finished.popitem(last=False)
 
     def _fail(self, entry: Entry, kind: str, message: str) -> None:
-        exc = {"type": kind, "module": "zq.errors", "message": message, "args": [message],
-               "traceback": None}
-        self._event(entry, states.FAILURE, exc=exc)
+        self._failure_event(entry, kind, message)
         self._finish(entry)
+
+    def _failure_event(self, entry: Entry, kind: str, message: str) -> None:
+        self._event(entry, states.FAILURE, exc={
+            "type": kind, "module": "zq.errors", "message": message, "args": [message],
+            "traceback": None})
 
     def _expire(self, entry: Entry) -> None:
         self._revoked_event(entry, "expired before it could run")

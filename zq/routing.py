@@ -22,12 +22,13 @@ if TYPE_CHECKING:
     from .task import Task
 
 
-EXCHANGE_TYPES = ("direct", "topic")
+EXCHANGE_TYPES = ("direct", "topic", "fanout")
 
 
 @dataclass(frozen=True)
 class Exchange:
-    """A named exchange: ``direct`` matches routing keys exactly, ``topic`` by pattern."""
+    """A named exchange: ``direct`` matches routing keys exactly, ``topic`` by pattern,
+    ``fanout`` sends to every queue bound to it whatever the key."""
 
     name: str
     type: str = "direct"
@@ -102,18 +103,22 @@ class Bindings:
                 changed = True
         return changed
 
-    def route(self, exchange: str, routing_key: str | None) -> str | None:
-        """The queue for a message, or None when nothing is bound for it."""
+    def route(self, exchange: str, routing_key: str | None) -> list[str]:
+        """Every queue a message goes to, as AMQP routes it: each binding that matches
+        gives the message to its queue once. Empty when nothing is bound for it."""
         if not exchange:
-            return routing_key or None
+            return [routing_key] if routing_key else []
         found = self.exchanges.get(exchange)
-        if found is None or routing_key is None:
-            return None
+        if found is None:
+            return []
         kind, bound = found
-        for key, queue in bound:
-            if key == routing_key if kind == "direct" else topic_matches(key, routing_key):
-                return queue
-        return None
+        if kind == "fanout":
+            return list(unique(queue for _, queue in bound))
+        if routing_key is None:
+            return []
+        if kind == "direct":
+            return list(unique(queue for key, queue in bound if key == routing_key))
+        return list(unique(queue for key, queue in bound if topic_matches(key, routing_key)))
 
     def to_list(self) -> list[dict[str, str]]:
         return [{"queue": q, "exchange": name, "type": kind, "key": key}
@@ -224,14 +229,30 @@ def unique(items: Iterable[str]) -> tuple[str, ...]:
 QUEUED, SCHEDULED, INFLIGHT, DEAD = "queued", "scheduled", "inflight", "dead"
 
 
-class Entry:
-    """One accepted task as the router holds it: its header, its opaque body, its place."""
+def copy_id(task_id: str, queue: str) -> str:
+    """The identity of the copy of a task that went to ``queue`` (of several)."""
+    return f"{task_id}\x1f{queue}"
 
-    __slots__ = ("id", "name", "header", "raw_header", "body", "queue", "priority", "eta",
+
+def tracked_id(header: dict[str, Any]) -> Any:
+    """The id a task message is tracked by: its ``copy_id`` when it is one of several
+    copies, else its id."""
+    return header.get("copy_id") or header.get("id")
+
+
+class Entry:
+    """One accepted task as the router holds it: its header, its opaque body, its place.
+
+    ``uid`` is what the router, the journal and the actors track it by: the task id, or for
+    one of the copies an exchange routed to several queues, ``copy_id`` (id and queue).
+    """
+
+    __slots__ = ("id", "uid", "name", "header", "raw_header", "body", "queue", "priority", "eta",
                  "expires", "retries", "state", "redeliveries", "accepted_at", "rate_slot")
 
     def __init__(self, header: dict[str, Any], raw_header: bytes | None, body: bytes):
         self.id: str = header["id"]
+        self.uid: str = header.get("copy_id") or self.id
         self.name: str = header["task"]
         self.header = header
         self.raw_header = raw_header
@@ -249,7 +270,7 @@ class Entry:
 
     @property
     def key(self) -> tuple[str, int]:
-        return self.id, self.retries
+        return self.uid, self.retries
 
     @property
     def acks_late(self) -> bool:

@@ -52,12 +52,16 @@ def route_clips(name, args, kwargs, options, task=None, **extra):
 
 
 media = Exchange("media", type="topic")
+broadcast = Exchange("broadcast", type="fanout")
 app = App(
     "api",
     task_cls=ApiTask,
     task_queues=[Queue("video", media, routing_key="video.#"),
                  Queue("image", media, routing_key="image.#"),
-                 Queue("lowpri")],
+                 Queue("lowpri"),
+                 # A fanout exchange: a copy of each task to the solo and video queues.
+                 Queue("solo", broadcast),
+                 Queue("video", broadcast)],
     task_routes=[{"tests.apps.api.compress_video": {"queue": "video"},
                   "tests.apps.api.*_image": {"queue": "image"},
                   "tests.apps.api.tidy_up": {"queue": "lowpri"}},
@@ -480,6 +484,16 @@ def cut_clip():
 @app.task
 def tidy_up():
     return _where()
+
+
+@app.task(bind=True)
+def each_copy(self, path, retries=0):
+    """Record which queue this copy came from; retry ``retries`` times first."""
+    record(path, id=self.request.id, queue=self.request.delivery_info["queue"],
+           retries=self.request.retries)
+    if self.request.retries < retries:
+        raise self.retry(countdown=0.05)
+    return self.request.delivery_info["queue"]
 
 
 @app.task(bind=True)

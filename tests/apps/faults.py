@@ -12,9 +12,11 @@ import signal
 import time
 from pathlib import Path
 
-from zq import App
+from zq import App, Exchange, Queue
 
-app = App("faults")
+# A fanout exchange: a copy of each task sent to it goes to the default queue and "spare".
+everyone = Exchange("everyone", type="fanout")
+app = App("faults", task_queues=[Queue("celery", everyone), Queue("spare", everyone)])
 
 
 def record(task, log):
