@@ -438,6 +438,40 @@ def test_router_killed_with_fanout_copies_waiting_runs_each_copy_once(tmp_path, 
         assert {pids[0], pids[1]} & default_pids and {pids[0], pids[1]} & spare_pids
 
 
+def test_router_with_journal_fsync_killed_replays_every_accepted_task_once(tmp_path, log):
+    """With --journal-fsync an ACCEPTED waits for the fsync covering its task; tasks sent
+    by several clients at once share syncs, and a SIGKILL loses none of them."""
+    with faults_cluster(tmp_path / "cluster", concurrency=2, start_workers=False,
+                        router_args=["--journal-fsync"]) as cluster:
+        batches = [group(faults.quick.s(str(log), i) for i in range(200)).apply_async()]
+        singles: list[Any] = []
+
+        def send(first: int) -> None:
+            try:
+                singles.extend(faults.quick.delay(str(log), i)
+                               for i in range(first, first + 50))
+            finally:
+                app.close()  # this thread's sockets
+
+        senders = [threading.Thread(target=send, args=(k * 50,)) for k in range(4)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(30)
+        assert len(singles) == 200
+        journal = cluster.stats()["journal"]
+        assert 1 <= journal["syncs"] <= journal["writes"]
+
+        cluster.restart_router()
+        cluster.start_workers()
+
+        assert batches[0].get(timeout=30) == list(range(200))
+        assert sorted(r.get(timeout=30) for r in singles) == list(range(200))
+    counts = run_counts(log)
+    assert [counts[r.id] for r in batches[0]] == [1] * 200
+    assert [counts[r.id] for r in singles] == [1] * 200
+
+
 def test_early_ack_task_finishing_while_the_router_is_down_does_not_run_again(tmp_path, log,
                                                                              gate):
     """At most once without acks_late: the actor finished the task (its DONE waits in the

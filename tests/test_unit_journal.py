@@ -1,5 +1,10 @@
 """zq.journal.Journal: what is accepted and not finished survives a restart."""
 
+import os
+import select
+import threading
+import time
+
 import msgpack
 
 from zq import protocol
@@ -134,3 +139,85 @@ def test_missing_file_is_an_empty_journal(tmp_path):
     path = tmp_path / "sub" / "journal.log"
     assert replayed_ids(path) == ([], [])
     assert path.exists()
+
+
+def test_copies_are_replayed_and_finished_by_copy_id(tmp_path):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    for queue in ("a", "b"):
+        journal.accepted(protocol.pack({"id": "t", "task": "n", "ct": "x", "queue": queue,
+                                        "copy_id": f"t\x1f{queue}"}), b"")
+    journal.finished("t\x1fa", 0)
+    journal.close()
+    live, _ = replay(path)
+    assert [protocol.unpack(h)["queue"] for h, _ in live] == ["b"]
+
+
+def wait_synced(journal, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while journal.synced < journal.written:
+        assert time.monotonic() < deadline, "the sync did not finish"
+        time.sleep(0.001)
+
+
+def test_fsync_reports_each_commit_synced_and_wakes_the_reader(tmp_path):
+    journal = Journal(tmp_path / "journal.log", fsync=True)
+    journal.open()
+    try:
+        assert journal.synced == journal.written == 0
+        journal.accepted(header("a"), b"")
+        journal.commit()
+        assert journal.written == 1
+        wait_synced(journal)
+        assert select.select([journal.wakeup_fd], [], [], 5)[0]
+        assert 1 <= journal.syncs <= journal.written
+    finally:
+        journal.close()
+    assert replayed_ids(tmp_path / "journal.log") == (["a"], [])
+
+
+def test_fsync_covers_commits_written_while_a_sync_runs(tmp_path, monkeypatch):
+    """A group commit: the commits written while one fsync runs all ride on the next."""
+    real_fsync = os.fsync
+    started, release = threading.Event(), threading.Event()
+
+    def held_fsync(fd):
+        started.set()
+        assert release.wait(5)
+        real_fsync(fd)
+
+    journal = Journal(tmp_path / "journal.log", fsync=True)
+    journal.open()
+    monkeypatch.setattr(os, "fsync", held_fsync)
+    try:
+        journal.accepted(header("t0"), b"")
+        journal.commit()
+        assert started.wait(5)
+        for i in range(1, 20):
+            journal.accepted(header(f"t{i}"), b"")
+            journal.commit()
+        assert journal.synced == 0
+        release.set()
+        wait_synced(journal)
+        assert (journal.written, journal.syncs) == (20, 2)
+    finally:
+        release.set()
+        journal.close()
+    assert len(replayed_ids(tmp_path / "journal.log")[0]) == 20
+
+
+def test_compaction_with_fsync_leaves_everything_synced(tmp_path):
+    journal = Journal(tmp_path / "journal.log", fsync=True)
+    journal.open()
+    try:
+        journal.accepted(header("a"), b"")
+        journal.accepted(header("b"), b"")
+        journal.finished("a", 0)
+        journal.compact([(header("b"), b"")], [])
+        wait_synced(journal)
+        journal.accepted(header("c"), b"")
+        journal.commit()
+        wait_synced(journal)
+    finally:
+        journal.close()
+    assert replayed_ids(tmp_path / "journal.log") == (["b", "c"], [])

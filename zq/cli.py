@@ -66,7 +66,8 @@ def main() -> None:
               help="Largest task payload accepted, in bytes.")
 @click.option("--host-timeout", type=float, default=10.0, show_default=True,
               help="Seconds without a heartbeat before a worker host is declared lost.")
-@click.option("--journal-fsync", is_flag=True, help="fsync the journal on every step.")
+@click.option("--journal-fsync", is_flag=True, help="Answer only once the journal is fsynced (group commit): accepted tasks "
+                   "survive power loss.")
 @click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False),
               help="The router's secret key: turns on CURVE.")
 @click.option("--curve-authorized-dir", type=click.Path(exists=True, file_okay=False),

@@ -7,17 +7,20 @@ An append-only file of msgpack records:
                           (uid: the task id, or a copy's ``copy_id``)
     ["R", id]             revoked: stays in the revoked set across restarts
 
-Records of one router step are written with one ``write`` and flushed before the router
-answers ACCEPTED, so a task the router accepted survives the router being killed. With
-``fsync=True`` they also survive the machine losing power, at the price of one fsync a step
-(each step carries many tasks under load). On start the file is read, the live tasks are
-returned, and the file is rewritten with only them.
+Records of one router step are written with one ``write`` before the router answers
+ACCEPTED, so a task the router accepted survives the router being killed. With
+``fsync=True`` they also survive the machine losing power: a thread syncs the file while the
+router goes on, and the router holds its answers until the sync that covers their records
+is done. Whatever is written while one fsync runs is covered by the next, so under load one
+fsync serves many steps (a group commit), and an idle router syncs at once. On start the
+file is read, the live tasks are returned, and the file is rewritten with only them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,22 @@ class Journal:
         self._buffer: list[bytes] = []
         self._live_bytes = 0
         self._file: Any = None
+        # Commits written, and (with fsync) how many of them are on disk; compared with
+        # ``written`` at the time an answer was ready, ``synced`` says it may go.
+        self.written = 0
+        self.syncs = 0
+        self._syncer: _Syncer | None = None
+        # Held by the syncer around an fsync, and by a rewrite around swapping the file.
+        self._swap_lock = threading.Lock()
+
+    @property
+    def synced(self) -> int:
+        return self._syncer.done if self._syncer is not None else self.written
+
+    @property
+    def wakeup_fd(self) -> int | None:
+        """Readable when a sync finished (with fsync); the router polls it."""
+        return self._syncer.read_fd if self._syncer is not None else None
 
     def open(self) -> tuple[list[tuple[bytes, bytes]], list[str]]:
         """Read what was accepted and not finished, in order, and the revoked ids."""
@@ -55,6 +74,9 @@ class Journal:
                         _replay(record, live, revoked)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._rewrite(list(live.values()), list(revoked)[-_REVOKED_KEPT:])
+        if self.fsync:
+            self._syncer = _Syncer(self)
+            self._syncer.start()
         return list(live.values()), list(revoked)[-_REVOKED_KEPT:]
 
     def _rewrite(self, live: list[tuple[bytes, bytes]], revoked: list[str]) -> None:
@@ -66,10 +88,14 @@ class Journal:
                 f.write(msgpack.packb(["R", task_id], use_bin_type=True))
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        if self._file is not None:
-            self._file.close()
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open
+        # Not while the syncer holds the old file; what it was to sync is in the new one.
+        with self._swap_lock:
+            os.replace(tmp, self.path)
+            if self._file is not None:
+                self._file.close()
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open
+            if self._syncer is not None:
+                self._syncer.mark_synced(self.written)
         self._live_bytes = self.path.stat().st_size
 
     def accepted(self, raw_header: bytes, body: bytes) -> None:
@@ -82,15 +108,17 @@ class Journal:
         self._buffer.append(msgpack.packb(["R", task_id], use_bin_type=True))
 
     def commit(self) -> None:
-        """Write what this step recorded; after this it survives the process dying."""
+        """Write what this step recorded: after this it survives the process dying, and
+        (with fsync) once ``synced`` reaches ``written``, the machine losing power."""
         if not self._buffer:
             return
         data = b"".join(self._buffer)
         self._buffer.clear()
         self._file.write(data)
-        if self.fsync:
-            os.fsync(self._file.fileno())
         self._live_bytes += len(data)
+        self.written += 1
+        if self._syncer is not None:
+            self._syncer.request(self.written)
 
     def should_compact(self) -> bool:
         return self._live_bytes > _COMPACT_BYTES
@@ -101,11 +129,69 @@ class Journal:
 
     def close(self) -> None:
         self.commit()
+        if self._syncer is not None:
+            self._syncer.stop()
+            self._syncer = None
         if self._file is not None:
             if self.fsync:
                 os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
+
+
+class _Syncer(threading.Thread):
+    """Runs the journal's fsyncs off the router's loop, each covering every commit written
+    before it started; a byte on ``read_fd`` tells the router that one finished."""
+
+    def __init__(self, journal: Journal):
+        super().__init__(name="zq-journal-sync", daemon=True)
+        self.journal = journal
+        self.done = journal.written
+        self._wanted = journal.written
+        self._stopping = False
+        self._cond = threading.Condition()
+        self.read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self._write_fd, False)
+
+    def request(self, written: int) -> None:
+        with self._cond:
+            self._wanted = written
+            self._cond.notify()
+
+    def mark_synced(self, written: int) -> None:
+        with self._cond:
+            self.done = max(self.done, written)
+        self._notify()
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                while self._wanted <= self.done and not self._stopping:
+                    self._cond.wait()
+                if self._wanted <= self.done:
+                    return
+                target = self._wanted
+            with self.journal._swap_lock:
+                os.fsync(self.journal._file.fileno())
+            self.journal.syncs += 1
+            with self._cond:
+                self.done = max(self.done, target)
+            self._notify()
+
+    def _notify(self) -> None:
+        try:
+            os.write(self._write_fd, b"s")
+        except BlockingIOError:
+            pass  # the router has a wakeup waiting already
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self.join()
+        os.close(self.read_fd)
+        os.close(self._write_fd)
 
 
 def _records(unpacker: msgpack.Unpacker) -> Any:

@@ -15,7 +15,8 @@ import multiprocessing
 import signal
 import time
 import uuid
-from collections import OrderedDict
+import os
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,8 @@ class Router:
         self._timer_seq = itertools.count()
         self._events: list[dict[str, Any]] = []
         self._replies: list[tuple[bytes, Message]] = []
+        # Replies waiting for the journal sync they depend on: (commits written, to, reply).
+        self._held: deque[tuple[int, bytes, Message]] = deque()
         self._dirty = False
         self._last_flush = 0.0
         self._next_housekeeping = 0.0
@@ -191,11 +194,14 @@ class Router:
         self.poller.register(self.results_process.sentinel, zmq.POLLIN)
         if self.wakeup is not None:
             self.poller.register(self.wakeup.fd, zmq.POLLIN)
+        if self.journal.wakeup_fd is not None:
+            self.poller.register(self.journal.wakeup_fd, zmq.POLLIN)
         logger.info("router %s listening on %s", self.epoch, self.endpoint)
 
     def teardown(self) -> None:
         self._flush_events()
         self.journal.close()
+        self._answer()  # everything is on disk now
         self.sock.close(linger=0)
         self.results_push.close(linger=0)
         if self.results_process.is_alive():
@@ -281,6 +287,8 @@ class Router:
         ready = dict(self.poller.poll(timeout_s * 1000))
         if self.wakeup is not None and self.wakeup.fd in ready:
             self.wakeup.drain()
+        if self.journal.wakeup_fd is not None and self.journal.wakeup_fd in ready:
+            _drain_fd(self.journal.wakeup_fd)
         handled = self._drain() if self.sock in ready else 0
         if self.results_process.sentinel in ready and not self.results_process.is_alive():
             logger.error("the results actor exited with %s; restarting it",
@@ -295,15 +303,26 @@ class Router:
             self._next_housekeeping = now + 1.0
             self._housekeeping(now)
         self.journal.commit()
-        for identity, msg in self._replies:
-            self._send(identity, msg)
-        self._replies.clear()
+        self._answer()
         if self._dirty and time.monotonic() >= self._dispatch_after:
             self._dirty = False
             self._dispatch()
         if self._events and (not handled
                              or time.monotonic() - self._last_flush >= _EVENT_FLUSH_S):
             self._flush_events()
+
+    def _answer(self) -> None:
+        """Send this step's replies once what they answer is durable: at once, or with
+        ``journal_fsync`` after the sync that covers the journal as written now. Replies
+        leave in order, so one that waits holds back those after it."""
+        if self._replies:
+            written = self.journal.written
+            self._held.extend((written, identity, msg) for identity, msg in self._replies)
+            self._replies.clear()
+        synced = self.journal.synced
+        while self._held and self._held[0][0] <= synced:
+            _, identity, msg = self._held.popleft()
+            self._send(identity, msg)
 
     def _drain(self) -> int:
         """Handle the messages waiting on the socket (up to a batch); returns how many."""
@@ -587,6 +606,9 @@ class Router:
             "scheduled": sum(1 for _, _, e in self.timers if e.state == SCHEDULED),
             "inflight": sum(len(a.inflight) for a in self.actors.values()),
             "tasks": len(self.tasks),
+            # Journal commits written (one per step that recorded something) and fsyncs
+            # (with --journal-fsync: each covers every commit written before it began).
+            "journal": {"writes": self.journal.written, "syncs": self.journal.syncs},
         }
 
     # -- actors and supervisors ---------------------------------------------------------
@@ -1031,6 +1053,14 @@ class Router:
         Cmd.READY: _on_ready, Cmd.DONE: _on_done, Cmd.HEARTBEAT: _on_heartbeat,
         Cmd.LOST: _on_lost, Cmd.EVENTS: _on_events, Cmd.BYE: _on_bye,
     }
+
+
+def _drain_fd(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def main(config: RouterConfig) -> None:
