@@ -564,8 +564,11 @@ def test_killed_results_actor_is_restarted_and_keeps_stored_results(tmp_path, lo
             fresh.close()
 
 
-def test_client_blocked_in_get_while_the_results_actor_restarts_gets_its_result(tmp_path,
-                                                                               log, gate):
+def test_client_blocked_in_get_while_the_results_actor_restarts_gets_its_result(
+        tmp_path, log, gate, monkeypatch):
+    """The client notices the reconnection and asks again at once: with its periodic
+    renewal put off past the test's timeout, only that can bring the result."""
+    monkeypatch.setattr(zq.client, "_WAIT_RENEW_S", 120.0)
     with faults_cluster(tmp_path / "cluster", concurrency=1) as cluster:
         result = faults.hold.delay(str(log), str(gate))
         wait_for_run(log, result.id)

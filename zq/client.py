@@ -177,6 +177,13 @@ class ResultsClient:
         self._ctx = ctx
         self._keys = keys
         self._sock = _socket(ctx, zmq.DEALER, self.query_endpoint, keys)
+        # A second handshake means the results actor came back (restarted): the waits it
+        # held are gone, so they are sent again at once rather than at the next renewal.
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self._handshakes = 0
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
         self._rids = itertools.count(1)
         self._pending = pending
         self._asked: dict[str, float] = {}
@@ -184,6 +191,8 @@ class ResultsClient:
         self._replies: dict[int, dict[str, Any]] = {}
 
     def close(self) -> None:
+        self._sock.disable_monitor()
+        self._monitor.close(linger=0)
         self._sock.close(linger=0)
 
     def track(self, result: AsyncResult) -> None:
@@ -214,11 +223,27 @@ class ResultsClient:
 
     def _pump(self, timeout_s: float) -> bool:
         """Handle what arrives within ``timeout_s``; False when nothing did."""
-        if not self._sock.poll(max(timeout_s, 0) * 1000):
+        ready = dict(self._poller.poll(max(timeout_s, 0) * 1000))
+        if not ready:
             return False
-        for _, msg in protocol.drain(self._sock):
-            self._handle(msg)
+        if self._monitor in ready:
+            self._on_handshakes()
+        if self._sock in ready:
+            for _, msg in protocol.drain(self._sock):
+                self._handle(msg)
         return True
+
+    def _on_handshakes(self) -> None:
+        while True:
+            try:
+                self._monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._handshakes += 1
+            if self._handshakes > 1:
+                logger.info("reconnected to the results actor; asking again for %d results",
+                            len(self._asked))
+                self._asked.clear()
 
     def request(self, cmd: Cmd, header: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         rid = next(self._rids)
