@@ -309,6 +309,47 @@ def test_prefetched_tasks_of_a_killed_actor_are_requeued_and_run_once(tmp_path, 
     assert counts[busy.id] == 1
 
 
+def test_revoked_prefetched_task_of_a_killed_actor_is_not_requeued(tmp_path, log, gate):
+    """The busy actor never reads the revoke; its tasks come back to the router when it is
+    killed, and the revoked one must not go back to a queue."""
+    with faults_cluster(tmp_path / "cluster", concurrency=1,
+                        workers_args=["--prefetch", "2"]) as cluster:
+        busy = faults.hold.delay(str(log), str(gate))
+        victim = wait_for_run(log, busy.id).pid
+        prefetched = faults.quick.delay(str(log), "prefetched")
+        wait_until(lambda: cluster.stats()["inflight"] == 2, 5, "a task prefetched")
+        prefetched.revoke()
+        os.kill(victim, signal.SIGKILL)
+        with pytest.raises(zq.TaskRevokedError):
+            prefetched.get(timeout=10)
+        after_everything_queued(log)
+        assert run_counts(log)[prefetched.id] == 0
+        cluster.wait_for(lambda s: s["tasks"] == 0, "nothing left")
+
+
+def test_prefetched_task_handed_out_again_after_a_router_restart_runs_once(tmp_path, log,
+                                                                          gate):
+    """A busy actor holds a prefetched task across a router restart; the new router hands
+    that task to another actor (the busy one cannot say it holds it); when the busy one
+    announces itself at last, it is told to drop it."""
+    with faults_cluster(tmp_path / "cluster", concurrency=1,
+                        workers_args=["--prefetch", "2"]) as cluster:
+        busy = faults.hold.delay(str(log), str(gate))
+        wait_for_run(log, busy.id)
+        prefetched = faults.quick.delay(str(log), "prefetched")
+        wait_until(lambda: cluster.stats()["inflight"] == 2, 5, "a task prefetched")
+        cluster.restart_router()
+        cluster.start_workers(concurrency=1)
+        assert prefetched.get(timeout=15) == "prefetched"
+        gate.touch()
+        assert busy.get(timeout=15) == "released"
+        wait_until(lambda: cluster.actor_count() == 2, 10, "the busy actor to announce itself")
+        for _ in range(2):  # through both actors: the dropped task would have run by then
+            assert faults.quick.delay(str(log), "marker").get(timeout=10) == "marker"
+        cluster.wait_for(lambda s: s["tasks"] == 0, "nothing left")
+    assert run_counts(log)[prefetched.id] == 1
+
+
 # -- a whole worker host lost -------------------------------------------------------------
 
 

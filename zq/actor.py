@@ -74,6 +74,8 @@ class Actor:
         self._last_sent = 0.0
         self._welcomed = False
         self._final_event: dict[str, Any] | None = None
+        # (task id, copy_id) of the running task when it is a copy; its events say so.
+        self._copy: tuple[Any, str] | None = None
         self._finished: list[dict[str, Any]] = []
 
     def setup(self) -> None:
@@ -90,9 +92,15 @@ class Actor:
         secure_client(self.sock, settings.curve_keys())
         self.sock.identity = self.config.identity
         self.sock.linger = 0
+        # Attached before connecting, so every handshake is seen: one after the first is
+        # a router that came back (restarted), which must hear at once what this actor
+        # holds, before any of it runs.
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self._handshakes = 0
         self.sock.connect(self.config.router)
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
+        self.poller.register(self.monitor, zmq.POLLIN)
         if self.wakeup is not None:
             self.poller.register(self.wakeup.fd, zmq.POLLIN)
         self._announce()
@@ -106,6 +114,8 @@ class Actor:
         # Last on this socket, so after every DONE: the router settles this actor on it.
         self._send(Message(Cmd.BYE))
         self.app._state_sink = None
+        self.sock.disable_monitor()
+        self.monitor.close(linger=0)
         self.sock.close(linger=2000)
         self.ctx.term()
 
@@ -149,6 +159,11 @@ class Actor:
         ready = dict(self.poller.poll(wait_ms))
         if self.wakeup is not None and self.wakeup.fd in ready:
             self.wakeup.drain()
+        if self.monitor in ready:
+            # First what came before the reconnection (tasks the old router sent while
+            # this actor was busy), so that the announcement lists them.
+            self._drain()
+            self._on_handshakes()
         if self.sock in ready:
             self._drain()
         if self.buffer and self._welcomed and not self.stopping:
@@ -167,6 +182,7 @@ class Actor:
                 self._take(msg)
             elif msg.cmd is Cmd.WELCOME:
                 self._welcomed = True
+                self._drop_disowned(msg.header.get("drop"))
             elif msg.cmd is Cmd.CONTROL and msg.header.get("op") == "revoke":
                 self._drop_revoked(msg.header.get("ids") or [])
             elif msg.cmd is Cmd.RESYNC:
@@ -176,6 +192,18 @@ class Actor:
                 logger.error("router: %s", msg.header.get("message"))
             else:
                 logger.warning("unexpected %s from the router", msg.cmd.value)
+
+    def _on_handshakes(self) -> None:
+        while True:
+            try:
+                self.monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._handshakes += 1
+            if self._handshakes > 1:
+                logger.info("reconnected to the router; announcing what this actor holds")
+                self._welcomed = False
+                self._announce()
 
     # -- running one task ---------------------------------------------------------------
 
@@ -191,6 +219,20 @@ class Actor:
                     "message": f"task {msg.header['id']} revoked", "traceback": None})
             self._done(msg.header)
         self._flush_done()
+
+    def _drop_disowned(self, drop: Any) -> None:
+        """Tasks the router placed elsewhere (or that finished) while this actor was busy
+        across a router restart: running them here would run them twice."""
+        if not isinstance(drop, list):
+            return
+        disowned = {(uid, retries) for uid, retries in
+                    (item for item in drop if isinstance(item, list) and len(item) == 2)
+                    if isinstance(uid, str) and isinstance(retries, int)}
+        for msg in [m for m in self.buffer
+                    if (tracked_id(m.header), m.header.get("retries", 0)) in disowned]:
+            logger.warning("dropping task %s[%s]: the router placed it elsewhere",
+                           msg.header.get("task"), msg.header.get("id"))
+            self.buffer.remove(msg)
 
     def _take(self, msg: Message) -> None:
         batch = msg.header.get("tasks")
@@ -211,6 +253,7 @@ class Actor:
     def _execute(self, msg: Message) -> None:
         header = msg.header
         self._final_event = None
+        self._copy = (header.get("id"), header["copy_id"]) if header.get("copy_id") else None
         try:
             name = header.get("task", "")
             task = self.app.tasks.get(name)
@@ -225,13 +268,13 @@ class Actor:
                                  pid=os.getpid(), hostname=self.hostname))
             soft = request.soft_time_limit or self.config.soft_time_limit_s
             hard = request.time_limit or self.config.time_limit_s
-            if soft:
-                signal.setitimer(signal.ITIMER_REAL, soft)
-            if hard and self.deadline is not None:
-                self.deadline.value = time.monotonic() + hard
-            if self.current is not None:
-                self.current.value = f"{tracked_id(header)}\n{request.retries}".encode()
             try:
+                if self.current is not None:
+                    self.current.value = f"{tracked_id(header)}\n{request.retries}".encode()
+                if soft:
+                    signal.setitimer(signal.ITIMER_REAL, soft)
+                if hard and self.deadline is not None:
+                    self.deadline.value = time.monotonic() + hard
                 outcome = trace(task, request, args, kwargs,
                                 report=lambda o: self._report(task, request, o))  # type: ignore[arg-type]
             finally:
@@ -332,6 +375,8 @@ class Actor:
 
     def _push_event(self, event: dict[str, Any]) -> None:
         """Send a state change (STARTED, a custom state) to the router, which forwards it."""
+        if self._copy is not None and event.get("id") == self._copy[0]:
+            event.setdefault("copy", self._copy[1])
         self._send(Message(Cmd.EVENTS, {"events": [event]}))
 
     def _done(self, header: dict[str, Any], requeue: bool = False, started: bool = True) -> None:
@@ -341,6 +386,9 @@ class Actor:
             done["requeue"] = True
             done["started"] = started
         if self._final_event is not None:
+            if header.get("copy_id"):
+                # Which copy ended: the results keep the first copy's end (zq.results).
+                self._final_event.setdefault("copy", header["copy_id"])
             done["event"] = self._final_event
             self._final_event = None
         self._finished.append(done)

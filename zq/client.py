@@ -50,16 +50,23 @@ class _NoAnswer(Exception):
 
 
 def _socket(ctx: zmq.Context[Any], kind: int, endpoint: str,
-            keys: ClientKeys | None = None) -> zmq.Socket[Any]:
+            keys: ClientKeys | None = None,
+            monitor: int = 0) -> tuple[zmq.Socket[Any], zmq.Socket[Any] | None]:
+    """A connected socket, and with ``monitor`` (event flags) its monitor socket, attached
+    before the connection so that no event is missed."""
     sock = ctx.socket(kind)
     sock.linger = 0
     secure_client(sock, keys)
+    watcher = sock.get_monitor_socket(monitor) if monitor else None
     try:
         sock.connect(endpoint)
     except zmq.ZMQError as exc:
+        if watcher is not None:
+            sock.disable_monitor()
+            watcher.close(linger=0)
         sock.close()
         raise ConfigurationError(f"cannot connect to {endpoint!r}: {exc}") from exc
-    return sock
+    return sock, watcher
 
 
 def _send_within(sock: zmq.Socket[Any], msg: Message, timeout_s: float) -> bool:
@@ -88,7 +95,7 @@ class RouterClient:
     def __init__(self, ctx: zmq.Context[Any], endpoint: str, keys: ClientKeys | None = None):
         self.endpoint = endpoint
         self._ctx = ctx
-        self._sock = _socket(ctx, zmq.DEALER, endpoint, keys)
+        self._sock, _ = _socket(ctx, zmq.DEALER, endpoint, keys)
         self._rids = itertools.count(1)
 
     def close(self) -> None:
@@ -176,10 +183,12 @@ class ResultsClient:
         self.pub_endpoint = reachable(endpoints["pub"], router)
         self._ctx = ctx
         self._keys = keys
-        self._sock = _socket(ctx, zmq.DEALER, self.query_endpoint, keys)
-        # A second handshake means the results actor came back (restarted): the waits it
-        # held are gone, so they are sent again at once rather than at the next renewal.
-        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        # A handshake after the first means the results actor came back (restarted): the
+        # waits it held are gone, so they are sent again at once, not at the next renewal.
+        self._sock, monitor = _socket(ctx, zmq.DEALER, self.query_endpoint, keys,
+                                      monitor=zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        assert monitor is not None
+        self._monitor = monitor
         self._handshakes = 0
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
@@ -314,7 +323,7 @@ class ResultsClient:
     def watch(self, ids: list[str] | None, timeout_s: float | None = None,
               ) -> Iterator[dict[str, Any]]:
         """Yield the current state of what is watched, then every change in order."""
-        sub = _socket(self._ctx, zmq.SUB, self.pub_endpoint, self._keys)
+        sub, _ = _socket(self._ctx, zmq.SUB, self.pub_endpoint, self._keys)
         try:
             token = b"\x00hello:" + uuid.uuid4().hex.encode()
             sub.setsockopt(zmq.SUBSCRIBE, token)

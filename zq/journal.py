@@ -56,6 +56,12 @@ class Journal:
         return self._syncer.done if self._syncer is not None else self.written
 
     @property
+    def error(self) -> OSError | None:
+        """The error an fsync failed with: from then on nothing written can be trusted to
+        be on disk (the kernel reports a failed writeback once), so the router stops."""
+        return self._syncer.error if self._syncer is not None else None
+
+    @property
     def wakeup_fd(self) -> int | None:
         """Readable when a sync finished (with fsync); the router polls it."""
         return self._syncer.read_fd if self._syncer is not None else None
@@ -88,9 +94,11 @@ class Journal:
                 f.write(msgpack.packb(["R", task_id], use_bin_type=True))
             f.flush()
             os.fsync(f.fileno())
-        # Not while the syncer holds the old file; what it was to sync is in the new one.
+        # Not while the syncer holds the old file; what it was to sync is in the new one,
+        # durable once the directory entry is.
         with self._swap_lock:
             os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
             if self._file is not None:
                 self._file.close()
             self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open
@@ -128,15 +136,20 @@ class Journal:
         self._rewrite(live, revoked[-_REVOKED_KEPT:])
 
     def close(self) -> None:
-        self.commit()
+        """Write and (with fsync) sync what is left. After an fsync error nothing more is
+        synced: a second fsync could succeed without the lost data being on disk."""
+        failed = self.error is not None
+        if not failed:
+            self.commit()
         if self._syncer is not None:
             self._syncer.stop()
-            self._syncer = None
         if self._file is not None:
-            if self.fsync:
-                os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
+            try:
+                if self.fsync and not failed and self.error is None:
+                    os.fsync(self._file.fileno())
+            finally:
+                self._file.close()
+                self._file = None
 
 
 class _Syncer(threading.Thread):
@@ -147,6 +160,7 @@ class _Syncer(threading.Thread):
         super().__init__(name="zq-journal-sync", daemon=True)
         self.journal = journal
         self.done = journal.written
+        self.error: OSError | None = None
         self._wanted = journal.written
         self._stopping = False
         self._cond = threading.Condition()
@@ -172,8 +186,14 @@ class _Syncer(threading.Thread):
                 if self._wanted <= self.done:
                     return
                 target = self._wanted
-            with self.journal._swap_lock:
-                os.fsync(self.journal._file.fileno())
+            try:
+                with self.journal._swap_lock:
+                    os.fsync(self.journal._file.fileno())
+            except OSError as exc:
+                logger.critical("journal %s: fsync failed: %s", self.journal.path, exc)
+                self.error = exc
+                self._notify()
+                return
             self.journal.syncs += 1
             with self._cond:
                 self.done = max(self.done, target)
@@ -187,11 +207,21 @@ class _Syncer(threading.Thread):
 
     def stop(self) -> None:
         with self._cond:
+            if self._stopping:
+                return
             self._stopping = True
             self._cond.notify()
         self.join()
         os.close(self.read_fd)
         os.close(self._write_fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _records(unpacker: msgpack.Unpacker) -> Any:

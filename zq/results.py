@@ -48,7 +48,8 @@ _MAX_WAITERS = 1_000_000
 _MAX_IDS_PER_REQUEST = 10_000
 _SNAPSHOT_LIMIT = 10_000
 _TRANSIENT_KEPT = 1_000_000
-_FIELDS = ("id", "state", "retries", "name", "ts", "version", "ct", "body", "exc", "meta")
+_FIELDS = ("id", "state", "retries", "name", "ts", "version", "ct", "body", "exc", "meta",
+           "copy")
 
 
 @dataclass(frozen=True)
@@ -385,6 +386,9 @@ class ResultsActor:
             if old is not None and not states.supersedes(
                     event["state"], retries, old["state"], old.get("retries", 0)):
                 continue
+            if old is not None and old["state"] in states.READY_STATES and old.get("copy") \
+                    and event.get("copy") != old["copy"]:
+                continue  # a task in several queues: the first copy to end stands
             row = {k: event[k] for k in _FIELDS if k in event}
             row.setdefault("ts", now)
             row["retries"] = retries

@@ -29,7 +29,17 @@ from .errors import ProtocolError
 from .journal import Journal
 from .protocol import Cmd, Message
 from .ratelimit import RateLimiter, parse_rate
-from .routing import DEAD, INFLIGHT, QUEUED, SCHEDULED, Bindings, Entry, TaskQueue, copy_id
+from .routing import (
+    DEAD,
+    INFLIGHT,
+    QUEUED,
+    SCHEDULED,
+    SYNCING,
+    Bindings,
+    Entry,
+    TaskQueue,
+    copy_id,
+)
 from .utils import reachable
 
 logger = logging.getLogger("zq.router")
@@ -100,9 +110,11 @@ def _task_header_problem(h: dict[str, Any]) -> str | None:
         return "'priority' must be an integer from 0 to 9"
     if "queue" in h and not (isinstance(h["queue"], str) and len(h["queue"]) <= 255):
         return "'queue' must be a string of at most 255 characters"
-    if "copy_id" in h and not (isinstance(h.get("queue"), str) and h["queue"]
-                               and h["copy_id"] == copy_id(h["id"], h["queue"])):
-        return "'copy_id' must be the task id and its 'queue' joined by \\x1f"
+    if "copy_id" in h and not (isinstance(h["copy_id"], str) and len(h["copy_id"]) <= 511
+                               and h["copy_id"].startswith(h["id"] + "\x1f")
+                               and isinstance(h.get("queue"), str) and h["queue"]):
+        return ("'copy_id' must be the task id, \\x1f and a queue name (at most 511 "
+                "characters), with 'queue' set")
     return None
 
 
@@ -138,8 +150,10 @@ class Router:
         self._timer_seq = itertools.count()
         self._events: list[dict[str, Any]] = []
         self._replies: list[tuple[bytes, Message]] = []
-        # Replies waiting for the journal sync they depend on: (commits written, to, reply).
+        # With journal_fsync, what waits for the sync covering a journal commit: replies
+        # (commits written, to, reply) and accepted tasks (the commit holding them, entry).
         self._held: deque[tuple[int, bytes, Message]] = deque()
+        self._syncing: deque[tuple[int, Entry]] = deque()
         self._dirty = False
         self._last_flush = 0.0
         self._next_housekeeping = 0.0
@@ -199,10 +213,19 @@ class Router:
         logger.info("router %s listening on %s", self.epoch, self.endpoint)
 
     def teardown(self) -> None:
-        self._flush_events()
-        self.journal.close()
-        self._answer()  # everything is on disk now
-        self.sock.close(linger=0)
+        try:
+            self._flush_events()
+            self.journal.close()
+            if self.journal.error is None:
+                self._answer()  # everything is on disk now
+            elif self._held:
+                logger.critical("not answering %d requests: the journal could not be synced",
+                                len(self._held))
+        finally:
+            self.sock.close(linger=500)  # the last answers leave
+            self._stop_children()
+
+    def _stop_children(self) -> None:
         self.results_push.close(linger=0)
         if self.results_process.is_alive():
             self.results_process.terminate()
@@ -289,6 +312,8 @@ class Router:
             self.wakeup.drain()
         if self.journal.wakeup_fd is not None and self.journal.wakeup_fd in ready:
             _drain_fd(self.journal.wakeup_fd)
+            if self.journal.error is not None:
+                raise JournalFailed(f"the journal could not be synced: {self.journal.error}")
         handled = self._drain() if self.sock in ready else 0
         if self.results_process.sentinel in ready and not self.results_process.is_alive():
             logger.error("the results actor exited with %s; restarting it",
@@ -312,17 +337,26 @@ class Router:
             self._flush_events()
 
     def _answer(self) -> None:
-        """Send this step's replies once what they answer is durable: at once, or with
-        ``journal_fsync`` after the sync that covers the journal as written now. Replies
-        leave in order, so one that waits holds back those after it."""
-        if self._replies:
-            written = self.journal.written
-            self._held.extend((written, identity, msg) for identity, msg in self._replies)
-            self._replies.clear()
+        """Send this step's replies. With ``journal_fsync`` an answer that promises
+        durability (ACCEPTED, a control REPLY) waits for the sync covering the journal as
+        written now, and a task accepted is handed out only then; those answers leave in
+        order. Everything else goes at once."""
+        written = self.journal.written
         synced = self.journal.synced
+        for identity, msg in self._replies:
+            if (written > synced or self._held) and msg.cmd in _DURABLE_REPLIES:
+                self._held.append((written, identity, msg))
+            else:
+                self._send(identity, msg)
+        self._replies.clear()
         while self._held and self._held[0][0] <= synced:
             _, identity, msg = self._held.popleft()
             self._send(identity, msg)
+        now = time.time()
+        while self._syncing and self._syncing[0][0] <= synced:
+            entry = self._syncing.popleft()[1]
+            if entry.state == SYNCING:
+                self._place(entry, now)
 
     def _drain(self) -> int:
         """Handle the messages waiting on the socket (up to a batch); returns how many."""
@@ -415,6 +449,9 @@ class Router:
             return None  # a resend after a lost answer: accepted already
         queues = [entry.queue] if entry.queue else self.bindings.route(
             header.get("exchange", ""), header.get("rk"))
+        if len(queues) > 1 and any(self._known_uid(copy_id(entry.id, name), entry.retries)
+                                   for name in queues):
+            return None  # a resend (after a router restart, too): its copies are here
         if not queues:
             where = f"exchange {header.get('exchange')!r} with routing key {header.get('rk')!r}"
             if header.get("mandatory"):
@@ -464,9 +501,11 @@ class Router:
 
     def _known(self, entry: Entry) -> bool:
         """Whether this attempt of the task was accepted already (a resend)."""
-        known = self.tasks.get(entry.uid)
-        return (known is not None and known.retries >= entry.retries) \
-            or entry.key in self.finished
+        return self._known_uid(entry.uid, entry.retries)
+
+    def _known_uid(self, uid: str, retries: int) -> bool:
+        known = self.tasks.get(uid)
+        return (known is not None and known.retries >= retries) or (uid, retries) in self.finished
 
     def _admit(self, entry: Entry) -> None:
         """Journal a routed task and place it: from here on it is never lost."""
@@ -475,7 +514,13 @@ class Router:
             entry.raw_header = protocol.pack(entry.header)
         self.journal.accepted(entry.raw_header, entry.body)
         self._track(entry)
-        self._place(entry, entry.accepted_at)
+        if self.journal.fsync:
+            # Handed out once on disk: a task must not run (and finish) before the
+            # record of its acceptance could survive a crash.
+            entry.state = SYNCING
+            self._syncing.append((self.journal.written + 1, entry))
+        else:
+            self._place(entry, entry.accepted_at)
 
     def _track(self, entry: Entry) -> None:
         self.tasks[entry.uid] = entry
@@ -562,7 +607,7 @@ class Router:
 
     def _revoke_entry(self, entry: Entry, terminate: bool, signal_name: str,
                       pulls: dict[bytes, list[str]]) -> None:
-        if entry.state in (QUEUED, SCHEDULED):
+        if entry.state in (QUEUED, SCHEDULED, SYNCING):
             if entry.state == QUEUED:
                 self.queues[entry.queue].discard(entry)
             self._revoked_event(entry, "revoked")
@@ -637,8 +682,10 @@ class Router:
         else:
             actor.queues, actor.credit = tuple(queues), credit
             actor.placeholder = False
-        for uid, retries in holding:
-            self._claim(actor, uid, retries)
+        # Held tasks the router places elsewhere by now (handed out again after a restart
+        # while this actor was busy) or that finished: the actor must drop them.
+        disowned = [[uid, retries] for uid, retries in holding
+                    if not self._claim(actor, uid, retries)]
         if h.get("declare"):
             try:
                 self._declare(h["declare"])
@@ -646,18 +693,27 @@ class Router:
                 logger.error("actor %r declared bad bindings: %s", identity, exc)
         if actor.supervised and actor.host not in self.hosts:
             self.hosts[actor.host] = HostState(actor.host, b"", time.time())
-        self._replies.append((identity, Message(Cmd.WELCOME, self._welcome(msg))))
+        welcome = self._welcome(msg)
+        if disowned:
+            logger.warning("actor %s holds %d task(s) placed elsewhere or finished; it drops "
+                           "them", identity.decode(errors="replace"), len(disowned))
+            welcome["drop"] = disowned
+        self._replies.append((identity, Message(Cmd.WELCOME, welcome)))
         self._set_hungry(actor)
 
-    def _claim(self, actor: ActorState, uid: str, retries: int) -> None:
-        """An actor re-announcing after a router restart holds this task: keep it there."""
+    def _claim(self, actor: ActorState, uid: str, retries: int) -> bool:
+        """An actor re-announcing after a router restart holds this task: keep it there.
+        False when it may not run it: finished, or handed to another actor meanwhile."""
         entry = self.tasks.get(uid)
-        if entry is None or entry.retries != retries or entry.state == INFLIGHT:
-            return
+        if entry is None or entry.retries != retries:
+            return False
+        if entry.state == INFLIGHT:
+            return actor.inflight.get(entry.key) is entry
         if entry.state == QUEUED:
             self.queues[entry.queue].discard(entry)
         entry.state = INFLIGHT
         actor.inflight[entry.key] = entry
+        return True
 
     def _on_done(self, identity: bytes, msg: Message) -> None:
         """One finished task, or with ``done`` a list of them; each returns one credit."""
@@ -891,6 +947,11 @@ class Router:
             self._enqueue(entry)
 
     def _enqueue(self, entry: Entry, front: bool = False) -> None:
+        if entry.id in self.revoked:
+            # Handed back (prefetched, its actor gone) after a revoke the actor never read.
+            self._revoked_event(entry, "revoked")
+            self._finish(entry)
+            return
         queue = self.queues.get(entry.queue)
         if queue is None:
             queue = self.queues[entry.queue] = TaskQueue(entry.queue)
@@ -1034,6 +1095,8 @@ class Router:
     # -- events to the results actor ----------------------------------------------------
 
     def _event(self, entry: Entry, state: str, **extra: Any) -> None:
+        if entry.uid != entry.id:
+            extra["copy"] = entry.uid
         self._events.append(protocol.state_event(entry.id, state, retries=entry.retries,
                                                  name=entry.name, **extra))
 
@@ -1055,6 +1118,13 @@ class Router:
     }
 
 
+_DURABLE_REPLIES = frozenset({Cmd.ACCEPTED, Cmd.REPLY})
+
+
+class JournalFailed(Exception):
+    """The journal could not be made durable: the router stops rather than answer."""
+
+
 def _drain_fd(fd: int) -> None:
     try:
         while os.read(fd, 4096):
@@ -1072,5 +1142,9 @@ def main(config: RouterConfig) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    router.run()
+    try:
+        router.run()
+    except JournalFailed as exc:
+        logger.critical("%s; stopping: restart the router to replay the journal", exc)
+        raise SystemExit(3) from None
     logger.info("router stopped")

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 
 EXCHANGE_TYPES = ("direct", "topic", "fanout")
+MAX_QUEUE_NAME = 255
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class Bindings:
                 raise ValueError(f"malformed declaration {decl!r}")
             if decl["type"] not in EXCHANGE_TYPES:
                 raise ValueError(f"exchange type {decl['type']!r} is not supported")
+            if not decl["queue"] or len(decl["queue"]) > MAX_QUEUE_NAME:
+                raise ValueError(f"a queue name must have 1 to {MAX_QUEUE_NAME} characters")
             if not decl["exchange"]:
                 continue  # the default exchange needs no bindings
             kind, bound = self.exchanges.setdefault(decl["exchange"], (decl["type"], []))
@@ -227,6 +230,9 @@ def unique(items: Iterable[str]) -> tuple[str, ...]:
 # -- the router's side: accepted tasks and the queues they wait in ---------------------
 
 QUEUED, SCHEDULED, INFLIGHT, DEAD = "queued", "scheduled", "inflight", "dead"
+# Accepted, written to the journal, and waiting for the fsync that makes it durable
+# (``journal_fsync``): not handed out before then.
+SYNCING = "syncing"
 
 
 def copy_id(task_id: str, queue: str) -> str:

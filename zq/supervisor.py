@@ -139,7 +139,8 @@ class Supervisor:
             log_level=self.config.log_level, curve_secret_key=self.config.curve_secret_key,
             curve_server_key=self.config.curve_server_key)
         deadline = _SPAWN.Value("d", 0.0, lock=False)
-        current = _SPAWN.Array("c", 1100, lock=False)
+        # "uid\nretries": a task id and a queue name of up to 255 characters each, UTF-8.
+        current = _SPAWN.Array("c", 4096, lock=False)
         process = _SPAWN.Process(target=actor_main, args=(cfg, deadline, current),
                                  name=f"zq-actor-{index}", daemon=False)
         # The child starts with these signals blocked and unblocks them once its handlers

@@ -249,15 +249,14 @@ class Task:
             "eta": eta, "queue": delivery.get("queue"), "priority": delivery.get("priority"),
             "headers": request.headers, "root_id": request.root_id,
             "parent_id": request.parent_id, "expires": request.expires,
-            # A copy of a task routed to several queues retries as that copy.
+            # A copy of a task routed to several queues retries as that copy, in whatever
+            # queue it is sent to.
             "copy_id": request.get("copy_id"),
             "time_limit": request.time_limit, "soft_time_limit": request.soft_time_limit,
             "ignore_result": request.ignore_result, "serializer": None,
             "_content_type": request.content_type,
         }
         send_options.update(options)
-        if send_options["queue"] != delivery.get("queue"):
-            send_options["copy_id"] = None  # sent elsewhere: a task of its own again
         self._app().send_task(self.name or "", new_args, new_kwargs, _task=self, **send_options)
         retry = Retry(exc=exc, when=when)
         if throw:
