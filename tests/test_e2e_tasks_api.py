@@ -849,6 +849,22 @@ def test_each_fanout_copy_retries_on_its_own_in_its_queue(shared, tmp_path):
     wait_until(lambda: shared.cluster.stats()["tasks"] == 0, 5, "every attempt finished")
 
 
+def test_the_first_copy_to_end_stands_whatever_its_siblings_do_later(shared, tmp_path):
+    """The video copy succeeds at once; the solo copy retries, then fails: its later
+    states must not replace the stored SUCCESS."""
+    path = tmp_path / "copies"
+    result = api.copy_outcome.apply_async((str(path), "solo"), exchange="broadcast")
+    assert result.get(timeout=10) == "video"
+    copies_recorded(path, 3)
+    wait_until(lambda: shared.cluster.stats()["tasks"] == 0, 10, "every attempt finished")
+    fresh = App(router=shared.cluster.router)  # asks the results actor, no cache
+    try:
+        stored = fresh.AsyncResult(result.id)
+        assert (stored.state, stored.get(timeout=5)) == (states.SUCCESS, "video")
+    finally:
+        fresh.close()
+
+
 def test_revoking_a_fanout_task_revokes_every_copy(shared, tmp_path):
     path = tmp_path / "copies"
     result = api.each_copy.apply_async((str(path),), exchange="broadcast", countdown=30)
