@@ -619,16 +619,18 @@ class Router:
                 if next(iter(actor.inflight)) != entry.key:
                     pulls.setdefault(actor.identity, []).append(entry.id)
                 elif terminate:
-                    self._terminate(actor, signal_name)
+                    self._terminate(actor, signal_name, entry)
 
-    def _terminate(self, actor: ActorState, signal_name: str) -> None:
+    def _terminate(self, actor: ActorState, signal_name: str, entry: Entry) -> None:
         if not actor.supervised:
             logger.warning("cannot terminate a task on actor %r: it has no supervisor",
                            actor.identity)
             return
-        # A supervisor's identity is its host name, which its actors announce.
+        # A supervisor's identity is its host name, which its actors announce. It kills
+        # the actor unless that is running another task by then (this one ended).
         self._replies.append((actor.host.encode(), Message(Cmd.CONTROL, {
-            "op": "kill", "actor": actor.identity, "signal": signal_name})))
+            "op": "kill", "actor": actor.identity, "signal": signal_name,
+            "task": f"{entry.uid}\n{entry.retries}"})))
 
     def _revoked_event(self, entry: Entry, why: str) -> None:
         self._event(entry, states.REVOKED, exc={

@@ -255,13 +255,16 @@ class Supervisor:
     def _drain(self) -> None:
         for _, msg in protocol.drain(self.sock):
             if msg.cmd is Cmd.CONTROL and msg.header.get("op") == "kill":
-                self._kill(msg.header.get("actor"), str(msg.header.get("signal", "SIGKILL")))
+                self._kill(msg.header.get("actor"), str(msg.header.get("signal", "SIGKILL")),
+                           msg.header.get("task"))
             else:
                 logger.debug("supervisor got %s", msg.cmd.value)
 
-    def _kill(self, identity: Any, signal_name: str) -> None:
+    def _kill(self, identity: Any, signal_name: str, task: Any = None) -> None:
         """Terminate the actor running a revoked task. SIGTERM and SIGINT mean a warm stop
-        to an actor, which would let the task finish, so those become SIGKILL."""
+        to an actor, which would let the task finish, so those become SIGKILL. An actor
+        already running another task than ``task`` ("uid\nretries") is left alone: the
+        revoked one ended meanwhile."""
         try:
             signum = signal.Signals[signal_name if signal_name.startswith("SIG")
                                     else f"SIG{signal_name}"]
@@ -272,6 +275,11 @@ class Supervisor:
             signum = signal.SIGKILL
         for child in self.children.values():
             if child.identity == identity and child.process.is_alive():
+                running = bytes(child.current.value).decode(errors="replace")
+                if isinstance(task, str) and running and running != task:
+                    logger.info("not terminating actor %d: the revoked task ended; it runs "
+                                "another now", child.index)
+                    continue
                 logger.info("terminating actor %d (pid %s) with %s for a revoked task",
                             child.index, child.process.pid, signum.name)
                 os.kill(child.process.pid, signum)
