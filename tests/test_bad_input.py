@@ -319,7 +319,7 @@ BAD_TASK_HEADERS = {
     "queue not a string": (task_header(queue=5), "'queue' must be a string"),
     "queue too long": (task_header(queue="q" * 256), "'queue' must be a string of at most"),
     "copy_id of another task": (task_header(queue="celery", copy_id="other\x1fcelery"),
-                                "'copy_id' must be the task id and its 'queue'"),
+                                "'copy_id' must be the task id"),
 }
 
 
