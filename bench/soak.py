@@ -12,7 +12,10 @@ child), the supervisor, each actor and itself; the size of ``journal.log``,
 holds. After the last batch it keeps sampling for ``--idle-s`` (by default long enough for
 every result to expire). Samples go to ``--out`` as JSON lines; one JSON summary goes to
 stdout, also when the run fails part-way (``"finished": false`` and the error), so a partial
-run still reports what it saw.
+run still reports what it saw. With ``--smaps`` (Linux) each process's RSS is also split
+into the ``[heap]`` (brk) segment, other anonymous mappings and file-backed mappings, which
+tells growth of the C allocator's heap apart from mmap'd memory (pymalloc's arenas, large
+blocks) and from shared libraries.
 """
 
 from __future__ import annotations
@@ -50,15 +53,17 @@ EXPIRE_SWEEP_BOUNDS_S = (1.0, 60.0)
 DATA_FILES = ("journal.log", "results.sqlite3", "results.sqlite3-wal")
 MB = 1024 * 1024
 MILESTONES = {"start": 0.0, "at_10pct": 0.10, "at_50pct": 0.50, "at_90pct": 0.90}
+SMAPS_PARTS = ("heap", "anon", "file")
 
 
 class Watcher:
     """Finds the cluster's processes and takes one sample of their memory and files."""
 
-    def __init__(self, cluster: Cluster, started: float):
+    def __init__(self, cluster: Cluster, started: float, smaps: bool = False):
         assert cluster.router_process is not None
         self.cluster = cluster
         self.started = started
+        self.smaps = smaps
         self.router = psutil.Process(cluster.router_process.pid)
         self.supervisor = psutil.Process(cluster.workers[0].pid)
         self.client = psutil.Process(os.getpid())
@@ -75,16 +80,22 @@ class Watcher:
 
     def sample(self, tasks_done: int, phase: str) -> dict[str, Any]:
         rss_mb = {}
+        parts_mb = {}
         for name, process in self.processes().items():
             try:
                 rss_mb[name] = round(process.memory_info().rss / MB, 1)
             except psutil.Error:
                 rss_mb[name] = None
-        return {"t_s": round(time.monotonic() - self.started, 1), "phase": phase,
-                "tasks_done": tasks_done, "rss_mb": rss_mb,
-                "files_mb": self.file_sizes_mb(), "result_rows": self.result_rows(),
-                "router_tasks": self.router_tasks(),
-                "load_1m": round(os.getloadavg()[0], 2)}
+            if self.smaps:
+                parts_mb[name] = smaps_parts_mb(process.pid)
+        sample = {"t_s": round(time.monotonic() - self.started, 1), "phase": phase,
+                  "tasks_done": tasks_done, "rss_mb": rss_mb,
+                  "files_mb": self.file_sizes_mb(), "result_rows": self.result_rows(),
+                  "router_tasks": self.router_tasks(),
+                  "load_1m": round(os.getloadavg()[0], 2)}
+        if self.smaps:
+            sample["smaps_mb"] = parts_mb
+        return sample
 
     def file_sizes_mb(self) -> dict[str, float | None]:
         sizes: dict[str, float | None] = {}
@@ -108,6 +119,29 @@ class Watcher:
         """Accepted, unfinished tasks the router holds (its stats)."""
         stats = self.cluster.stats(2.0)
         return int(stats["tasks"]) if stats else None
+
+
+def smaps_parts_mb(pid: int) -> dict[str, float] | None:
+    """A process's RSS (MB) by kind of mapping, from /proc/<pid>/smaps: ``heap``, the C
+    allocator's brk heap; ``anon``, the other anonymous mappings (mmap'd blocks, pymalloc
+    arenas, thread arenas and stacks); ``file``, file-backed ones (libraries, mapped files)."""
+    parts = dict.fromkeys(SMAPS_PARTS, 0)
+    kind = "anon"
+    try:
+        with open(f"/proc/{pid}/smaps") as smaps:
+            for line in smaps:
+                fields = line.split()
+                if fields[0].endswith(":"):
+                    if fields[0] == "Rss:":
+                        parts[kind] += int(fields[1])
+                    continue
+                # A mapping's first line: address perms offset dev inode [path].
+                path = fields[5] if len(fields) > 5 else ""
+                kind = ("heap" if path == "[heap]" else "file" if path.startswith("/")
+                        else "anon")
+    except OSError:
+        return None
+    return {kind: round(kb / 1024, 1) for kind, kb in parts.items()}
 
 
 def _spawned_children(parent: psutil.Process) -> Iterator[psutil.Process]:
@@ -228,6 +262,9 @@ def rss_summary(samples: list[dict[str, Any]], total: int) -> dict[str, dict[str
         summary[name] = {point: sample["rss_mb"].get(name) for point, sample in points.items()}
         summary[name]["max"] = max(seen) if seen else None
         summary[name]["samples"] = len(seen)
+        if any("smaps_mb" in s for s in samples):
+            summary[name]["smaps_mb"] = {point: (sample.get("smaps_mb") or {}).get(name)
+                                         for point, sample in points.items()}
     return summary
 
 
@@ -304,7 +341,7 @@ def soak(args: argparse.Namespace, out: IO[str] | None) -> dict[str, Any]:
         client = zq_figures.Client(args.timeout_s)
         stack.callback(client.close)
         client.use(cluster.router)
-        sampler = Sampler(Watcher(cluster, time.monotonic()), args.sample_s, out)
+        sampler = Sampler(Watcher(cluster, time.monotonic(), args.smaps), args.sample_s, out)
         sampler.take(0, "start")
         started = time.monotonic()
         try:
@@ -336,7 +373,8 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
             "settings": {"tasks": args.tasks, "batch": args.batch, "expires_s": args.expires,
                          "sample_s": args.sample_s, "idle_s": args.idle_s,
                          "timeout_s": args.timeout_s, "in_flight_batches": IN_FLIGHT_BATCHES,
-                         "workers": zq_figures.WORKER_COUNT, "out": args.out},
+                         "workers": zq_figures.WORKER_COUNT, "out": args.out,
+                         "smaps": args.smaps},
             **figures}
 
 
@@ -355,6 +393,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout-s", type=float, default=120.0,
                         help="longest wait for one batch before the run fails")
     parser.add_argument("--out", help="write every sample to this file as JSON lines")
+    parser.add_argument("--smaps", action="store_true",
+                        help="also split each process's RSS into heap, anonymous and "
+                             "file-backed mappings (Linux /proc/<pid>/smaps)")
     args = parser.parse_args(argv)
     if args.idle_s is None:
         args.idle_s = args.expires + expire_sweep_s(args.expires) + 15.0
