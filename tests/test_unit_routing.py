@@ -131,3 +131,15 @@ def test_a_copy_is_tracked_apart_from_its_task():
     header = {"id": "t1", "task": "n", "queue": "a", "copy_id": "t1\x1fa"}
     assert Entry(header, None, b"").key == ("t1\x1fa", 0)
     assert Entry({"id": "t1", "task": "n"}, None, b"").key == ("t1", 0)
+
+
+def test_recent_keys_remember_between_two_and_three_generations():
+    from zq.router import RecentKeys
+
+    recent = RecentKeys(100)
+    for key in range(1000):
+        recent.add(key)
+        assert key in recent
+    remembered = [key for key in range(1000) if key in recent]
+    assert remembered == list(range(1000 - len(remembered), 1000))
+    assert 200 <= len(recent) == len(remembered) <= 300

@@ -48,7 +48,8 @@ _BATCH = 1000
 # While busy, the router sends state events to the results actor at most this often, so
 # they travel (and are stored) in batches; an idle step sends them at once.
 _EVENT_FLUSH_S = 0.001
-_FINISHED_KEPT = 100_000
+# Finished attempts are remembered in generations of this many (two to three of them).
+_FINISHED_GENERATION = 50_000
 _REVOKED_KEPT = 50_000
 
 
@@ -134,7 +135,7 @@ class Router:
         # copies of a task routed to several queues by its id.
         self.tasks: dict[str, Entry] = {}
         self.copies: dict[str, set[str]] = {}
-        self.finished: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self.finished = RecentKeys(_FINISHED_GENERATION)
         self.revoked: OrderedDict[str, None] = OrderedDict()
         self.actors: dict[bytes, ActorState] = {}
         self.hungry: dict[bytes, ActorState] = {}
@@ -505,7 +506,8 @@ class Router:
 
     def _known_uid(self, uid: str, retries: int) -> bool:
         known = self.tasks.get(uid)
-        return (known is not None and known.retries >= retries) or (uid, retries) in self.finished
+        return (known is not None and known.retries >= retries) \
+            or _attempt(uid, retries) in self.finished
 
     def _admit(self, entry: Entry) -> None:
         """Journal a routed task and place it: from here on it is never lost."""
@@ -1000,9 +1002,7 @@ class Router:
 
     def _remember_finished(self, key: tuple[str, int]) -> None:
         """Recent finished attempts: a resend or a late DONE of one is recognised."""
-        self.finished[key] = None
-        if len(self.finished) > _FINISHED_KEPT:
-            self.finished.popitem(last=False)
+        self.finished.add(_attempt(*key))
 
     def _fail(self, entry: Entry, kind: str, message: str) -> None:
         self._failure_event(entry, kind, message)
@@ -1121,6 +1121,35 @@ class Router:
 
 
 _DURABLE_REPLIES = frozenset({Cmd.ACCEPTED, Cmd.REPLY})
+
+
+def _attempt(uid: str, retries: int) -> str | tuple[str, int]:
+    """One attempt of a task as a key: a first attempt by its uid alone (no tuple)."""
+    return uid if retries == 0 else (uid, retries)
+
+
+class RecentKeys:
+    """The most recent keys, kept in generations of plain sets: the newest takes keys,
+    and when it is full the oldest of ``generations`` is dropped whole. Between
+    ``generations - 1`` and ``generations`` times ``size`` keys are remembered, and no
+    ever-churning table is rebuilt (an insertion-ordered dict popping its oldest key
+    reallocates its table every so often, and the allocator keeps the old copies)."""
+
+    def __init__(self, size: int, generations: int = 3):
+        self.size = size
+        self.generations: deque[set[Any]] = deque([set()], maxlen=generations)
+
+    def add(self, key: Any) -> None:
+        newest = self.generations[-1]
+        newest.add(key)
+        if len(newest) >= self.size:
+            self.generations.append(set())
+
+    def __contains__(self, key: Any) -> bool:
+        return any(key in generation for generation in self.generations)
+
+    def __len__(self) -> int:
+        return sum(len(generation) for generation in self.generations)
 
 
 class JournalFailed(Exception):
