@@ -64,8 +64,10 @@ class NullJournal:
 
     def __init__(self, path: Path, *, fsync: bool = False):
         self.path = path
+        self.fsync = False
         self.written = self.synced = self.syncs = 0
         self.wakeup_fd = None
+        self.error = None
 
     def open(self) -> tuple[list[tuple[bytes, bytes]], list[str]]:
         return [], []
