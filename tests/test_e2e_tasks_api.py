@@ -333,9 +333,10 @@ def test_retry_backoff_without_jitter_doubles_the_wait(shared, tmp_path):
     assert api.auto_backoff.delay(str(path), 3).get(timeout=10) == 3
     waits = gaps([a["t"] for a in read_records(path)])
     assert len(waits) == 3
+    # The router holds each retry at least its countdown: 0.2, 0.4, 0.8 s (factor 0.2).
+    # The upper bound only says it was not some other, longer countdown.
     for waited, countdown in zip(waits, [0.2, 0.4, 0.8]):
-        assert countdown <= waited < countdown + 0.5
-    assert waits[0] < waits[1] < waits[2]
+        assert countdown <= waited < countdown + 1.0
 
 
 def test_ignore_is_never_autoretried(shared, tmp_path):
@@ -653,11 +654,19 @@ def test_max_memory_per_child_recycles_an_actor_holding_memory(tmp_path):
 # -- rate limits -------------------------------------------------------------------------
 
 
+def assert_spaced(starts: list[float], interval_s: float, slack_s: float = 0.15) -> None:
+    """No burst past the rate: any k + 1 consecutive starts span at least k intervals. The
+    router releases tasks on that schedule; ``slack_s`` lets one start come late (the
+    delivery to the actor is not instant on a busy machine) without failing the next."""
+    for i, first in enumerate(starts):
+        for j in range(i + 1, len(starts)):
+            assert starts[j] - first >= (j - i) * interval_s - slack_s, (i, j, starts)
+
+
 def test_rate_limit_holds_across_workers_together(shared):
     runs = group(api.rate_limited.s() for _ in range(6)).apply_async().get(timeout=20)
     starts = sorted(started for started, _ in runs)
-    assert min(gaps(starts)) >= 0.15
-    assert starts[-1] - starts[0] >= 0.95
+    assert_spaced(starts, 0.2)
     pids = {pid for _, pid in runs}
     assert pids & shared.pids("a") and pids & shared.pids("b")
 
@@ -665,15 +674,14 @@ def test_rate_limit_holds_across_workers_together(shared):
 def test_rate_limit_changed_at_runtime(shared):
     name = api.rate_changed.name
     unlimited = group(api.rate_changed.s() for _ in range(3)).apply_async().get(timeout=10)
-    assert max(s for s, _ in unlimited) - min(s for s, _ in unlimited) < 0.4
+    assert max(s for s, _ in unlimited) - min(s for s, _ in unlimited) < 0.8
     app.control.rate_limit(name, "2/s")
     try:
         runs = group(api.rate_changed.s() for _ in range(3)).apply_async().get(timeout=20)
     finally:
         app.control.rate_limit(name, None)
     starts = sorted(started for started, _ in runs)
-    assert min(gaps(starts)) >= 0.4
-    assert starts[-1] - starts[0] >= 0.95
+    assert_spaced(starts, 0.5)
 
 
 def test_bad_rate_limit_at_runtime_is_a_clear_error(shared):
