@@ -28,7 +28,7 @@ from .protocol import Cmd, Message
 from .routing import declarations, tracked_id
 from .security import secure_client
 from .task import IGNORED, Outcome, Request, Task, trace
-from .utils import load_app
+from .utils import Reconnections, load_app
 
 logger = logging.getLogger("zq.actor")
 
@@ -95,12 +95,11 @@ class Actor:
         # Attached before connecting, so every handshake is seen: one after the first is
         # a router that came back (restarted), which must hear at once what this actor
         # holds, before any of it runs.
-        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        self._handshakes = 0
+        self.reconnections = Reconnections(self.sock)
         self.sock.connect(self.config.router)
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
-        self.poller.register(self.monitor, zmq.POLLIN)
+        self.poller.register(self.reconnections.socket, zmq.POLLIN)
         if self.wakeup is not None:
             self.poller.register(self.wakeup.fd, zmq.POLLIN)
         self._announce()
@@ -114,8 +113,7 @@ class Actor:
         # Last on this socket, so after every DONE: the router settles this actor on it.
         self._send(Message(Cmd.BYE))
         self.app._state_sink = None
-        self.sock.disable_monitor()
-        self.monitor.close(linger=0)
+        self.reconnections.close()
         self.sock.close(linger=2000)
         self.ctx.term()
 
@@ -159,11 +157,14 @@ class Actor:
         ready = dict(self.poller.poll(wait_ms))
         if self.wakeup is not None and self.wakeup.fd in ready:
             self.wakeup.drain()
-        if self.monitor in ready:
+        if self.reconnections.socket in ready:
             # First what came before the reconnection (tasks the old router sent while
             # this actor was busy), so that the announcement lists them.
             self._drain()
-            self._on_handshakes()
+            if self.reconnections.came_back():
+                logger.info("reconnected to the router; announcing what this actor holds")
+                self._welcomed = False
+                self._announce()
         if self.sock in ready:
             self._drain()
         if self.buffer and self._welcomed and not self.stopping:
@@ -192,18 +193,6 @@ class Actor:
                 logger.error("router: %s", msg.header.get("message"))
             else:
                 logger.warning("unexpected %s from the router", msg.cmd.value)
-
-    def _on_handshakes(self) -> None:
-        while True:
-            try:
-                self.monitor.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self._handshakes += 1
-            if self._handshakes > 1:
-                logger.info("reconnected to the router; announcing what this actor holds")
-                self._welcomed = False
-                self._announce()
 
     # -- running one task ---------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -24,7 +24,7 @@ from .errors import ConfigurationError, NoRoute, ProtocolError, PublishError, Qu
 from .errors import TimeoutError as ZqTimeoutError
 from .protocol import Cmd, Message
 from .security import ClientKeys, secure_client
-from .utils import reachable
+from .utils import Reconnections, reachable
 
 if TYPE_CHECKING:
     from .result import AsyncResult
@@ -51,22 +51,20 @@ class _NoAnswer(Exception):
 
 def _socket(ctx: zmq.Context[Any], kind: int, endpoint: str,
             keys: ClientKeys | None = None,
-            monitor: int = 0) -> tuple[zmq.Socket[Any], zmq.Socket[Any] | None]:
-    """A connected socket, and with ``monitor`` (event flags) its monitor socket, attached
-    before the connection so that no event is missed."""
+            before_connect: Callable[[zmq.Socket[Any]], Any] | None = None,
+            ) -> zmq.Socket[Any]:
+    """A connected socket; ``before_connect`` is given it first (to attach a monitor)."""
     sock = ctx.socket(kind)
     sock.linger = 0
     secure_client(sock, keys)
-    watcher = sock.get_monitor_socket(monitor) if monitor else None
+    if before_connect is not None:
+        before_connect(sock)
     try:
         sock.connect(endpoint)
     except zmq.ZMQError as exc:
-        if watcher is not None:
-            sock.disable_monitor()
-            watcher.close(linger=0)
         sock.close()
         raise ConfigurationError(f"cannot connect to {endpoint!r}: {exc}") from exc
-    return sock, watcher
+    return sock
 
 
 def _send_within(sock: zmq.Socket[Any], msg: Message, timeout_s: float) -> bool:
@@ -95,7 +93,7 @@ class RouterClient:
     def __init__(self, ctx: zmq.Context[Any], endpoint: str, keys: ClientKeys | None = None):
         self.endpoint = endpoint
         self._ctx = ctx
-        self._sock, _ = _socket(ctx, zmq.DEALER, endpoint, keys)
+        self._sock = _socket(ctx, zmq.DEALER, endpoint, keys)
         self._rids = itertools.count(1)
 
     def close(self) -> None:
@@ -185,14 +183,18 @@ class ResultsClient:
         self._keys = keys
         # A handshake after the first means the results actor came back (restarted): the
         # waits it held are gone, so they are sent again at once, not at the next renewal.
-        self._sock, monitor = _socket(ctx, zmq.DEALER, self.query_endpoint, keys,
-                                      monitor=zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        assert monitor is not None
-        self._monitor = monitor
-        self._handshakes = 0
+        watched: list[Reconnections] = []
+        try:
+            self._sock = _socket(ctx, zmq.DEALER, self.query_endpoint, keys,
+                                 before_connect=lambda s: watched.append(Reconnections(s)))
+        except ConfigurationError:
+            for reconnections in watched:
+                reconnections.socket.close(linger=0)
+            raise
+        (self._reconnections,) = watched
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
-        self._poller.register(self._monitor, zmq.POLLIN)
+        self._poller.register(self._reconnections.socket, zmq.POLLIN)
         self._rids = itertools.count(1)
         self._pending = pending
         self._asked: dict[str, float] = {}
@@ -200,8 +202,7 @@ class ResultsClient:
         self._replies: dict[int, dict[str, Any]] = {}
 
     def close(self) -> None:
-        self._sock.disable_monitor()
-        self._monitor.close(linger=0)
+        self._reconnections.close()
         self._sock.close(linger=0)
 
     def track(self, result: AsyncResult) -> None:
@@ -235,24 +236,14 @@ class ResultsClient:
         ready = dict(self._poller.poll(max(timeout_s, 0) * 1000))
         if not ready:
             return False
-        if self._monitor in ready:
-            self._on_handshakes()
+        if self._reconnections.socket in ready and self._reconnections.came_back():
+            logger.info("reconnected to the results actor; asking again for %d results",
+                        len(self._asked))
+            self._asked.clear()
         if self._sock in ready:
             for _, msg in protocol.drain(self._sock):
                 self._handle(msg)
         return True
-
-    def _on_handshakes(self) -> None:
-        while True:
-            try:
-                self._monitor.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self._handshakes += 1
-            if self._handshakes > 1:
-                logger.info("reconnected to the results actor; asking again for %d results",
-                            len(self._asked))
-                self._asked.clear()
 
     def request(self, cmd: Cmd, header: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         rid = next(self._rids)
@@ -323,7 +314,7 @@ class ResultsClient:
     def watch(self, ids: list[str] | None, timeout_s: float | None = None,
               ) -> Iterator[dict[str, Any]]:
         """Yield the current state of what is watched, then every change in order."""
-        sub, _ = _socket(self._ctx, zmq.SUB, self.pub_endpoint, self._keys)
+        sub = _socket(self._ctx, zmq.SUB, self.pub_endpoint, self._keys)
         try:
             token = b"\x00hello:" + uuid.uuid4().hex.encode()
             sub.setsockopt(zmq.SUBSCRIBE, token)

@@ -32,6 +32,7 @@ from .ratelimit import RateLimiter, parse_rate
 from .routing import (
     DEAD,
     INFLIGHT,
+    MAX_QUEUE_NAME,
     QUEUED,
     SCHEDULED,
     SYNCING,
@@ -109,8 +110,9 @@ def _task_header_problem(h: dict[str, Any]) -> str | None:
             return f"'{key}' must be a non-negative integer"
     if "priority" in h and (not isinstance(h["priority"], int) or not 0 <= h["priority"] <= 9):
         return "'priority' must be an integer from 0 to 9"
-    if "queue" in h and not (isinstance(h["queue"], str) and len(h["queue"]) <= 255):
-        return "'queue' must be a string of at most 255 characters"
+    if "queue" in h and not (isinstance(h["queue"], str)
+                             and len(h["queue"]) <= MAX_QUEUE_NAME):
+        return f"'queue' must be a string of at most {MAX_QUEUE_NAME} characters"
     if "copy_id" in h and not (isinstance(h["copy_id"], str) and len(h["copy_id"]) <= 511
                                and h["copy_id"].startswith(h["id"] + "\x1f")
                                and isinstance(h.get("queue"), str) and h["queue"]):
@@ -353,11 +355,10 @@ class Router:
         while self._held and self._held[0][0] <= synced:
             _, identity, msg = self._held.popleft()
             self._send(identity, msg)
-        now = time.time()
         while self._syncing and self._syncing[0][0] <= synced:
             entry = self._syncing.popleft()[1]
             if entry.state == SYNCING:
-                self._place(entry, now)
+                self._place(entry, time.time())
 
     def _drain(self) -> int:
         """Handle the messages waiting on the socket (up to a batch); returns how many."""

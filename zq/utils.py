@@ -9,6 +9,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import zmq
+
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -85,3 +87,28 @@ def reachable(endpoint: str, via: str) -> str:
         port = endpoint.rsplit(":", 1)[1]
         return f"tcp://{endpoint_host(via) or '127.0.0.1'}:{port}"
     return endpoint
+
+
+class Reconnections:
+    """Tells when a connecting socket's peer came back: a successful handshake after the
+    first one. Make it before the socket connects, so that no handshake is missed; poll
+    ``socket`` for readability, then ask :meth:`came_back`."""
+
+    def __init__(self, sock: zmq.Socket[Any]):
+        self._watched = sock
+        self.socket = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self._handshakes = 0
+
+    def came_back(self) -> bool:
+        """Whether the peer came back since the last call (reads the waiting events)."""
+        before = self._handshakes
+        while True:
+            try:
+                self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return self._handshakes > max(before, 1)
+            self._handshakes += 1
+
+    def close(self) -> None:
+        self._watched.disable_monitor()
+        self.socket.close(linger=0)
