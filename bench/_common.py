@@ -155,13 +155,35 @@ def parse_args(description: str | None, argv: list[str] | None = None) -> argpar
                         help="the zq router's results store (sqlite is zq's default)")
     parser.add_argument("--timeout-s", type=float, default=120.0,
                         help="longest wait for any one result or batch before the run fails")
-    args = parser.parse_args(argv)
-    for name, value in (QUICK if args.quick else FULL).items():
+    return resolve_sizes(parser, parser.parse_args(argv), FULL, QUICK,
+                         ("tasks", "latency_samples", "latency_block"))
+
+
+def resolve_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                  full: dict[str, int], quick: dict[str, int],
+                  positive: Sequence[str]) -> argparse.Namespace:
+    """Each size not given on the command line from ``quick`` (with ``--quick``) or
+    ``full``; those named in ``positive`` must be at least 1, ``warmup`` at least 0."""
+    for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if min(args.tasks, args.latency_samples, args.latency_block) < 1 or args.warmup < 0:
+    if min(getattr(args, name) for name in positive) < 1 or args.warmup < 0:
         parser.error("sizes must be positive (--warmup may be 0)")
     return args
+
+
+def add_round_trips_s(call_add: Callable[[int, int], Any], count: int, warmup: int,
+                      who: str) -> list[float]:
+    """``call_add(1, 2)`` one after another, each timed and checked; ``warmup`` untimed
+    calls first."""
+    samples_s = []
+    for _ in range(warmup + count):
+        started = time.perf_counter()
+        value = call_add(1, 2)
+        samples_s.append(time.perf_counter() - started)
+        if value != 3:
+            raise BenchError(f"{who}: add.delay(1, 2) returned {value!r}, expected 3")
+    return samples_s[warmup:]
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:

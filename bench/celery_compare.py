@@ -34,6 +34,7 @@ import zq_figures  # noqa: E402
 from _common import (  # noqa: E402
     BenchError,
     LatencyTarget,
+    add_round_trips_s,
     free_tcp_port,
     interleaved_latency,
     log,
@@ -177,14 +178,7 @@ class CeleryClient:
                              f"{self.timeout_s:g}s") from None
 
     def latency_samples_s(self, count: int, warmup: int) -> list[float]:
-        samples_s = []
-        for _ in range(warmup + count):
-            started = time.perf_counter()
-            value = self.call_add(1, 2)
-            samples_s.append(time.perf_counter() - started)
-            if value != 3:
-                raise BenchError(f"celery: add.delay(1, 2) returned {value!r}")
-        return samples_s[warmup:]
+        return add_round_trips_s(self.call_add, count, warmup, "celery")
 
     def delay_throughput(self, count: int) -> dict[str, Any]:
         """The same loop as zq's: ``add.delay(i, i)`` for every i, then every result."""

@@ -40,7 +40,15 @@ sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
 
 import psutil
 import zq_figures
-from _common import BenchError, log, machine_info, ratio, run_report, zq_revision
+from _common import (
+    BenchError,
+    log,
+    machine_info,
+    ratio,
+    resolve_sizes,
+    run_report,
+    zq_revision,
+)
 
 import zq
 from zq.testing import Cluster, Process
@@ -312,13 +320,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help="an untimed group of this size first")
     parser.add_argument("--timeout-s", type=float, default=120.0,
                         help="longest wait for any one figure before the run fails")
-    args = parser.parse_args(argv)
-    for name, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    if min(args.tasks, args.delay_tasks, args.passes) < 1 or args.warmup < 0:
-        parser.error("sizes must be positive (--warmup may be 0)")
-    return args
+    return resolve_sizes(parser, parser.parse_args(argv), FULL, QUICK,
+                         ("tasks", "delay_tasks", "passes"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import zq
 from zq.testing import Cluster
 
-from _common import BenchError, free_tcp_port, rate_per_s
+from _common import BenchError, add_round_trips_s, free_tcp_port, rate_per_s
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_MODULE = "examples.tasks"
@@ -75,13 +75,7 @@ class Client:
 
     def latency_samples_s(self, count: int, warmup: int) -> list[float]:
         """``add.delay(1, 2).get()`` one after another: send, run, store, push back."""
-        samples_s = []
-        for _ in range(warmup + count):
-            started = time.perf_counter()
-            value = self.call_add(1, 2)
-            samples_s.append(time.perf_counter() - started)
-            _check(value, 3, "add.delay(1, 2)")
-        return samples_s[warmup:]
+        return add_round_trips_s(self.call_add, count, warmup, "zq")
 
     def delay_throughput(self, count: int) -> dict[str, Any]:
         """``add.delay(i, i)`` for every i (each returns once the router accepted it), then
