@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from tests.apps import _shared
+from tests.apps._shared import wait_for
 from zq import (
     App,
     Exchange,
@@ -83,14 +85,6 @@ def read_records(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _wait_for(path, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while not Path(path).exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} did not appear within {timeout_s}s")
-        time.sleep(0.01)
-
-
 # -- plain helpers -----------------------------------------------------------------------
 
 
@@ -121,7 +115,7 @@ def fail(message):
 def hold(started, gate, timeout_s=20.0):
     """Keep an actor busy: create ``started``, then run until the test creates ``gate``."""
     Path(started).touch()
-    _wait_for(gate, timeout_s)
+    wait_for(gate, timeout_s)
     return os.getpid()
 
 
@@ -254,14 +248,7 @@ def auto_retry_signal(self, path):
 
 @app.task(bind=True)
 def report_progress(self, steps, start_gate, end_gate=None):
-    """Once ``start_gate`` exists report PROGRESS ``steps`` times, then (once ``end_gate``
-    exists, when given) return ``steps``."""
-    _wait_for(start_gate, 20.0)
-    for done in range(1, steps + 1):
-        self.update_state(state="PROGRESS", meta={"done": done, "total": steps})
-    if end_gate is not None:
-        _wait_for(end_gate, 20.0)
-    return steps
+    return _shared.report_progress(self, steps, start_gate, end_gate)
 
 
 @app.task(ignore_result=True)

@@ -4,6 +4,8 @@ import os
 import time
 from pathlib import Path
 
+from tests.apps import _shared
+from tests.apps._shared import wait_for
 from zq import App
 
 app = App("basic")
@@ -43,37 +45,22 @@ def getpid(delay_s=0.0):
     return os.getpid()
 
 
-def _wait_for(path, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while not Path(path).exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} did not appear within {timeout_s}s")
-        time.sleep(0.01)
-
-
 @app.task
 def wait_for_file(path, timeout_s=20.0):
     """Run until the test creates ``path``: a task the test finishes when it wants."""
-    _wait_for(path, timeout_s)
+    wait_for(path, timeout_s)
     return "released"
 
 
 @app.task(track_started=True)
 def tracked_wait_for_file(path, timeout_s=20.0):
-    _wait_for(path, timeout_s)
+    wait_for(path, timeout_s)
     return "released"
 
 
 @app.task(bind=True)
 def progress(self, steps, start_gate, end_gate=None):
-    """Once ``start_gate`` exists report PROGRESS ``steps`` times, then (once ``end_gate``
-    exists, when given) return ``steps``."""
-    _wait_for(start_gate, 20.0)
-    for done in range(1, steps + 1):
-        self.update_state(state="PROGRESS", meta={"done": done, "total": steps})
-    if end_gate is not None:
-        _wait_for(end_gate, 20.0)
-    return steps
+    return _shared.report_progress(self, steps, start_gate, end_gate)
 
 
 @app.task(bind=True)

@@ -10,8 +10,8 @@ gate file, write the same line to ``<log>.ended`` when they return.
 import os
 import signal
 import time
-from pathlib import Path
 
+from tests.apps._shared import wait_for
 from zq import App, Exchange, Queue
 
 # A fanout exchange: a copy of each task sent to it goes to the default queue and "spare".
@@ -23,14 +23,6 @@ def record(task, log):
     redelivered = int(bool(task.request.delivery_info.get("redelivered")))
     with open(log, "a") as f:
         f.write(f"{task.request.id} {os.getpid()} {redelivered}\n")
-
-
-def wait_for(path, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while not Path(path).exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} did not appear within {timeout_s}s")
-        time.sleep(0.01)
 
 
 @app.task(bind=True)
