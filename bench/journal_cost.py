@@ -7,7 +7,7 @@
 Three clusters run at once, differing only in the router's journal:
 
   * ``none``: no journal at all. zq cannot switch its journal off, so this script starts
-    that router itself with :class:`NullJournal` put in place of ``zq.journal.Journal``
+    that router itself with :class:`NullJournal` put in place of ``zq.router.journal.Journal``
     (zq's own code is not changed; the router never writes ``journal.log``).
   * ``default``: ``zq router`` as shipped: each step's records written with one
     ``write`` (flushed to the OS) before ACCEPTED.
@@ -104,10 +104,10 @@ class NullJournal:
 
 def serve_router_without_journal(cli_args: list[str]) -> None:
     """``zq router <cli_args>`` with :class:`NullJournal` in place of the journal."""
-    import zq.router
+    import zq.router.loop
     from zq.cli import main as cli_main
 
-    zq.router.Journal = NullJournal  # type: ignore[attr-defined, assignment]
+    zq.router.loop.Journal = NullJournal  # type: ignore[misc, assignment]
     cli_main(cli_args, prog_name="zq")
 
 

@@ -8,7 +8,7 @@ import time
 import msgpack
 
 from zq import protocol
-from zq.journal import Journal
+from zq.router.journal import Journal
 
 
 def header(task_id, retries=0):

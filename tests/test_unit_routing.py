@@ -3,7 +3,9 @@
 import pytest
 
 from zq import config
-from zq.routing import Bindings, Entry, Exchange, Queue, Router, TaskQueue, topic_matches
+from zq.router.bindings import Bindings, topic_matches
+from zq.router.book import Entry, TaskQueue
+from zq.routing import Exchange, Queue, Router
 
 
 @pytest.mark.parametrize(("pattern", "key"), [

@@ -8,6 +8,7 @@ import traceback as tb_module
 from typing import Any
 
 from .errors import TaskError
+from .protocol import exception_data
 
 
 def exception_to_data(exc: BaseException, traceback_text: str | None = None) -> dict[str, Any]:
@@ -21,8 +22,8 @@ def exception_to_data(exc: BaseException, traceback_text: str | None = None) -> 
             args.append(arg)
         else:
             args.append(repr(arg))
-    return {"type": cls.__qualname__, "module": cls.__module__, "message": str(exc),
-            "args": args, "traceback": traceback_text}
+    return exception_data(cls.__qualname__, str(exc), module=cls.__module__, args=args,
+                          traceback=traceback_text)
 
 
 def _find_class(module: str, qualname: str) -> type[BaseException] | None:

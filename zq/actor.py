@@ -25,7 +25,8 @@ from ._remote import exception_to_data
 from ._signals import Wakeup
 from .errors import NotRegistered, SerializationError, SoftTimeLimitExceeded
 from .protocol import Cmd, Message
-from .routing import declarations, tracked_id
+from .protocol import attempt_label, exception_data, tracked_id
+from .routing import declarations
 from .security import secure_client
 from .task import IGNORED, Outcome, Request, Task, trace
 from .utils import Reconnections, load_app
@@ -203,9 +204,8 @@ class Actor:
             self.buffer.remove(msg)
             self._final_event = protocol.state_event(
                 msg.header["id"], states.REVOKED, retries=msg.header.get("retries", 0),
-                name=msg.header.get("task"), ts=time.time(), exc={
-                    "type": "TaskRevokedError", "module": "zq.errors", "args": ["revoked"],
-                    "message": f"task {msg.header['id']} revoked", "traceback": None})
+                name=msg.header.get("task"), ts=time.time(), exc=exception_data(
+                    "TaskRevokedError", f"task {msg.header['id']} revoked", args=["revoked"]))
             self._done(msg.header)
         self._flush_done()
 
@@ -259,7 +259,7 @@ class Actor:
             hard = request.time_limit or self.config.time_limit_s
             try:
                 if self.current is not None:
-                    self.current.value = f"{tracked_id(header)}\n{request.retries}".encode()
+                    self.current.value = attempt_label(tracked_id(header), request.retries).encode()
                 if soft:
                     signal.setitimer(signal.ITIMER_REAL, soft)
                 if hard and self.deadline is not None:

@@ -29,6 +29,9 @@ from .errors import ProtocolError
 logger = logging.getLogger("zq.protocol")
 
 VERSION = b"ZQ1"
+# The exchange types the router knows, and the longest queue name it takes.
+EXCHANGE_TYPES = ("direct", "topic", "fanout")
+MAX_QUEUE_NAME = 255
 
 
 class Cmd(str, enum.Enum):
@@ -212,3 +215,41 @@ def event_problem(event: Any) -> str | None:
                                   for k in ("type", "module", "message")):
         return "'exc' needs string type, module and message"
     return None
+
+
+# -- ids ---------------------------------------------------------------------------------
+
+def copy_id(task_id: str, queue: str) -> str:
+    """The identity of the copy of a task that went to ``queue`` (of several)."""
+    return f"{task_id}\x1f{queue}"
+
+
+def tracked_id(header: dict[str, Any]) -> Any:
+    """The id a task message is tracked by: its ``copy_id`` when it is one of several
+    copies, else its id."""
+    return header.get("copy_id") or header.get("id")
+
+
+def attempt_label(uid: str, retries: int) -> str:
+    """One attempt of a task as a string (tracked id and retries), as the supervisor is
+    told which task an actor runs."""
+    return f"{uid}\n{retries}"
+
+
+def parse_attempt_label(label: str) -> tuple[str, int] | None:
+    """The (tracked id, retries) of :func:`attempt_label`; None when it is not one."""
+    uid, sep, retries = label.partition("\n")
+    if not sep or not retries.isdigit():
+        return None
+    return uid, int(retries)
+
+
+# -- exceptions as data ------------------------------------------------------------------
+
+def exception_data(kind: str, message: str, *, module: str = "zq.errors",
+                   args: list[Any] | None = None,
+                   traceback: str | None = None) -> dict[str, Any]:
+    """An exception as it travels in a state event: its class and module, message, args
+    and traceback text. The client rebuilds it (zq._remote.data_to_exception)."""
+    return {"type": kind, "module": module, "message": message,
+            "args": [message] if args is None else args, "traceback": traceback}

@@ -240,9 +240,9 @@ class Supervisor:
         running = []
         for child in self.children.values():
             held = bytes(child.current.value).decode(errors="replace")
-            task_id, _, retries = held.partition("\n")
-            if task_id and retries.isdigit():
-                running.append([child.identity, task_id, int(retries)])
+            attempt = protocol.parse_attempt_label(held)
+            if attempt is not None and attempt[0]:
+                running.append([child.identity, *attempt])
         if running:
             # What busy actors hold: a restarted router learns it here, since an actor
             # cannot announce itself until its task ends.

@@ -27,7 +27,7 @@ from typing import Any
 
 import msgpack
 
-from .routing import tracked_id
+from ..protocol import tracked_id
 
 logger = logging.getLogger("zq.journal")
 

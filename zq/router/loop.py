@@ -23,25 +23,15 @@ from typing import Any
 
 import zmq
 
-from . import protocol, results, security, states
-from ._signals import Wakeup
-from .errors import ProtocolError
+from .. import protocol, results, security, states
+from .._signals import Wakeup
+from ..errors import ProtocolError
+from ..protocol import MAX_QUEUE_NAME, Cmd, Message, copy_id, exception_data
+from ..ratelimit import RateLimiter, parse_rate
+from ..utils import reachable
+from .bindings import Bindings
+from .book import DEAD, INFLIGHT, QUEUED, SCHEDULED, SYNCING, Entry, TaskQueue
 from .journal import Journal
-from .protocol import Cmd, Message
-from .ratelimit import RateLimiter, parse_rate
-from .routing import (
-    DEAD,
-    INFLIGHT,
-    MAX_QUEUE_NAME,
-    QUEUED,
-    SCHEDULED,
-    SYNCING,
-    Bindings,
-    Entry,
-    TaskQueue,
-    copy_id,
-)
-from .utils import reachable
 
 logger = logging.getLogger("zq.router")
 
@@ -633,12 +623,11 @@ class Router:
         # the actor unless that is running another task by then (this one ended).
         self._replies.append((actor.host.encode(), Message(Cmd.CONTROL, {
             "op": "kill", "actor": actor.identity, "signal": signal_name,
-            "task": f"{entry.uid}\n{entry.retries}"})))
+            "task": protocol.attempt_label(entry.uid, entry.retries)})))
 
     def _revoked_event(self, entry: Entry, why: str) -> None:
-        self._event(entry, states.REVOKED, exc={
-            "type": "TaskRevokedError", "module": "zq.errors", "args": [why],
-            "message": f"task {entry.id} {why}", "traceback": None})
+        self._event(entry, states.REVOKED, exc=exception_data(
+            "TaskRevokedError", f"task {entry.id} {why}", args=[why]))
 
     def _declare(self, decls: Any) -> None:
         if self.bindings.declare(decls):
@@ -1010,9 +999,7 @@ class Router:
         self._finish(entry)
 
     def _failure_event(self, entry: Entry, kind: str, message: str) -> None:
-        self._event(entry, states.FAILURE, exc={
-            "type": kind, "module": "zq.errors", "message": message, "args": [message],
-            "traceback": None})
+        self._event(entry, states.FAILURE, exc=exception_data(kind, message))
 
     def _expire(self, entry: Entry) -> None:
         self._revoked_event(entry, "expired before it could run")
