@@ -66,6 +66,9 @@ def main() -> None:
               help="Largest task payload accepted, in bytes.")
 @click.option("--host-timeout", type=float, default=10.0, show_default=True,
               help="Seconds without a heartbeat before a worker host is declared lost.")
+@click.option("--max-redeliveries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Times an acks_late task whose worker died is handed out again before it "
+                   "fails (a task's own max_redeliveries option wins).")
 @click.option("--journal-fsync", is_flag=True, help="Answer only once the journal is fsynced (group commit): accepted tasks "
                    "survive power loss.")
 @click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False),
@@ -75,7 +78,7 @@ def main() -> None:
 @loglevel_option
 def router(bind: str, data_dir: str, results_backend: str, result_expires: float,
            max_queue_length: int | None, max_message_size: int, host_timeout: float,
-           journal_fsync: bool, curve_secret_key: str | None,
+           max_redeliveries: int, journal_fsync: bool, curve_secret_key: str | None,
            curve_authorized_dir: str | None, loglevel: str) -> None:
     """Run the router (and its results actor)."""
     from .log import setup_logging
@@ -87,7 +90,7 @@ def router(bind: str, data_dir: str, results_backend: str, result_expires: float
         bind=bind, data_dir=Path(data_dir), results_backend=results_backend,
         result_expires_s=result_expires, max_queue_length=max_queue_length,
         max_message_size=max_message_size, host_timeout_s=host_timeout,
-        journal_fsync=journal_fsync, log_level=loglevel.upper(),
+        max_redeliveries=max_redeliveries, journal_fsync=journal_fsync, log_level=loglevel.upper(),
         curve_secret_key=curve_secret_key, curve_authorized_dir=curve_authorized_dir))
 
 

@@ -32,6 +32,8 @@ VERSION = b"ZQ1"
 # The exchange types the router knows, and the longest queue name it takes.
 EXCHANGE_TYPES = ("direct", "topic", "fanout")
 MAX_QUEUE_NAME = 255
+# The largest task body a router takes (its --max-message-size) unless told otherwise.
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 
 class Cmd(str, enum.Enum):
@@ -253,3 +255,44 @@ def exception_data(kind: str, message: str, *, module: str = "zq.errors",
     and traceback text. The client rebuilds it (zq._remote.data_to_exception)."""
     return {"type": kind, "module": module, "message": message,
             "args": [message] if args is None else args, "traceback": traceback}
+
+
+# -- validation where a message enters ----------------------------------------------
+
+def task_header_problem(h: dict[str, Any]) -> str | None:
+    """Why a submitted task header cannot be taken, or None when it can."""
+    if not isinstance(h.get("id"), str) or not h["id"] or len(h["id"]) > 255:
+        return "a task needs an 'id' string of 1 to 255 characters"
+    if not isinstance(h.get("task"), str) or not h["task"]:
+        return "a task needs a 'task' name string"
+    if not isinstance(h.get("ct"), str):
+        return "a task needs a 'ct' content type string"
+    for key in ("eta", "expires", "time_limit", "soft_time_limit"):
+        if key in h and not isinstance(h[key], (int, float)):
+            return f"'{key}' must be a number"
+    for key in ("retries", "max_redeliveries", "redeliveries"):
+        if key in h and (not isinstance(h[key], int) or h[key] < 0):
+            return f"'{key}' must be a non-negative integer"
+    if "priority" in h and (not isinstance(h["priority"], int) or not 0 <= h["priority"] <= 9):
+        return "'priority' must be an integer from 0 to 9"
+    if "queue" in h and not (isinstance(h["queue"], str)
+                             and len(h["queue"]) <= MAX_QUEUE_NAME):
+        return f"'queue' must be a string of at most {MAX_QUEUE_NAME} characters"
+    if "copy_id" in h and not (isinstance(h["copy_id"], str) and len(h["copy_id"]) <= 511
+                               and h["copy_id"].startswith(h["id"] + "\x1f")
+                               and isinstance(h.get("queue"), str) and h["queue"]):
+        return ("'copy_id' must be the task id, \\x1f and a queue name (at most 511 "
+                "characters), with 'queue' set")
+    return None
+
+
+def ready_problem(queues: Any, credit: Any, holding: Any) -> str | None:
+    """Why an actor's READY cannot be taken, or None when it can."""
+    if (isinstance(queues, list) and queues and all(isinstance(q, str) for q in queues)
+            and isinstance(credit, int) and not isinstance(credit, bool) and credit >= 0
+            and isinstance(holding, list)
+            and all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], str)
+                    and isinstance(x[1], int) for x in holding)):
+        return None
+    return ("READY needs 'queues' (a list of names), 'credit' (an integer >= 0) and "
+            "'holding' (a list of [task id, retries])")

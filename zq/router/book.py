@@ -1,9 +1,10 @@
-"""Accepted tasks as the router holds them, and the queues they wait in."""
+"""Accepted tasks as the router holds them: the task table, the queues they wait in, and
+what the router remembers of finished and revoked tasks."""
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Any
+from collections import OrderedDict, deque
+from typing import Any, Protocol
 
 QUEUED, SCHEDULED, INFLIGHT, DEAD = "queued", "scheduled", "inflight", "dead"
 # Accepted, written to the journal, and waiting for the fsync that makes it durable
@@ -98,3 +99,96 @@ class TaskQueue:
             level.clear()
         self.size = 0
         return entries
+
+
+def attempt(uid: str, retries: int) -> str | tuple[str, int]:
+    """One attempt of a task as a key: a first attempt by its uid alone (no tuple)."""
+    return uid if retries == 0 else (uid, retries)
+
+
+class RecentKeys:
+    """The most recent keys, kept in generations of plain sets: the newest takes keys,
+    and when it is full the oldest of ``generations`` is dropped whole. Between
+    ``generations - 1`` and ``generations`` times ``size`` keys are remembered, and no
+    ever-churning table is rebuilt (an insertion-ordered dict popping its oldest key
+    reallocates its table every so often, and the allocator keeps the old copies)."""
+
+    def __init__(self, size: int, generations: int = 3):
+        self.size = size
+        self.generations: deque[set[Any]] = deque([set()], maxlen=generations)
+
+    def add(self, key: Any) -> None:
+        newest = self.generations[-1]
+        newest.add(key)
+        if len(newest) >= self.size:
+            self.generations.append(set())
+
+    def __contains__(self, key: Any) -> bool:
+        return any(key in generation for generation in self.generations)
+
+    def __len__(self) -> int:
+        return sum(len(generation) for generation in self.generations)
+
+
+class Records(Protocol):
+    """What the task table writes down (the journal, or a stand-in in tests)."""
+
+    def finished(self, task_id: str, retries: int) -> None: ...
+
+    def revoked(self, task_id: str) -> None: ...
+
+
+class Book:
+    """Accepted, unfinished tasks by uid; the uids of a fanout task's copies by its id;
+    recent finished attempts (so a resend or a late DONE is recognised); revoked ids."""
+
+    def __init__(self, records: Records, *, finished_generation: int = 50_000,
+                 revoked_kept: int = 50_000):
+        self.records = records
+        self.tasks: dict[str, Entry] = {}
+        self.copies: dict[str, set[str]] = {}
+        self.finished = RecentKeys(finished_generation)
+        self.revoked: OrderedDict[str, None] = OrderedDict()
+        self.revoked_kept = revoked_kept
+
+    def track(self, entry: Entry) -> None:
+        self.tasks[entry.uid] = entry
+        if entry.uid != entry.id:
+            self.copies.setdefault(entry.id, set()).add(entry.uid)
+
+    def retire(self, entry: Entry) -> None:
+        """The entry is done with (finished, failed, revoked, expired, purged)."""
+        entry.state = DEAD
+        if self.tasks.get(entry.uid) is entry:
+            del self.tasks[entry.uid]
+            if entry.uid != entry.id:
+                copies = self.copies.get(entry.id)
+                if copies is not None:
+                    copies.discard(entry.uid)
+                    if not copies:
+                        del self.copies[entry.id]
+        self.records.finished(entry.uid, entry.retries)
+        self.remember_finished(entry.key)
+
+    def remember_finished(self, key: tuple[str, int]) -> None:
+        self.finished.add(attempt(*key))
+
+    def known(self, uid: str, retries: int) -> bool:
+        """Whether this attempt of the task was accepted already (a resend)."""
+        entry = self.tasks.get(uid)
+        return (entry is not None and entry.retries >= retries) \
+            or attempt(uid, retries) in self.finished
+
+    def entries(self, task_id: str) -> list[Entry]:
+        """The accepted, unfinished entries of a task: itself, or each of its copies."""
+        uids = [task_id, *self.copies.get(task_id, ())]
+        return [entry for uid in uids if (entry := self.tasks.get(uid)) is not None]
+
+    def revoke(self, task_id: str, *, record: bool = True) -> None:
+        """Remember ``task_id`` as revoked (bounded: the oldest are forgotten)."""
+        self.revoked[task_id] = None
+        self.revoked.move_to_end(task_id)
+        if len(self.revoked) > self.revoked_kept:
+            self.revoked.popitem(last=False)
+        if record:
+            self.records.revoked(task_id)

@@ -1,0 +1,119 @@
+"""The results actor as the router's child process, and the socket events reach it by."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from .. import protocol, results, security
+from ..protocol import Cmd, Message
+from ..utils import reachable
+from .config import RouterConfig
+
+logger = logging.getLogger("zq.router")
+
+_START_TIMEOUT_S = 30.0
+_ROLES = ("ingest", "query", "pub")
+
+
+class ResultsChild:
+    """Starts the results actor, restarts it when it dies, and pushes events to it."""
+
+    def __init__(self, ctx: zmq.Context[Any], config: RouterConfig, endpoint: str,
+                 keys: security.ServerKeys | None):
+        self.ctx = ctx
+        self.config = config
+        self.endpoint = endpoint
+        self.keys = keys
+        self.endpoints: dict[str, str] = {}
+        self.process: Any = None
+        self.push: zmq.Socket[Any] | None = None
+
+    @property
+    def _saved(self) -> Path:
+        return self.config.data_dir / "results-endpoints.msgpack"
+
+    def start(self) -> None:
+        wanted = self._wanted()
+        cfg = results.ResultsConfig(
+            ingest=wanted["ingest"], query=wanted["query"], pub=wanted["pub"],
+            data_dir=None if self.config.results_backend == "memory" else self.config.data_dir,
+            backend=self.config.results_backend,
+            result_expires_s=self.config.result_expires_s,
+            curve_secret_key=self.config.curve_secret_key,
+            curve_authorized_dir=self.config.curve_authorized_dir)
+        mp = multiprocessing.get_context("spawn")
+        parent, child = mp.Pipe(duplex=False)
+        self.process = mp.Process(target=results.main, name="zq-results",
+                                  args=(cfg, child, self.config.log_level), daemon=True)
+        self.process.start()
+        child.close()
+        if not parent.poll(_START_TIMEOUT_S):
+            self.process.kill()
+            raise RuntimeError(f"the results actor did not start within {_START_TIMEOUT_S:.0f} s")
+        self.endpoints = parent.recv()
+        parent.close()
+        self._saved.write_bytes(protocol.pack(self.endpoints))
+        self.close(0)
+        self.push = self.ctx.socket(zmq.PUSH)
+        if self.keys is not None:
+            # The router is the results actor's client, with its own key pair.
+            security.secure_client(self.push, security.ClientKeys(
+                self.keys.public_key, self.keys.secret_key, self.keys.public_key))
+        self.push.linger = 0
+        self.push.sndhwm = 0
+        self.push.connect(reachable(self.endpoints["ingest"], self.endpoint))
+
+    def _wanted(self) -> dict[str, str]:
+        if self.config.bind.startswith("ipc://"):
+            return {role: f"{self.config.bind}.results-{role}" for role in _ROLES}
+        # The same ports as last time where they are free, so that clients and workers
+        # connected before a restart reconnect without being told.
+        host = self.endpoint.rsplit(":", 1)[0]
+        remembered = self.endpoints or self._remembered()
+        if remembered and all(v.startswith(host + ":") for v in remembered.values()):
+            return dict(remembered)
+        return {role: f"{host}:*" for role in _ROLES}
+
+    def _remembered(self) -> dict[str, str] | None:
+        try:
+            found = protocol.unpack(self._saved.read_bytes())
+        except (OSError, ValueError):
+            return None
+        if isinstance(found, dict) and set(found) == set(_ROLES):
+            return found
+        return None
+
+    @property
+    def sentinel(self) -> int:
+        return int(self.process.sentinel)
+
+    def died(self) -> bool:
+        return not self.process.is_alive()
+
+    def send_events(self, events: list[dict[str, Any]]) -> None:
+        assert self.push is not None
+        try:
+            protocol.send(self.push, Message(Cmd.EVENTS, {"events": events}),
+                          flags=zmq.NOBLOCK)
+        except zmq.Again:
+            logger.error("results actor not taking events; %d dropped", len(events))
+
+    def close(self, linger_s: float) -> None:
+        """Close the event socket, letting what it holds leave for up to ``linger_s``
+        (it does once the context is terminated)."""
+        if self.push is not None:
+            self.push.close(linger=int(linger_s * 1000))
+            self.push = None
+
+    def stop(self) -> None:
+        """Stop the process; it stores what reached it before it exits."""
+        if self.process is not None and self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+            if self.process.is_alive():
+                self.process.kill()

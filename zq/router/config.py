@@ -1,0 +1,29 @@
+"""The router's configuration: one frozen object, units in the names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import DEFAULT_ROUTER
+from ..protocol import MAX_MESSAGE_SIZE
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterConfig:
+    bind: str = DEFAULT_ROUTER
+    data_dir: Path = Path("zq-data")
+    results_backend: str = "sqlite"
+    result_expires_s: float = 86400.0
+    host_timeout_s: float = 10.0
+    max_message_size: int = MAX_MESSAGE_SIZE
+    max_queue_length: int | None = None
+    # How often an acks_late task whose actor died is handed out again before it fails;
+    # a task's own ``max_redeliveries`` option wins.
+    max_redeliveries: int = 3
+    journal_fsync: bool = False
+    # After a restart, dispatch waits this long for actors to re-announce what they hold.
+    resync_grace_s: float = 2.0
+    log_level: str = "INFO"
+    curve_secret_key: str | None = None
+    curve_authorized_dir: str | None = None

@@ -1,0 +1,86 @@
+"""Credit and queues: which waiting task goes to which actor.
+
+An actor announces credit (how many tasks it may hold); each task handed to it takes one,
+each DONE gives one back. A dispatch round hands one task per hungry actor in turn, so work
+spreads evenly, and what one actor gets in a round travels in one message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .book import INFLIGHT, Entry, TaskQueue
+from .peers import ActorState
+
+# Takes the next entry popped from a queue for an actor; False when it may not run now
+# (it expired, or waits for its turn under a rate limit) and was dealt with.
+Admit = Callable[[Entry], bool]
+
+
+class Dispatch:
+    def __init__(self) -> None:
+        self.queues: dict[str, TaskQueue] = {}
+        self.hungry: dict[bytes, ActorState] = {}
+
+    def push(self, entry: Entry, *, front: bool = False) -> None:
+        queue = self.queues.get(entry.queue)
+        if queue is None:
+            queue = self.queues[entry.queue] = TaskQueue(entry.queue)
+        queue.push(entry, front=front)
+
+    def discard(self, entry: Entry) -> None:
+        """Take a queued entry out of its queue."""
+        self.queues[entry.queue].discard(entry)
+
+    def depth(self, name: str) -> int:
+        queue = self.queues.get(name)
+        return queue.size if queue is not None else 0
+
+    def update(self, actor: ActorState) -> bool:
+        """Note the actor's credit; returns whether it can take work now."""
+        if actor.credit > 0:
+            self.hungry[actor.identity] = actor
+            return True
+        self.hungry.pop(actor.identity, None)
+        return False
+
+    def forget(self, identity: bytes) -> None:
+        self.hungry.pop(identity, None)
+
+    def round(self, admit: Admit) -> dict[bytes, list[Entry]]:
+        """Hand out tasks one per hungry actor per pass until nothing more fits; returns
+        what each actor got, in order."""
+        batches: dict[bytes, list[Entry]] = {}
+        progress = True
+        while progress and self.hungry:
+            progress = False
+            for actor in list(self.hungry.values()):
+                entry = self.next_for(actor, admit)
+                if entry is None:
+                    continue
+                progress = True
+                entry.state = INFLIGHT
+                actor.inflight[entry.key] = entry
+                batches.setdefault(actor.identity, []).append(entry)
+                actor.credit -= 1
+                if actor.credit <= 0:
+                    del self.hungry[actor.identity]
+        return batches
+
+    def next_for(self, actor: ActorState, admit: Admit) -> Entry | None:
+        """The next task for ``actor``: its queues are served in rotation, one task from
+        each in turn (as Celery consumes several queues), priority first within one."""
+        names = actor.queues
+        count = len(names)
+        for offset in range(count):
+            index = (actor.turn + offset) % count
+            queue = self.queues.get(names[index])
+            while queue is not None and queue.size:
+                entry = queue.pop()
+                if entry is None:
+                    break
+                if not admit(entry):
+                    continue
+                actor.turn = (index + 1) % count
+                return entry
+        return None

@@ -1,0 +1,141 @@
+"""Taking tasks in: validate a submitted task, route it to its queues, journal and place it.
+
+A task answered ACCEPTED is journaled first (:mod:`.durable`); from then on it is never
+lost. A resend of a task accepted already (its answer was lost) is answered ACCEPTED again
+and not taken twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .. import protocol, states
+from ..protocol import Cmd, Message, copy_id
+from ..ratelimit import parse_rate
+from .book import Entry
+from .core import Core
+
+logger = logging.getLogger("zq.router")
+
+
+def on_submit(core: Core, identity: bytes, msg: Message, now: float) -> None:
+    """One task, or with a ``tasks`` list a batch ([header bytes, body] pairs)."""
+    batch = msg.header.get("tasks")
+    if batch is None:
+        error = accept(core, identity, msg.header, msg.raw_header, msg.body, now)
+        core.reply(identity, error or Message(Cmd.ACCEPTED, {"id": msg.header["id"]}))
+        return
+    batch_id = msg.header.get("id")
+    if not isinstance(batch, list) or not isinstance(batch_id, str):
+        core.refuse(identity, "a batch needs an 'id' string and 'tasks': a list of "
+                              "[header, body] pairs")
+        return
+    accepted: list[str] = []
+    errors: list[list[Any]] = []
+    for item in batch:
+        try:
+            raw_header, body = item
+            header = protocol.unpack(raw_header)
+            if not isinstance(header, dict) or not isinstance(body, bytes):
+                raise ValueError("not a [header map, body bytes] pair")
+        except Exception as exc:
+            errors.append([None, "ProtocolError", f"malformed batch item: {exc}"])
+            continue
+        error = accept(core, identity, header, raw_header, body, now)
+        if error is None:
+            accepted.append(header["id"])
+        else:
+            errors.append([error.header.get("id"), error.header["error"],
+                           error.header["message"]])
+    core.reply(identity, Message(Cmd.ACCEPTED, {"id": batch_id, "ids": accepted,
+                                                "errors": errors}))
+
+
+def accept(core: Core, identity: bytes, header: dict[str, Any], raw_header: bytes | None,
+           body: bytes, now: float) -> Message | None:
+    """Journal and place one task; returns the error to answer with, or None."""
+    problem = protocol.task_header_problem(header)
+    task_id = header.get("id") if isinstance(header.get("id"), str) else None
+    kind = "ProtocolError"
+    if problem is None and len(body) > core.max_message_size:
+        problem = (f"task {task_id} is {len(body)} bytes, over the router's "
+                   f"max_message_size of {core.max_message_size}")
+        kind = "PublishError"
+    if problem is not None:
+        logger.warning("refusing task from %r: %s", identity, problem)
+        return protocol.error(problem, kind=kind, task_id=task_id)
+    entry = Entry(header, raw_header, body)
+    if core.book.known(entry.uid, entry.retries):
+        return None  # a resend after a lost answer: accepted already
+    queues = [entry.queue] if entry.queue else core.bindings.route(
+        header.get("exchange", ""), header.get("rk"))
+    if len(queues) > 1 and any(core.book.known(copy_id(entry.id, name), entry.retries)
+                               for name in queues):
+        return None  # a resend (after a router restart, too): its copies are here
+    refusal = _refusal(core, header, queues, task_id)
+    if refusal is not None:
+        return refusal
+    if not queues:
+        # Not dropped in silence as AMQP would: it fails where everyone can see.
+        where = f"exchange {header.get('exchange')!r} with routing key {header.get('rk')!r}"
+        core.failure_event(entry, "NoRoute", f"no queue is bound for {where}")
+        core.book.remember_finished(entry.key)
+        return None
+    if entry.id in core.book.revoked:
+        core.revoked_event(entry, "revoked")
+        core.book.remember_finished(entry.key)
+        return None
+    if "rate_limit" in header and entry.name not in core.schedule.overrides:
+        try:
+            core.schedule.set_rate(entry.name, parse_rate(header["rate_limit"]))
+        except ValueError as exc:
+            return protocol.error(str(exc), kind="PublishError", task_id=task_id)
+    if not header.get("ignore_result") and not entry.retries:
+        # A retry keeps showing RETRY until its next attempt starts, as in Celery.
+        core.event(entry, states.SENT, queue=",".join(queues))
+    if len(queues) == 1:
+        if not entry.queue:
+            entry.queue = queues[0]
+            entry.set_header(queue=queues[0])  # delivery_info and retries name it
+        admit(core, entry, now)
+        return None
+    # Routed to several queues: one copy each, tracked apart (a copy retries, fails or is
+    # redelivered on its own); all of them carry the task's id.
+    core.book.remember_finished(entry.key)
+    for name in queues:
+        copy = Entry(dict(header, queue=name, copy_id=copy_id(entry.id, name)), None, body)
+        if not core.book.known(copy.uid, copy.retries):
+            admit(core, copy, now)
+    return None
+
+
+def _refusal(core: Core, header: dict[str, Any], queues: list[str],
+             task_id: str | None) -> Message | None:
+    """The error for a task no queue takes as asked (``mandatory``, ``immediate``, a full
+    queue), or None."""
+    if not queues and header.get("mandatory"):
+        where = f"exchange {header.get('exchange')!r} with routing key {header.get('rk')!r}"
+        return protocol.error(f"no queue is bound for {where}", kind="NoRoute",
+                              task_id=task_id)
+    for name in queues:
+        if header.get("immediate") and not any(
+                a.credit > 0 and name in a.queues for a in core.actors.values()):
+            return protocol.error(f"no worker consuming queue {name!r} can take the task "
+                                  f"now (immediate=True)", kind="NoRoute", task_id=task_id)
+        depth = core.dispatch.depth(name)
+        limit = core.max_queue_length
+        if limit is not None and depth >= limit:
+            return protocol.error(f"queue {name!r} holds {depth} tasks, its limit "
+                                  f"(max_queue_length)", kind="QueueFull", task_id=task_id)
+    return None
+
+
+def admit(core: Core, entry: Entry, now: float) -> None:
+    """Journal a routed task and place it: from here on it is never lost."""
+    entry.accepted_at = now
+    if entry.raw_header is None:
+        entry.raw_header = protocol.pack(entry.header)
+    core.book.track(entry)
+    if core.durable.admit(entry, entry.raw_header):
+        core.place(entry, now)

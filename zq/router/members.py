@@ -1,0 +1,256 @@
+"""Actors and worker hosts: who may take tasks, what they hold, and when they are lost.
+
+An actor announces itself with READY (its queues, its credit, what it holds after a
+reconnection), returns credit with DONE, and leaves with BYE. A supervisor speaks for its
+host: its HEARTBEAT names the actors alive there and what busy ones run, and its LOST
+reports one dead. A host silent past the host timeout loses its actors, by Celery's rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .. import protocol
+from ..protocol import Cmd, Message
+from .book import QUEUED, SCHEDULED
+from .core import Core
+from .peers import ActorState, HostState
+
+logger = logging.getLogger("zq.router")
+
+# An actor whose supervisor saw it exit cleanly is settled by its BYE within this long.
+_DEPARTURE_GRACE_S = 2.0
+
+
+def on_hello(core: Core, identity: bytes, msg: Message, now: float) -> None:
+    core.reply(identity, Message(Cmd.WELCOME, core.welcome_for(msg)))
+
+
+def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
+    h = msg.header
+    queues = h.get("queues")
+    credit = h.get("credit")
+    holding = h.get("holding") or []
+    problem = protocol.ready_problem(queues, credit, holding)
+    if problem is not None:
+        core.refuse(identity, problem)
+        return
+    actor = core.actors.get(identity)
+    if actor is None:
+        actor = ActorState(identity, str(h.get("host", "")), int(h.get("pid", 0)),
+                           tuple(queues), credit, bool(h.get("supervised")), now)
+        core.actors[identity] = actor
+        logger.info("actor %s ready for %s with credit %d", actor.name, ",".join(queues),
+                    credit)
+    else:
+        actor.queues, actor.credit = tuple(queues), credit
+        actor.placeholder = False
+    # Held tasks the router places elsewhere by now (handed out again after a restart
+    # while this actor was busy) or that finished: the actor must drop them.
+    disowned = [[uid, retries] for uid, retries in holding
+                if not core.claim(actor, uid, retries)]
+    if h.get("declare"):
+        try:
+            core.declare(h["declare"])
+        except ValueError as exc:
+            logger.error("actor %r declared bad bindings: %s", identity, exc)
+    if actor.supervised and actor.host not in core.hosts:
+        core.hosts[actor.host] = HostState(actor.host, b"", now)
+    welcome = core.welcome_for(msg)
+    if disowned:
+        logger.warning("actor %s holds %d task(s) placed elsewhere or finished; it drops "
+                       "them", actor.name, len(disowned))
+        welcome["drop"] = disowned
+    core.reply(identity, Message(Cmd.WELCOME, welcome))
+    core.set_hungry(actor)
+
+
+def on_done(core: Core, identity: bytes, msg: Message, now: float) -> None:
+    """One finished task, or with ``done`` a list of them; each returns one credit."""
+    actor = core.actors.get(identity)
+    records = msg.header.get("done")
+    items = records if isinstance(records, list) else [msg.header]
+    if actor is None:
+        # From before a router restart (queued in the actor's socket while the router was
+        # down): the tasks are done, so the journal's replayed copies must not run.
+        for record in items:
+            if isinstance(record, dict):
+                _forward(core, record)
+                _late_done(core, record)
+        core.reply(identity, Message(Cmd.RESYNC))
+        return
+    for record in items:
+        if isinstance(record, dict):
+            _done_one(core, actor, record)
+    if actor.placeholder:
+        actor.credit = 0
+        core.reply(identity, Message(Cmd.RESYNC))
+        return
+    core.set_hungry(actor)
+
+
+def _forward(core: Core, record: dict[str, Any]) -> None:
+    """The final state event a DONE carries goes on to the results actor."""
+    event = record.get("event")
+    if event is not None and protocol.event_problem(event) is None:
+        core.events.append(event)
+
+
+def _done_one(core: Core, actor: ActorState, record: dict[str, Any]) -> None:
+    key = (record.get("id"), record.get("retries", 0))
+    entry = actor.inflight.pop(key, None)  # type: ignore[arg-type]
+    actor.credit += 1
+    # Forwarded even for a task given up on: the results actor keeps the first final
+    # state of an attempt, so a late result is never applied twice.
+    _forward(core, record)
+    if entry is None:
+        _late_done(core, record)
+        return
+    if not record.get("requeue"):
+        core.finish(entry)
+        return
+    started = bool(record.get("started"))
+    limit = core.redelivery_limit(entry)
+    if started and entry.redeliveries >= limit:
+        core.fail(entry, "Reject", f"the task rejected itself {entry.redeliveries + 1} times "
+                                   f"(max_redeliveries={limit}); not requeued again")
+    else:
+        core.requeue(entry, redelivered=started)
+
+
+def _late_done(core: Core, record: dict[str, Any]) -> None:
+    """A DONE for a task the router no longer places with that actor (it gave the actor
+    up, or restarted): if the task finished, its queued copy need not run. A task handed
+    back unfinished (requeue) keeps its copy."""
+    if record.get("requeue"):
+        return
+    uid, retries = record.get("id"), record.get("retries", 0)
+    entry = core.book.tasks.get(uid) if isinstance(uid, str) else None
+    if entry is not None and entry.retries == retries and entry.state in (QUEUED, SCHEDULED):
+        core.unqueue(entry)
+        core.finish(entry)
+
+
+def on_events(core: Core, identity: bytes, msg: Message, now: float) -> None:
+    """State changes reported by an actor while its task runs: forwarded in order."""
+    if identity not in core.actors:
+        core.refuse(identity, "EVENTS are taken from actors only; clients send them to "
+                              "the results actor")
+        return
+    events = msg.header.get("events")
+    if not isinstance(events, list):
+        core.refuse(identity, "EVENTS needs an 'events' list")
+        return
+    for event in events:
+        problem = protocol.event_problem(event)
+        if problem:
+            logger.warning("dropping event from actor %r: %s", identity, problem)
+        else:
+            core.events.append(event)
+
+
+def on_heartbeat(core: Core, identity: bytes, msg: Message, now: float) -> None:
+    if "actors" not in msg.header:
+        if identity not in core.actors:
+            core.reply(identity, Message(Cmd.RESYNC))
+        return
+    host, actors = msg.header.get("host"), msg.header["actors"]
+    if not (isinstance(host, str) and host and isinstance(actors, list)
+            and all(isinstance(a, (str, bytes)) for a in actors)):
+        core.refuse(identity, "a supervisor HEARTBEAT needs 'host' (a string) and 'actors' "
+                              "(a list)")
+        return
+    state = core.hosts.get(host)
+    if state is None:
+        state = core.hosts[host] = HostState(host, identity, now)
+    state.identity, state.last_seen = identity, now
+    alive = {a.encode() if isinstance(a, str) else a for a in actors}
+    _adopt_running(core, host, msg.header.get("running"), alive, now)
+    for actor in [a for a in core.actors.values() if a.host == host]:
+        if (actor.identity not in alive and now - actor.registered_at > _DEPARTURE_GRACE_S
+                and actor.departed_at is None):
+            core.actor_lost(actor.identity, "not among its supervisor's actors")
+
+
+def _adopt_running(core: Core, host: str, running: Any, alive: set[bytes],
+                   now: float) -> None:
+    """Tasks that busy actors of ``host`` are running, as their supervisor reports them:
+    an actor the router does not know yet (it restarted while the task ran) is recorded
+    as holding its task, so that the journal's copy is not run again."""
+    if not isinstance(running, list):
+        return
+    for item in running:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[1], str)
+                and isinstance(item[2], int)):
+            continue
+        identity = item[0].encode() if isinstance(item[0], str) else item[0]
+        if not isinstance(identity, bytes) or identity not in alive \
+                or identity in core.actors:
+            continue
+        actor = ActorState(identity, host, 0, (), 0, True, now, placeholder=True)
+        core.actors[identity] = actor
+        core.claim(actor, item[1], item[2])
+
+
+def on_lost(core: Core, identity: bytes, msg: Message, now: float) -> None:
+    """A supervisor reports one of its actors dead; nobody else may."""
+    actor = msg.header.get("actor")
+    if isinstance(actor, str):
+        actor = actor.encode()
+    if not isinstance(actor, bytes):
+        core.refuse(identity, "LOST needs 'actor', an identity")
+        return
+    state = core.actors.get(actor)
+    if state is None:
+        return  # gone already, or never announced: nothing held to act on
+    # A supervisor's identity is its host name, which its actors announce.
+    if state.supervised and identity != state.host.encode():
+        logger.warning("ignoring LOST for %r from %r, which is not its supervisor",
+                       actor, identity)
+        core.refuse(identity, "LOST is taken only from the actor's own supervisor")
+        return
+    if msg.header.get("clean"):
+        # A clean exit: its DONEs and BYE travel on its own socket and may still be on
+        # their way; wait for the BYE rather than judge its tasks now.
+        state.departed_at = now
+        state.credit = 0
+        core.dispatch.forget(actor)
+        return
+    core.actor_lost(actor, str(msg.header.get("reason", "exited")), msg.header.get("error"))
+
+
+def on_bye(core: Core, identity: bytes, msg: Message, now: float) -> None:
+    """An actor's last word: every DONE came before it, so nothing it holds started.
+    From a supervisor: its host leaves, and whatever its actors still hold is judged."""
+    host = msg.header.get("host")
+    if isinstance(host, str) and identity == host.encode() and host in core.hosts:
+        del core.hosts[host]
+        # An actor already seen exiting cleanly is settled by its own BYE (its DONEs
+        # travel on its socket and may still be on their way), or by housekeeping.
+        for actor in [a for a in core.actors.values()
+                      if a.host == host and a.departed_at is None]:
+            core.actor_lost(actor.identity, "its worker host shut down")
+        logger.info("host %s left", host)
+        return
+    actor = core.actors.pop(identity, None)
+    core.dispatch.forget(identity)
+    if actor is None:
+        return
+    logger.info("actor %s left", actor.name)
+    for entry in reversed(actor.inflight.values()):
+        core.enqueue(entry, front=True)
+
+
+def housekeeping(core: Core, now: float) -> None:
+    """Actors that left without a BYE, and hosts silent past the host timeout."""
+    for actor in [a for a in core.actors.values()
+                  if a.departed_at is not None and now - a.departed_at > _DEPARTURE_GRACE_S]:
+        core.actor_lost(actor.identity, "exited without saying goodbye")
+    for host in [h for h in core.hosts.values() if now - h.last_seen > core.host_timeout_s]:
+        logger.warning("host %s silent for %.1fs: its actors are lost", host.host,
+                       now - host.last_seen)
+        del core.hosts[host.host]
+        for actor in [a for a in core.actors.values() if a.host == host.host]:
+            core.actor_lost(actor.identity, f"host {host.host} lost")
+    core.schedule.compact_expiries(list(core.book.tasks.values()))

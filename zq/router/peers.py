@@ -1,0 +1,39 @@
+"""What the router knows of each actor process and each worker host."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from .book import Entry
+
+
+@dataclass
+class ActorState:
+    identity: bytes
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    credit: int
+    supervised: bool
+    registered_at: float
+    # What it holds, in the order handed out: the first is running, the rest prefetched.
+    inflight: OrderedDict[tuple[str, int], Entry] = field(default_factory=OrderedDict)
+    # Set when its supervisor saw it exit cleanly: no more tasks; its BYE settles it.
+    departed_at: float | None = None
+    # Known only from its supervisor's heartbeat (busy across a router restart): it is
+    # asked to announce itself once its task is done.
+    placeholder: bool = False
+    # Where the next turn over its queues starts, so that each gets served in rotation.
+    turn: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.identity.decode(errors="replace")
+
+
+@dataclass
+class HostState:
+    host: str
+    identity: bytes
+    last_seen: float
