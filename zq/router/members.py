@@ -155,17 +155,16 @@ def on_heartbeat(core: Core, identity: bytes, msg: Message, now: float) -> None:
         if identity not in core.actors:
             core.reply(identity, Message(Cmd.RESYNC))
         return
-    host, actors = msg.header.get("host"), msg.header["actors"]
-    if not (isinstance(host, str) and host and isinstance(actors, list)
-            and all(isinstance(a, (str, bytes)) for a in actors)):
-        core.refuse(identity, "a supervisor HEARTBEAT needs 'host' (a string) and 'actors' "
-                              "(a list)")
+    problem = protocol.heartbeat_problem(msg.header)
+    if problem is not None:
+        core.refuse(identity, problem)
         return
+    host, actors = msg.header["host"], msg.header["actors"]
     state = core.hosts.get(host)
     if state is None:
         state = core.hosts[host] = HostState(host, identity, now)
     state.identity, state.last_seen = identity, now
-    alive = {a.encode() if isinstance(a, str) else a for a in actors}
+    alive = {protocol.identity(a) for a in actors}
     _adopt_running(core, host, msg.header.get("running"), alive, now)
     for actor in [a for a in core.actors.values() if a.host == host]:
         if (actor.identity not in alive and now - actor.registered_at > _DEPARTURE_GRACE_S
@@ -173,7 +172,7 @@ def on_heartbeat(core: Core, identity: bytes, msg: Message, now: float) -> None:
             core.actor_lost(actor.identity, "not among its supervisor's actors")
 
 
-def _adopt_running(core: Core, host: str, running: Any, alive: set[bytes],
+def _adopt_running(core: Core, host: str, running: Any, alive: set[bytes | None],
                    now: float) -> None:
     """Tasks that busy actors of ``host`` are running, as their supervisor reports them:
     an actor the router does not know yet (it restarted while the task ran) is recorded
@@ -184,9 +183,8 @@ def _adopt_running(core: Core, host: str, running: Any, alive: set[bytes],
         if not (isinstance(item, list) and len(item) == 3 and isinstance(item[1], str)
                 and isinstance(item[2], int)):
             continue
-        identity = item[0].encode() if isinstance(item[0], str) else item[0]
-        if not isinstance(identity, bytes) or identity not in alive \
-                or identity in core.actors:
+        identity = protocol.identity(item[0])
+        if identity is None or identity not in alive or identity in core.actors:
             continue
         actor = ActorState(identity, host, 0, (), 0, True, now, placeholder=True)
         core.actors[identity] = actor
@@ -195,10 +193,8 @@ def _adopt_running(core: Core, host: str, running: Any, alive: set[bytes],
 
 def on_lost(core: Core, identity: bytes, msg: Message, now: float) -> None:
     """A supervisor reports one of its actors dead; nobody else may."""
-    actor = msg.header.get("actor")
-    if isinstance(actor, str):
-        actor = actor.encode()
-    if not isinstance(actor, bytes):
+    actor = protocol.identity(msg.header.get("actor"))
+    if actor is None:
         core.refuse(identity, "LOST needs 'actor', an identity")
         return
     state = core.actors.get(actor)

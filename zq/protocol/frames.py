@@ -1,4 +1,4 @@
-"""zq's wire protocol: the message kinds and the one place frames are built and read.
+"""Frames: the message kinds, and the one place frames are built and read.
 
 A message is one ZeroMQ frame::
 
@@ -24,16 +24,11 @@ from typing import Any
 import msgpack
 import zmq
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 logger = logging.getLogger("zq.protocol")
 
 VERSION = b"ZQ1"
-# The exchange types the router knows, and the longest queue name it takes.
-EXCHANGE_TYPES = ("direct", "topic", "fanout")
-MAX_QUEUE_NAME = 255
-# The largest task body a router takes (its --max-message-size) unless told otherwise.
-MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 
 class Cmd(str, enum.Enum):
@@ -168,131 +163,3 @@ def drain(sock: zmq.Socket[Any], limit: int | None = None, routed: bool = False,
                 on_error(getattr(exc, "identity", None), exc)
             else:
                 logger.warning("dropping a malformed message: %s", exc)
-
-
-def error(message: str, *, kind: str = "ProtocolError", task_id: str | None = None) -> Message:
-    """An ERROR reply naming the exception class the sender should raise."""
-    header: dict[str, Any] = {"error": kind, "message": message}
-    if task_id is not None:
-        header["id"] = task_id
-    return Message(Cmd.ERROR, header)
-
-
-def state_event(task_id: str, state: str, *, retries: int = 0, name: str | None = None,
-                content_type: str | None = None, body: bytes | None = None,
-                exc: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """One state change of one task, as the router and actors send it to the results actor.
-
-    ``body`` is the result (SUCCESS) or the meta (custom states) in ``content_type``; ``exc``
-    is an exception as data (FAILURE, RETRY, REVOKED). The results actor adds ``seq``,
-    ``version`` and ``ts`` (when absent).
-    """
-    event: dict[str, Any] = {"id": task_id, "state": state, "retries": retries}
-    if name is not None:
-        event["name"] = name
-    if body is not None:
-        event["ct"] = content_type
-        event["body"] = body
-    if exc is not None:
-        event["exc"] = exc
-    event.update(extra)
-    return event
-
-
-def event_problem(event: Any) -> str | None:
-    """Why a state event cannot be stored, or None when it can."""
-    if not isinstance(event, dict):
-        return "an event must be a map"
-    if not isinstance(event.get("id"), str) or not event["id"] or len(event["id"]) > 255:
-        return "an event needs a task id string of 1 to 255 characters"
-    if not isinstance(event.get("state"), str) or not event["state"]:
-        return "an event needs a state string"
-    if not isinstance(event.get("retries", 0), int) or isinstance(event.get("retries"), bool):
-        return "'retries' must be an integer"
-    for key, kinds in (("ts", (int, float)), ("name", str), ("ct", str), ("body", bytes),
-                       ("exc", dict), ("copy", str)):
-        if key in event and not isinstance(event[key], kinds):
-            return f"'{key}' has the wrong type"
-    if "exc" in event and not all(isinstance(event["exc"].get(k, ""), str)
-                                  for k in ("type", "module", "message")):
-        return "'exc' needs string type, module and message"
-    return None
-
-
-# -- ids ---------------------------------------------------------------------------------
-
-def copy_id(task_id: str, queue: str) -> str:
-    """The identity of the copy of a task that went to ``queue`` (of several)."""
-    return f"{task_id}\x1f{queue}"
-
-
-def tracked_id(header: dict[str, Any]) -> Any:
-    """The id a task message is tracked by: its ``copy_id`` when it is one of several
-    copies, else its id."""
-    return header.get("copy_id") or header.get("id")
-
-
-def attempt_label(uid: str, retries: int) -> str:
-    """One attempt of a task as a string (tracked id and retries), as the supervisor is
-    told which task an actor runs."""
-    return f"{uid}\n{retries}"
-
-
-def parse_attempt_label(label: str) -> tuple[str, int] | None:
-    """The (tracked id, retries) of :func:`attempt_label`; None when it is not one."""
-    uid, sep, retries = label.partition("\n")
-    if not sep or not retries.isdigit():
-        return None
-    return uid, int(retries)
-
-
-# -- exceptions as data ------------------------------------------------------------------
-
-def exception_data(kind: str, message: str, *, module: str = "zq.errors",
-                   args: list[Any] | None = None,
-                   traceback: str | None = None) -> dict[str, Any]:
-    """An exception as it travels in a state event: its class and module, message, args
-    and traceback text. The client rebuilds it (zq._remote.data_to_exception)."""
-    return {"type": kind, "module": module, "message": message,
-            "args": [message] if args is None else args, "traceback": traceback}
-
-
-# -- validation where a message enters ----------------------------------------------
-
-def task_header_problem(h: dict[str, Any]) -> str | None:
-    """Why a submitted task header cannot be taken, or None when it can."""
-    if not isinstance(h.get("id"), str) or not h["id"] or len(h["id"]) > 255:
-        return "a task needs an 'id' string of 1 to 255 characters"
-    if not isinstance(h.get("task"), str) or not h["task"]:
-        return "a task needs a 'task' name string"
-    if not isinstance(h.get("ct"), str):
-        return "a task needs a 'ct' content type string"
-    for key in ("eta", "expires", "time_limit", "soft_time_limit"):
-        if key in h and not isinstance(h[key], (int, float)):
-            return f"'{key}' must be a number"
-    for key in ("retries", "max_redeliveries", "redeliveries"):
-        if key in h and (not isinstance(h[key], int) or h[key] < 0):
-            return f"'{key}' must be a non-negative integer"
-    if "priority" in h and (not isinstance(h["priority"], int) or not 0 <= h["priority"] <= 9):
-        return "'priority' must be an integer from 0 to 9"
-    if "queue" in h and not (isinstance(h["queue"], str)
-                             and len(h["queue"]) <= MAX_QUEUE_NAME):
-        return f"'queue' must be a string of at most {MAX_QUEUE_NAME} characters"
-    if "copy_id" in h and not (isinstance(h["copy_id"], str) and len(h["copy_id"]) <= 511
-                               and h["copy_id"].startswith(h["id"] + "\x1f")
-                               and isinstance(h.get("queue"), str) and h["queue"]):
-        return ("'copy_id' must be the task id, \\x1f and a queue name (at most 511 "
-                "characters), with 'queue' set")
-    return None
-
-
-def ready_problem(queues: Any, credit: Any, holding: Any) -> str | None:
-    """Why an actor's READY cannot be taken, or None when it can."""
-    if (isinstance(queues, list) and queues and all(isinstance(q, str) for q in queues)
-            and isinstance(credit, int) and not isinstance(credit, bool) and credit >= 0
-            and isinstance(holding, list)
-            and all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], str)
-                    and isinstance(x[1], int) for x in holding)):
-        return None
-    return ("READY needs 'queues' (a list of names), 'credit' (an integer >= 0) and "
-            "'holding' (a list of [task id, retries])")

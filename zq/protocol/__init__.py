@@ -1,0 +1,57 @@
+"""zq's wire protocol: the one typed contract between its processes.
+
+A message is one ZeroMQ frame::
+
+    b"ZQ1" | command code (1 byte) | header length (4 bytes, big-endian) | header | body
+
+The command is one of :class:`Cmd`, the header a msgpack map (its keys per kind in
+:mod:`.headers`) and the body an opaque payload (a task's arguments or a result in its own
+content type), possibly empty. :mod:`.frames` builds and reads frames, :mod:`.checks`
+validates headers where they enter, :mod:`.build` makes the headers several processes send,
+and :mod:`.ids` defines every id format and limit. No other module builds or parses frames
+or ids.
+"""
+
+from .build import error, exception_data, state_event
+from .checks import event_problem, heartbeat_problem, identity, ready_problem, task_header_problem
+from .frames import VERSION, Cmd, Message, decode, drain, pack, recv, send, unpack
+from .headers import (
+    AcceptedHeader,
+    BatchHeader,
+    ByeHeader,
+    ControlHeader,
+    DoneRecord,
+    ErrorHeader,
+    HeartbeatHeader,
+    LostHeader,
+    QueryHeader,
+    ReadyHeader,
+    StateEvent,
+    TaskHeader,
+    WelcomeHeader,
+)
+from .ids import (
+    EXCHANGE_TYPES,
+    MAX_MESSAGE_SIZE,
+    MAX_QUEUE_NAME,
+    MAX_TASK_ID,
+    attempt_label,
+    copy_id,
+    parse_attempt_label,
+    tracked_id,
+)
+
+__all__ = [
+    # frames
+    "VERSION", "Cmd", "Message", "decode", "drain", "pack", "recv", "send", "unpack",
+    # building and checking headers
+    "error", "exception_data", "state_event",
+    "event_problem", "heartbeat_problem", "identity", "ready_problem", "task_header_problem",
+    # header types
+    "AcceptedHeader", "BatchHeader", "ByeHeader", "ControlHeader", "DoneRecord",
+    "ErrorHeader", "HeartbeatHeader", "LostHeader", "QueryHeader", "ReadyHeader",
+    "StateEvent", "TaskHeader", "WelcomeHeader",
+    # ids and limits
+    "EXCHANGE_TYPES", "MAX_MESSAGE_SIZE", "MAX_QUEUE_NAME", "MAX_TASK_ID",
+    "attempt_label", "copy_id", "parse_attempt_label", "tracked_id",
+]

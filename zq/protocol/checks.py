@@ -1,0 +1,83 @@
+"""Validation where a message enters: each function says why a header (or a part of one)
+cannot be taken, as one line for the sender, or returns None when it can."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .ids import MAX_QUEUE_NAME, MAX_TASK_ID
+
+
+def event_problem(event: Any) -> str | None:
+    """Why a state event cannot be stored, or None when it can."""
+    if not isinstance(event, dict):
+        return "an event must be a map"
+    if not isinstance(event.get("id"), str) or not event["id"] or len(event["id"]) > MAX_TASK_ID:
+        return "an event needs a task id string of 1 to 255 characters"
+    if not isinstance(event.get("state"), str) or not event["state"]:
+        return "an event needs a state string"
+    if not isinstance(event.get("retries", 0), int) or isinstance(event.get("retries"), bool):
+        return "'retries' must be an integer"
+    for key, kinds in (("ts", (int, float)), ("name", str), ("ct", str), ("body", bytes),
+                       ("exc", dict), ("copy", str)):
+        if key in event and not isinstance(event[key], kinds):
+            return f"'{key}' has the wrong type"
+    if "exc" in event and not all(isinstance(event["exc"].get(k, ""), str)
+                                  for k in ("type", "module", "message")):
+        return "'exc' needs string type, module and message"
+    return None
+
+
+def task_header_problem(h: dict[str, Any]) -> str | None:
+    """Why a submitted task header cannot be taken, or None when it can."""
+    if not isinstance(h.get("id"), str) or not h["id"] or len(h["id"]) > MAX_TASK_ID:
+        return "a task needs an 'id' string of 1 to 255 characters"
+    if not isinstance(h.get("task"), str) or not h["task"]:
+        return "a task needs a 'task' name string"
+    if not isinstance(h.get("ct"), str):
+        return "a task needs a 'ct' content type string"
+    for key in ("eta", "expires", "time_limit", "soft_time_limit"):
+        if key in h and not isinstance(h[key], (int, float)):
+            return f"'{key}' must be a number"
+    for key in ("retries", "max_redeliveries", "redeliveries"):
+        if key in h and (not isinstance(h[key], int) or h[key] < 0):
+            return f"'{key}' must be a non-negative integer"
+    if "priority" in h and (not isinstance(h["priority"], int) or not 0 <= h["priority"] <= 9):
+        return "'priority' must be an integer from 0 to 9"
+    if "queue" in h and not (isinstance(h["queue"], str)
+                             and len(h["queue"]) <= MAX_QUEUE_NAME):
+        return f"'queue' must be a string of at most {MAX_QUEUE_NAME} characters"
+    if "copy_id" in h and not (isinstance(h["copy_id"], str) and len(h["copy_id"]) <= 511
+                               and h["copy_id"].startswith(h["id"] + "\x1f")
+                               and isinstance(h.get("queue"), str) and h["queue"]):
+        return ("'copy_id' must be the task id, \\x1f and a queue name (at most 511 "
+                "characters), with 'queue' set")
+    return None
+
+
+def ready_problem(queues: Any, credit: Any, holding: Any) -> str | None:
+    """Why an actor's READY cannot be taken, or None when it can."""
+    if (isinstance(queues, list) and queues and all(isinstance(q, str) for q in queues)
+            and isinstance(credit, int) and not isinstance(credit, bool) and credit >= 0
+            and isinstance(holding, list)
+            and all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], str)
+                    and isinstance(x[1], int) for x in holding)):
+        return None
+    return ("READY needs 'queues' (a list of names), 'credit' (an integer >= 0) and "
+            "'holding' (a list of [task id, retries])")
+
+
+def heartbeat_problem(header: dict[str, Any]) -> str | None:
+    """Why a supervisor's HEARTBEAT cannot be taken (an actor's carries no ``actors``)."""
+    host, actors = header.get("host"), header.get("actors")
+    if (isinstance(host, str) and host and isinstance(actors, list)
+            and all(isinstance(a, (str, bytes)) for a in actors)):
+        return None
+    return "a supervisor HEARTBEAT needs 'host' (a string) and 'actors' (a list)"
+
+
+def identity(value: Any) -> bytes | None:
+    """A peer identity as bytes (msgpack may bring it as text), or None."""
+    if isinstance(value, str):
+        return value.encode()
+    return value if isinstance(value, bytes) else None

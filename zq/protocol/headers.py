@@ -1,0 +1,166 @@
+"""The header of every message kind, as the processes exchange them.
+
+Headers travel as msgpack maps; these TypedDicts say which keys each kind carries and of
+what type (``total=False`` where keys are optional). Where a header enters a process it is
+checked once (:mod:`.checks`) before anything relies on these types.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class TaskHeader(TypedDict, total=False):
+    """SUBMIT (client → router) and TASK (router → actor): one task message."""
+
+    id: str
+    task: str
+    ct: str                      # content type of the body: serialized [args, kwargs]
+    queue: str
+    exchange: str
+    rk: str                      # routing key
+    priority: int                # 0 (first) to 9
+    eta: float                   # seconds since the epoch
+    expires: float
+    retries: int
+    time_limit: float
+    soft_time_limit: float
+    acks_late: bool
+    reject_on_worker_lost: bool
+    max_redeliveries: int
+    redeliveries: int
+    redelivered: bool
+    ignore_result: bool
+    rate_limit: str | float
+    mandatory: bool
+    immediate: bool
+    copy_id: str                 # one copy of a task routed to several queues
+    headers: dict[str, Any]
+    root_id: str
+    parent_id: str
+    group_id: str
+    link: Any
+    link_error: Any
+    chain: Any
+
+
+class BatchHeader(TypedDict):
+    """SUBMIT or TASK carrying several tasks: [header bytes, body] pairs."""
+
+    id: str
+    tasks: list[list[bytes]]
+
+
+class AcceptedHeader(TypedDict, total=False):
+    """ACCEPTED: the task's id, or for a batch the ids taken and the errors."""
+
+    id: str
+    ids: list[str]
+    errors: list[list[Any]]      # [task id or None, error class name, message]
+
+
+class ErrorHeader(TypedDict, total=False):
+    """ERROR: the exception class the sender should raise, with its message."""
+
+    error: str
+    message: str
+    id: str
+    rid: Any
+
+
+class WelcomeHeader(TypedDict, total=False):
+    """WELCOME: where the results actor is, the router's start id, and what an actor
+    re-announcing after a restart must drop."""
+
+    results: dict[str, str]      # ingest, query, pub endpoints
+    epoch: str
+    rid: Any
+    drop: list[list[Any]]        # [tracked id, retries]
+
+
+class ControlHeader(TypedDict, total=False):
+    """CONTROL (client → router, router → actor or supervisor) and its REPLY."""
+
+    op: str
+    rid: Any
+    ids: list[str]
+    task: str
+    rate_limit: str | float | None
+    terminate: bool
+    signal: str
+    queue: str | None
+    queues: list[dict[str, str]]
+    actor: bytes
+
+
+class ReadyHeader(TypedDict, total=False):
+    """READY: an actor's queues and credit, and what it holds after a reconnection."""
+
+    queues: list[str]
+    credit: int
+    host: str
+    pid: int
+    supervised: bool
+    holding: list[list[Any]]     # [tracked id, retries]
+    declare: list[dict[str, str]]
+
+
+class DoneRecord(TypedDict, total=False):
+    """DONE: one finished task (or ``done``: a list of these); each returns a credit."""
+
+    id: str                      # the tracked id
+    retries: int
+    event: dict[str, Any]        # its final state event
+    requeue: bool                # handed back unfinished (Reject, a clean exit)
+    started: bool
+
+
+class HeartbeatHeader(TypedDict, total=False):
+    """HEARTBEAT: empty from an actor; from a supervisor its host, its live actors and
+    what busy ones run."""
+
+    host: str
+    actors: list[bytes]
+    running: list[list[Any]]     # [actor identity, tracked id, retries]
+
+
+class LostHeader(TypedDict, total=False):
+    """LOST: a supervisor reports one of its actors dead (or gone cleanly)."""
+
+    actor: bytes
+    reason: str
+    error: str
+    clean: bool
+
+
+class ByeHeader(TypedDict, total=False):
+    """BYE: an actor's last word, or with ``host`` its supervisor's."""
+
+    host: str
+
+
+class StateEvent(TypedDict, total=False):
+    """One state change of one task (EVENTS carries a list; EVENT publishes one)."""
+
+    id: str
+    state: str
+    retries: int
+    name: str
+    ct: str
+    body: bytes
+    exc: dict[str, Any]
+    copy: str
+    ts: float
+    seq: int
+    version: int
+    queue: str
+
+
+class QueryHeader(TypedDict, total=False):
+    """GET, WAIT, FORGET, SNAPSHOT (→ results actor) and STATES (its answer)."""
+
+    ids: list[str] | None
+    timeout_s: float
+    rid: Any
+    states: list[StateEvent]
+    seq: int

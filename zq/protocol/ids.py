@@ -1,0 +1,37 @@
+"""Identifiers and limits every process agrees on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The exchange types the router knows, and the longest queue name it takes.
+EXCHANGE_TYPES = ("direct", "topic", "fanout")
+MAX_QUEUE_NAME = 255
+# The largest task body a router takes (its --max-message-size) unless told otherwise.
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+MAX_TASK_ID = 255
+
+
+def copy_id(task_id: str, queue: str) -> str:
+    """The identity of the copy of a task that went to ``queue`` (of several)."""
+    return f"{task_id}\x1f{queue}"
+
+
+def tracked_id(header: dict[str, Any]) -> Any:
+    """The id a task message is tracked by: its ``copy_id`` when it is one of several
+    copies, else its id."""
+    return header.get("copy_id") or header.get("id")
+
+
+def attempt_label(uid: str, retries: int) -> str:
+    """One attempt of a task as a string (tracked id and retries), as the supervisor is
+    told which task an actor runs."""
+    return f"{uid}\n{retries}"
+
+
+def parse_attempt_label(label: str) -> tuple[str, int] | None:
+    """The (tracked id, retries) of :func:`attempt_label`; None when it is not one."""
+    uid, sep, retries = label.partition("\n")
+    if not sep or not retries.isdigit():
+        return None
+    return uid, int(retries)
