@@ -143,6 +143,14 @@ def test_sqlite_expire_and_delete_reach_the_cache_and_the_file(
     assert reopen().get_many(["old", "gone", "kept"]).keys() == {"kept"}
 
 
+def test_sqlite_reads_back_an_exception_whose_data_has_integer_keys(
+        reopen: Callable[[], SQLiteStore]) -> None:
+    """Events arrive as msgpack that may hold integer map keys; what is stored reads back."""
+    failed = row("a", FAILURE, exc={"type": "E", "module": "m", "message": "", 1: "one"})
+    reopen().put_many([failed])
+    assert reopen().get_many(["a"]) == {"a": failed}
+
+
 def test_sqlite_batch_that_fails_writes_nothing(reopen: Callable[[], SQLiteStore]) -> None:
     store = reopen()
     with pytest.raises(TypeError):

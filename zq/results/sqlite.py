@@ -7,8 +7,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
-import msgpack  # type: ignore[import-untyped]
-
+from .. import protocol
 from .store import Row, is_expired, is_ready
 
 FILENAME = "results.sqlite3"
@@ -60,7 +59,7 @@ class SQLiteStore:
             marks = ",".join("?" * len(chunk))
             for (blob,) in self._db.execute(
                     f"SELECT row FROM results WHERE id IN ({marks})", chunk):  # noqa: S608
-                row: Row = msgpack.unpackb(blob, raw=False)
+                row: Row = protocol.unpack(blob)
                 found[row["id"]] = row
                 self._remember(row)
         return found
@@ -70,8 +69,8 @@ class SQLiteStore:
         try:
             self._db.executemany(
                 "INSERT OR REPLACE INTO results (id, state, ready, ts, row) VALUES (?,?,?,?,?)",
-                [(r["id"], r["state"], is_ready(r), r.get("ts", 0.0),
-                  msgpack.packb(r, use_bin_type=True)) for r in rows])
+                [(r["id"], r["state"], is_ready(r), r.get("ts", 0.0), protocol.pack(r))
+                 for r in rows])
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -93,7 +92,7 @@ class SQLiteStore:
         return cursor.rowcount
 
     def unready(self, limit: int) -> list[Row]:
-        return [msgpack.unpackb(blob, raw=False) for (blob,) in self._db.execute(
+        return [protocol.unpack(blob) for (blob,) in self._db.execute(
             "SELECT row FROM results WHERE ready = 0 LIMIT ?", (limit,))]
 
     def close(self) -> None:
