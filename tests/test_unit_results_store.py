@@ -1,0 +1,250 @@
+"""zq.results stores through the Store protocol, and the state table above them.
+
+Every test of the protocol runs on both stores; tests of what only a file can do
+(surviving a reopen, reading past the cache) run on SQLite alone. No sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zq import protocol
+from zq.results import MemoryStore, ResultsConfig, SQLiteStore, Store
+from zq.results.actor import open_store
+from zq.results.sqlite import FILENAME
+from zq.results.table import StateTable
+from zq.states import FAILURE, PENDING, RETRY, SENT, STARTED, SUCCESS
+
+Row = dict[str, Any]
+
+
+def row(task_id: str, state: str, ts: float = 1000.0, **fields: Any) -> Row:
+    return {"id": task_id, "state": state, "ts": ts, "retries": 0, "version": 1, **fields}
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    made: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / FILENAME)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def reopen(tmp_path: Path) -> Iterator[Callable[[], SQLiteStore]]:
+    """Open the SQLite file afresh each call (an empty cache, as after a restart)."""
+    opened: list[SQLiteStore] = []
+
+    def open_again() -> SQLiteStore:
+        if opened:
+            opened[-1].close()
+        opened.append(SQLiteStore(tmp_path / FILENAME))
+        return opened[-1]
+
+    try:
+        yield open_again
+    finally:
+        if opened:
+            opened[-1].close()
+
+
+# -- the Store protocol, on both stores ----------------------------------------------------
+
+def test_unknown_ids_are_absent(store: Store) -> None:
+    assert store.get_many(["nobody"]) == {}
+    assert store.get_many([]) == {}
+
+
+def test_stored_rows_come_back_whole_and_only_those_asked_for(store: Store) -> None:
+    done = row("a", SUCCESS, ct="application/x-msgpack", body=protocol.pack([1, "two"]),
+               name="proj.add", copy="a\x1fq1")
+    failed = row("b", FAILURE, exc={"type": "KeyError", "module": "builtins",
+                                    "message": "'k'", "args": ["k"], "traceback": None})
+    store.put_many([done, failed, row("c", STARTED)])
+    assert store.get_many(["a", "b", "x"]) == {"a": done, "b": failed}
+
+
+def test_a_row_replaces_the_row_of_its_id(store: Store) -> None:
+    store.put_many([row("a", STARTED)])
+    store.put_many([row("a", SUCCESS, version=2)])
+    assert store.get_many(["a"])["a"]["state"] == SUCCESS
+    assert store.get_many(["a"])["a"]["version"] == 2
+
+
+def test_deleted_rows_are_gone_and_unknown_ids_are_ignored(store: Store) -> None:
+    store.put_many([row("a", SUCCESS), row("b", SUCCESS)])
+    store.delete(["a", "nobody"])
+    assert store.get_many(["a", "b"]).keys() == {"b"}
+
+
+def test_expire_removes_only_finished_rows_stamped_before_the_cutoff(store: Store) -> None:
+    store.put_many([row("old-done", SUCCESS, ts=10.0), row("old-failed", FAILURE, ts=10.0),
+                    row("new-done", SUCCESS, ts=30.0), row("old-running", STARTED, ts=10.0),
+                    row("old-retry", RETRY, ts=10.0)])
+    assert store.expire(20.0) == 2
+    assert store.get_many(["old-done", "old-failed", "new-done", "old-running",
+                           "old-retry"]).keys() == {"new-done", "old-running", "old-retry"}
+    assert store.expire(20.0) == 0
+
+
+def test_a_finished_row_without_a_stamp_counts_as_stamped_at_zero(store: Store) -> None:
+    unstamped = {"id": "a", "state": SUCCESS}
+    store.put_many([unstamped])
+    assert store.expire(1.0) == 1
+    assert store.get_many(["a"]) == {}
+
+
+def test_unready_lists_unfinished_rows_up_to_the_limit(store: Store) -> None:
+    store.put_many([row("done", SUCCESS)] + [row(f"run-{i}", STARTED) for i in range(5)])
+    assert {r["id"] for r in store.unready(10)} == {f"run-{i}" for i in range(5)}
+    assert len(store.unready(3)) == 3
+    assert store.unready(0) == []
+
+
+def test_many_ids_at_once(store: Store) -> None:
+    rows = [row(f"t-{i}", SUCCESS) for i in range(1200)]
+    store.put_many(rows)
+    ids = [f"t-{i}" for i in range(1200)] + ["missing"]
+    assert store.get_many(ids) == {r["id"]: r for r in rows}
+
+
+# -- what only the SQLite file does --------------------------------------------------------
+
+def test_sqlite_rows_survive_a_reopen(reopen: Callable[[], SQLiteStore]) -> None:
+    first = reopen()
+    first.put_many([row("a", SUCCESS, body=b"\x00\xff", ct="x"), row("b", STARTED)])
+    again = reopen()
+    assert again.get_many(["a", "b"]) == {"a": row("a", SUCCESS, body=b"\x00\xff", ct="x"),
+                                          "b": row("b", STARTED)}
+    assert again.unready(10) == [row("b", STARTED)]
+
+
+def test_sqlite_reads_many_uncached_ids_from_the_file(reopen: Callable[[], SQLiteStore]
+                                                     ) -> None:
+    reopen().put_many([row(f"t-{i}", SUCCESS) for i in range(1200)])
+    found = reopen().get_many([f"t-{i}" for i in range(1200)])
+    assert len(found) == 1200
+    assert found["t-1199"] == row("t-1199", SUCCESS)
+
+
+def test_sqlite_expire_and_delete_reach_the_cache_and_the_file(
+        reopen: Callable[[], SQLiteStore]) -> None:
+    store = reopen()
+    store.put_many([row("old", SUCCESS, ts=10.0), row("gone", SUCCESS, ts=50.0),
+                    row("kept", SUCCESS, ts=50.0)])
+    assert store.expire(20.0) == 1
+    store.delete(["gone"])
+    assert store.get_many(["old", "gone", "kept"]).keys() == {"kept"}
+    assert reopen().get_many(["old", "gone", "kept"]).keys() == {"kept"}
+
+
+def test_sqlite_reads_back_an_exception_whose_data_has_integer_keys(
+        reopen: Callable[[], SQLiteStore]) -> None:
+    """Events arrive as msgpack that may hold integer map keys; what is stored reads back."""
+    failed = row("a", FAILURE, exc={"type": "E", "module": "m", "message": "", 1: "one"})
+    reopen().put_many([failed])
+    assert reopen().get_many(["a"]) == {"a": failed}
+
+
+def test_sqlite_batch_that_fails_writes_nothing(reopen: Callable[[], SQLiteStore]) -> None:
+    store = reopen()
+    with pytest.raises(TypeError):
+        store.put_many([row("good", SUCCESS), row("bad", SUCCESS, meta={1, 2})])
+    assert store.get_many(["good", "bad"]) == {}
+    assert reopen().get_many(["good", "bad"]) == {}
+
+
+def test_open_store_picks_the_backend_and_the_file(tmp_path: Path) -> None:
+    def config(backend: str, data_dir: Path | None) -> ResultsConfig:
+        return ResultsConfig(ingest="", query="", pub="", data_dir=data_dir, backend=backend)
+
+    for made in (open_store(config("memory", tmp_path)), open_store(config("sqlite", None))):
+        assert isinstance(made, MemoryStore)
+        made.close()
+    made = open_store(config("sqlite", tmp_path / "data"))
+    assert isinstance(made, SQLiteStore)
+    made.close()
+    assert (tmp_path / "data" / "results.sqlite3").is_file()
+
+
+# -- the state table over a store ----------------------------------------------------------
+
+@pytest.fixture
+def table(store: Store) -> StateTable:
+    return StateTable(store)
+
+
+def event(task_id: str, state: str, **fields: Any) -> Row:
+    return protocol.state_event(task_id, state, **fields)
+
+
+def test_sent_is_kept_in_memory_and_later_states_in_the_store(table: StateTable) -> None:
+    [sent] = table.apply([event("a", SENT, name="proj.add")], now=5.0)
+    assert sent == {"id": "a", "state": SENT, "retries": 0, "name": "proj.add", "ts": 5.0,
+                    "version": 1}
+    assert table.lookup(["a"]) == {"a": sent}
+    assert table.store.get_many(["a"]) == {}
+    [started] = table.apply([event("a", STARTED)], now=6.0)
+    assert started["name"] == "proj.add" and started["version"] == 2
+    assert table.store.get_many(["a"]) == {"a": started}
+    assert table.lookup(["a"]) == {"a": started}
+
+
+def test_a_batch_writes_the_last_change_of_each_task_and_returns_every_change(
+        table: StateTable) -> None:
+    changed = table.apply([event("a", STARTED), event("a", SUCCESS, ts=9.0),
+                           event("b", STARTED)], now=8.0)
+    assert [(r["id"], r["state"], r["version"]) for r in changed] == [
+        ("a", STARTED, 1), ("a", SUCCESS, 2), ("b", STARTED, 1)]
+    assert table.store.get_many(["a"])["a"]["ts"] == 9.0
+
+
+def test_an_event_that_does_not_supersede_is_dropped(table: StateTable) -> None:
+    table.apply([event("a", SUCCESS)], now=1.0)
+    assert table.apply([event("a", STARTED), event("a", PENDING)], now=2.0) == []
+    assert table.lookup(["a"])["a"]["state"] == SUCCESS
+
+
+def test_the_first_copy_of_a_task_to_end_stands(table: StateTable) -> None:
+    table.apply([event("a", SUCCESS, copy="a\x1fq1")], now=1.0)
+    assert table.apply([event("a", FAILURE, retries=1, copy="a\x1fq2")], now=2.0) == []
+    [again] = table.apply([event("a", STARTED, retries=1, copy="a\x1fq1")], now=3.0)
+    assert again["version"] == 2
+
+
+def test_forget_drops_sent_and_stored_rows(table: StateTable) -> None:
+    table.apply([event("sent", SENT), event("done", SUCCESS)], now=1.0)
+    table.forget(["sent", "done"])
+    assert table.lookup(["sent", "done"]) == {}
+
+
+def test_snapshot_of_ids_or_of_every_unfinished_task(table: StateTable) -> None:
+    table.apply([event("sent", SENT), event("run", STARTED), event("done", SUCCESS)], now=1.0)
+    assert {r["id"] for r in table.snapshot(None, 10)} == {"sent", "run"}
+    assert {r["id"] for r in table.snapshot(["done", "nobody"], 10)} == {"done"}
+
+
+def test_only_the_newest_sent_rows_are_kept(store: Store) -> None:
+    table = StateTable(store, sent_kept=2)
+    table.apply([event(f"t-{i}", SENT) for i in range(3)], now=1.0)
+    assert table.lookup(["t-0", "t-1", "t-2"]).keys() == {"t-1", "t-2"}
+
+
+def test_expire_goes_to_the_store(table: StateTable) -> None:
+    table.apply([event("old", SUCCESS, ts=1.0), event("new", SUCCESS, ts=100.0)], now=1.0)
+    assert table.expire(50.0) == 1
+    assert table.lookup(["old", "new"]).keys() == {"new"}
+
+
+def test_a_row_the_store_refuses_does_not_cost_the_others(tmp_path: Path) -> None:
+    table = StateTable(SQLiteStore(tmp_path / FILENAME))
+    try:
+        table.apply([event("good", SUCCESS), event("bad", SUCCESS, meta={1, 2})], now=1.0)
+        assert table.store.get_many(["good", "bad"]).keys() == {"good"}
+    finally:
+        table.close()
