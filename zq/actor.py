@@ -29,7 +29,8 @@ from .protocol import attempt_label, exception_data, tracked_id
 from .routing import declarations
 from .security import secure_client
 from .task import IGNORED, Outcome, Request, Task, trace
-from .utils import Reconnections, load_app
+from .utils import Reconnections
+from .worker.loader import load_app
 
 logger = logging.getLogger("zq.actor")
 

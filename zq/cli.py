@@ -21,7 +21,7 @@ loglevel_option = click.option("-l", "--loglevel", default="INFO", show_default=
 
 def _client_app(app_path: str | None, router: str) -> Any:
     from .app import App
-    from .utils import load_app
+    from .worker import load_app
 
     if app_path:
         app = load_app(app_path)

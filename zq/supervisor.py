@@ -30,7 +30,7 @@ from .actor import ActorConfig
 from .actor import main as actor_main
 from .protocol import Cmd, Message
 from .security import secure_client
-from .utils import load_app
+from .worker.loader import load_app
 
 logger = logging.getLogger("zq.supervisor")
 
