@@ -120,8 +120,8 @@ def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
     """Run a supervisor with N actor processes on this host."""
     from .errors import ConfigurationError
     from .log import setup_logging
-    from .supervisor import WorkerConfig
-    from .supervisor import main as supervisor_main
+    from .worker import WorkerConfig
+    from .worker import main as supervisor_main
 
     setup_logging(loglevel)
     config = WorkerConfig(
