@@ -21,7 +21,7 @@ loglevel_option = click.option("-l", "--loglevel", default="INFO", show_default=
 
 def _client_app(app_path: str | None, router: str) -> Any:
     from .app import App
-    from .utils import load_app
+    from .worker import load_app
 
     if app_path:
         app = load_app(app_path)
@@ -123,8 +123,8 @@ def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
     """Run a supervisor with N actor processes on this host."""
     from .errors import ConfigurationError
     from .log import setup_logging
-    from .supervisor import WorkerConfig
-    from .supervisor import main as supervisor_main
+    from .worker import WorkerConfig
+    from .worker import main as supervisor_main
 
     setup_logging(loglevel)
     config = WorkerConfig(

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib
-import sys
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zmq
-
-from .errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from .app import App
 
 
 def new_id() -> str:
@@ -40,37 +33,6 @@ def from_timestamp(value: float | None) -> dt.datetime | None:
     if value is None:
         return None
     return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
-
-
-def load_app(path: str) -> App:
-    """The App named by ``module`` or ``module:attr``, as Celery's ``-A`` takes it.
-
-    With a bare module, its ``app`` attribute is used, else the one App instance it holds.
-    """
-    from .app import App
-
-    if "" not in sys.path:
-        sys.path.insert(0, "")
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import app module {module_name!r}: {exc}") from exc
-    if attr:
-        obj: Any = module
-        for part in attr.split("."):
-            obj = getattr(obj, part, None)
-        if not isinstance(obj, App):
-            raise ConfigurationError(f"{path!r} is not a zq App")
-        return obj
-    candidate = getattr(module, "app", None)
-    if isinstance(candidate, App):
-        return candidate
-    apps = [v for v in vars(module).values() if isinstance(v, App)]
-    if len(apps) != 1:
-        raise ConfigurationError(f"module {module_name!r} has {len(apps)} App instances; "
-                                 f"name one as {module_name}:attr")
-    return apps[0]
 
 
 def endpoint_host(endpoint: str) -> str | None:

@@ -20,59 +20,52 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import zmq
 
-from . import protocol
-from ._signals import Wakeup
-from .actor import ActorConfig
+from .. import protocol
+from .._signals import Wakeup
+from ..protocol import Cmd, Message
+from ..security import secure_client
 from .actor import main as actor_main
-from .protocol import Cmd, Message
-from .security import secure_client
-from .utils import load_app
+from .config import WorkerConfig
+from .execute import SharedBytes, SharedFloat
+from .loader import load_app
 
 logger = logging.getLogger("zq.supervisor")
 
 EXIT_OK = 0
-EXIT_FAILURE = 1
 EXIT_COLD_SHUTDOWN = 2
 
 _SPAWN = multiprocessing.get_context("spawn")
 _BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
 
 
-@dataclass(frozen=True)
-class WorkerConfig:
-    app: str
-    router: str
-    concurrency: int = 2
-    queues: tuple[str, ...] = ()
-    prefetch: int = 1
-    log_level: str = "INFO"
-    heartbeat_interval_s: float = 1.0
-    shutdown_timeout_s: float = 30.0
-    time_limit_s: float | None = None
-    soft_time_limit_s: float | None = None
-    max_tasks_per_child: int | None = None
-    max_memory_per_child_kb: int | None = None
-    curve_secret_key: str | None = None
-    curve_server_key: str | None = None
-
-
 @dataclass
 class Child:
+    """One actor process, with what it shares with the supervisor (see ``execute``)."""
+
     index: int
     generation: int
     identity: bytes
-    process: Any
-    deadline: Any
-    current: Any
+    process: BaseProcess
+    deadline: SharedFloat
+    current: SharedBytes
     started_at: float = field(default_factory=time.monotonic)
     timed_out: bool = False
 
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` to the process (started before it became a Child)."""
+        if self.process.pid is not None:
+            os.kill(self.process.pid, signum)
+
 
 class Supervisor:
+    """One host's actor processes: ``setup()``, ``step()`` until every child is gone after
+    a stop, ``teardown()``."""
+
     def __init__(self, config: WorkerConfig, wakeup: Wakeup | None = None):
         self.config = config
         self.wakeup = wakeup
@@ -88,10 +81,7 @@ class Supervisor:
 
     def setup(self) -> None:
         app = load_app(self.config.app)  # fail here, once, clearly, not in N children
-        settings = app.settings
-        if self.config.curve_secret_key:
-            settings = settings.replace(curve_secret_key=self.config.curve_secret_key,
-                                        curve_server_key=self.config.curve_server_key)
+        settings = self.config.settings(app.settings)
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         secure_client(self.sock, settings.curve_keys())
@@ -128,19 +118,10 @@ class Supervisor:
 
     def _spawn(self, index: int, generation: int) -> None:
         identity = f"{self.host}/{index}/{generation}".encode()
-        cfg = ActorConfig(
-            app=self.config.app, router=self.config.router, identity=identity, host=self.host,
-            queues=self.config.queues, prefetch=self.config.prefetch, supervised=True,
-            heartbeat_interval_s=self.config.heartbeat_interval_s,
-            time_limit_s=self.config.time_limit_s,
-            soft_time_limit_s=self.config.soft_time_limit_s,
-            max_tasks_per_child=self.config.max_tasks_per_child,
-            max_memory_per_child_kb=self.config.max_memory_per_child_kb,
-            log_level=self.config.log_level, curve_secret_key=self.config.curve_secret_key,
-            curve_server_key=self.config.curve_server_key)
-        deadline = _SPAWN.Value("d", 0.0, lock=False)
+        cfg = self.config.for_actor(host=self.host, identity=identity)
+        deadline: SharedFloat = _SPAWN.Value("d", 0.0, lock=False)
         # "uid\nretries": a task id and a queue name of up to 255 characters each, UTF-8.
-        current = _SPAWN.Array("c", 4096, lock=False)
+        current: SharedBytes = _SPAWN.Array("c", 4096, lock=False)
         process = _SPAWN.Process(target=actor_main, args=(cfg, deadline, current),
                                  name=f"zq-actor-{index}", daemon=False)
         # The child starts with these signals blocked and unblocks them once its handlers
@@ -169,7 +150,7 @@ class Supervisor:
         deadlines = [c.deadline.value for c in self.children.values() if c.deadline.value]
         if deadlines:
             timeout_s = max(0.0, min(timeout_s, min(deadlines) - now))
-        ready = dict(poller.poll(timeout_s * 1000))
+        ready = dict(poller.poll(int(timeout_s * 1000)))
         if self.wakeup is not None and self.wakeup.fd in ready:
             self.wakeup.drain()
         if self.sock in ready:
@@ -282,7 +263,7 @@ class Supervisor:
                     continue
                 logger.info("terminating actor %d (pid %s) with %s for a revoked task",
                             child.index, child.process.pid, signum.name)
-                os.kill(child.process.pid, signum)
+                child.send_signal(signum)
 
     # -- shutdown -----------------------------------------------------------------------
 
@@ -297,7 +278,7 @@ class Supervisor:
         self._shutdown_deadline = time.monotonic() + self.config.shutdown_timeout_s
         for child in self.children.values():
             if child.process.is_alive():
-                os.kill(child.process.pid, signal.SIGTERM)
+                child.send_signal(signal.SIGTERM)
 
     def cold_shutdown(self) -> None:
         logger.warning("cold shutdown: killing actors now")

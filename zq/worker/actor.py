@@ -1,0 +1,279 @@
+"""The actor process: takes tasks from the router up to its credit and runs them one at a time.
+
+Each actor process imports the app once and keeps one instance of each task (the actor
+model: ``self`` persists between calls). It has one socket, to the router: a finished task's
+DONE carries its result event, which the router forwards to the results actor in one batch
+with the others of its step. One message a task instead of two, and a task's states reach
+the results actor in the order they happened. Running a task is ``execute``'s; this loop
+owns the socket, the buffer of prefetched tasks and the credit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections import deque
+from types import FrameType
+from typing import Any
+
+import psutil
+import zmq
+
+from .. import protocol
+from .._signals import Wakeup
+from ..errors import SoftTimeLimitExceeded
+from ..log import setup_logging
+from ..protocol import Cmd, Message, tracked_id
+from ..routing import declarations
+from ..security import secure_client
+from ..utils import Reconnections
+from .config import ActorConfig
+from .execute import Event, Executed, Executor, SharedBytes, SharedFloat, done_record
+from .execute import revoked_record
+from .loader import load_app
+
+logger = logging.getLogger("zq.actor")
+
+_SEND_WAIT_MS = 500
+_SEND_GRACE_MS = 2000
+
+
+class Actor:
+    """One actor process's loop: ``setup()``, then ``step()`` until ``stopping``, then
+    ``teardown()``. ``deadline`` and ``current`` are shared with the supervisor (see
+    :class:`~zq.worker.execute.Executor`)."""
+
+    def __init__(self, config: ActorConfig, wakeup: Wakeup | None = None,
+                 deadline: SharedFloat | None = None, current: SharedBytes | None = None):
+        self.config = config
+        self.wakeup = wakeup
+        self.deadline = deadline
+        self.current = current
+        self.stopping = False
+        self.buffer: deque[Message] = deque()
+        self.tasks_run = 0
+        self._last_sent = 0.0
+        self._welcomed = False
+        self._finished: list[dict[str, Any]] = []
+
+    def setup(self) -> None:
+        worker = self.config.worker
+        self.app = load_app(worker.app)
+        self.executor = Executor(
+            self.app, app_path=worker.app, emit=self._send_event,
+            time_limit_s=worker.time_limit_s, soft_time_limit_s=worker.soft_time_limit_s,
+            deadline=self.deadline, current=self.current)
+        self.app._state_sink = self.executor.emit
+        self.queues = worker.queues or (self.app.settings.task_default_queue,)
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        secure_client(self.sock, worker.settings(self.app.settings).curve_keys())
+        self.sock.identity = self.config.identity
+        self.sock.linger = 0
+        # Attached before connecting, so every handshake is seen: one after the first is
+        # a router that came back (restarted), which must hear at once what this actor
+        # holds, before any of it runs.
+        self.reconnections = Reconnections(self.sock)
+        self.sock.connect(worker.router)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+        self.poller.register(self.reconnections.socket, zmq.POLLIN)
+        if self.wakeup is not None:
+            self.poller.register(self.wakeup.fd, zmq.POLLIN)
+        self._announce()
+
+    def teardown(self) -> None:
+        # Tasks taken but never started go back to the router.
+        while self.buffer:
+            msg = self.buffer.popleft()
+            self._finished.append(done_record(msg.header, requeue=True, started=False))
+        self._flush_done()
+        # Last on this socket, so after every DONE: the router settles this actor on it.
+        self._send(Message(Cmd.BYE))
+        self.app._state_sink = None
+        self.reconnections.close()
+        self.sock.close(linger=2000)
+        self.ctx.term()
+
+    def run(self) -> None:
+        self.setup()
+        try:
+            while not self.stopping:
+                self.step(self.config.worker.heartbeat_interval_s)
+        finally:
+            self.teardown()
+
+    def _announce(self) -> None:
+        header: dict[str, Any] = {
+            "queues": list(self.queues),
+            "credit": max(self.config.worker.prefetch - len(self.buffer), 0),
+            # An actor runs under a supervisor, which heartbeats for its host.
+            "host": self.config.host, "pid": os.getpid(), "supervised": True,
+            "holding": [[tracked_id(m.header), m.header.get("retries", 0)] for m in self.buffer],
+            "declare": declarations(self.app.settings.task_queues),
+        }
+        self._send(Message(Cmd.READY, header))
+
+    def _send(self, msg: Message) -> None:
+        """Send to the router, waiting while it cannot be reached, but never past a stop.
+
+        A plain send would block for good with no router to take it (down, or a CURVE
+        handshake refused), and a SIGTERM could not end the actor.
+        """
+        while True:
+            try:
+                protocol.send(self.sock, msg, flags=zmq.NOBLOCK)
+                self._last_sent = time.monotonic()
+                return
+            except zmq.Again:
+                if self.stopping and not self.sock.poll(_SEND_GRACE_MS, zmq.POLLOUT):
+                    logger.error("router unreachable; dropping %s while stopping",
+                                 msg.cmd.value)
+                    return
+                self.sock.poll(_SEND_WAIT_MS, zmq.POLLOUT)
+
+    def _send_event(self, event: Event) -> None:
+        """Send a state change to the router, which forwards it to the results actor."""
+        self._send(Message(Cmd.EVENTS, {"events": [event]}))
+
+    def step(self, timeout_s: float) -> None:
+        wait_ms = 0 if (self.buffer and self._welcomed) else int(timeout_s * 1000)
+        ready = dict(self.poller.poll(wait_ms))
+        if self.wakeup is not None and self.wakeup.fd in ready:
+            self.wakeup.drain()
+        if self.reconnections.socket in ready:
+            # First what came before the reconnection (tasks the old router sent while
+            # this actor was busy), so that the announcement lists them.
+            self._drain()
+            if self.reconnections.came_back():
+                logger.info("reconnected to the router; announcing what this actor holds")
+                self._welcomed = False
+                self._announce()
+        if self.sock in ready:
+            self._drain()
+        if self.buffer and self._welcomed and not self.stopping:
+            self._run(self.buffer.popleft())
+            self.tasks_run += 1
+            # DONE goes before the next task starts: however long that one runs, this
+            # result must not wait for it.
+            self._flush_done()
+            self._maybe_recycle()
+        elif time.monotonic() - self._last_sent >= self.config.worker.heartbeat_interval_s:
+            self._send(Message(Cmd.HEARTBEAT))
+
+    def _drain(self) -> None:
+        for _, msg in protocol.drain(self.sock):
+            if msg.cmd is Cmd.TASK:
+                self._take(msg)
+            elif msg.cmd is Cmd.WELCOME:
+                self._welcomed = True
+                self._drop_disowned(msg.header.get("drop"))
+            elif msg.cmd is Cmd.CONTROL and msg.header.get("op") == "revoke":
+                self._drop_revoked(msg.header.get("ids") or [])
+            elif msg.cmd is Cmd.RESYNC:
+                logger.info("the router does not know this actor (restarted?); announcing")
+                self._announce()
+            elif msg.cmd is Cmd.ERROR:
+                logger.error("router: %s", msg.header.get("message"))
+            else:
+                logger.warning("unexpected %s from the router", msg.cmd.value)
+
+    # -- the buffer of prefetched tasks --------------------------------------------------
+
+    def _take(self, msg: Message) -> None:
+        batch = msg.header.get("tasks")
+        if batch is None:
+            self.buffer.append(msg)
+            return
+        for item in batch if isinstance(batch, list) else ():
+            try:
+                raw_header, body = item
+                header = protocol.unpack(raw_header)
+                if not isinstance(header, dict):
+                    raise ValueError("header is not a map")
+            except Exception as exc:
+                logger.error("dropping malformed task in a batch from the router: %s", exc)
+                continue
+            self.buffer.append(Message(Cmd.TASK, header, body, raw_header))
+
+    def _drop_revoked(self, ids: list[str]) -> None:
+        """Revoked while waiting in this actor's buffer: never started, reported REVOKED."""
+        revoked = set(ids)
+        for msg in [m for m in self.buffer if m.header.get("id") in revoked]:
+            self.buffer.remove(msg)
+            self._finished.append(revoked_record(msg.header))
+        self._flush_done()
+
+    def _drop_disowned(self, drop: Any) -> None:
+        """Tasks the router placed elsewhere (or that finished) while this actor was busy
+        across a router restart: running them here would run them twice."""
+        if not isinstance(drop, list):
+            return
+        disowned = {(uid, retries) for uid, retries in
+                    (item for item in drop if isinstance(item, list) and len(item) == 2)
+                    if isinstance(uid, str) and isinstance(retries, int)}
+        for msg in [m for m in self.buffer
+                    if (tracked_id(m.header), m.header.get("retries", 0)) in disowned]:
+            logger.warning("dropping task %s[%s]: the router placed it elsewhere",
+                           msg.header.get("task"), msg.header.get("id"))
+            self.buffer.remove(msg)
+
+    # -- running one task and reporting it ------------------------------------------------
+
+    def _run(self, msg: Message) -> None:
+        executed = self.executor.execute(msg)
+        try:
+            self._follow(executed)
+            done = executed.done
+        except Exception as exc:
+            # A next link that cannot be sent fails this task, as one that cannot start.
+            done = self.executor.cannot_run(msg.header, exc)
+        self._finished.append(done)
+
+    def _follow(self, executed: Executed) -> None:
+        for event in executed.events:
+            self._send_event(event)
+        nxt = executed.next_task
+        if nxt is not None:
+            self.app.send_task(nxt.name, nxt.args, nxt.kwargs, **nxt.options)
+
+    def _flush_done(self) -> None:
+        if len(self._finished) == 1:
+            self._send(Message(Cmd.DONE, self._finished[0]))
+        elif self._finished:
+            self._send(Message(Cmd.DONE, {"done": self._finished}))
+        self._finished = []
+
+    def _maybe_recycle(self) -> None:
+        worker = self.config.worker
+        if worker.max_tasks_per_child and self.tasks_run >= worker.max_tasks_per_child:
+            logger.info("recycling after %d tasks (max_tasks_per_child)", self.tasks_run)
+            self.stopping = True
+        if worker.max_memory_per_child_kb:
+            rss_kb = psutil.Process().memory_info().rss // 1024
+            if rss_kb > worker.max_memory_per_child_kb:
+                logger.info("recycling at %d KiB resident (max_memory_per_child %d KiB)",
+                            rss_kb, worker.max_memory_per_child_kb)
+                self.stopping = True
+
+
+def _soft_time_limit(signum: int, frame: FrameType | None) -> None:
+    raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+
+def main(config: ActorConfig, deadline: SharedFloat | None = None,
+         current: SharedBytes | None = None) -> None:
+    """Entry point of an actor process started by the supervisor."""
+    setup_logging(config.worker.log_level)
+    actor = Actor(config, Wakeup(), deadline, current)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        actor.stopping = True
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGALRM, _soft_time_limit)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGALRM})
+    actor.run()
