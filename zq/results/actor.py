@@ -44,6 +44,8 @@ _SNAPSHOT_LIMIT = 10_000
 _DEFAULT_WAIT_S = 60.0
 _MAX_WAIT_S = 3600.0
 _STEP_S = 1.0
+# How long a stopping results actor waits for events still on their way.
+_LAST_EVENTS_WAIT_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,16 @@ class ResultsActor:
                 on_ready(self.endpoints)
             while not self.stopping:
                 self.step(_STEP_S)
+            self._store_last_events()
         finally:
             self.teardown()
+
+    def _store_last_events(self) -> None:
+        """On the way out, store what the router sent before it stopped us: it lets its
+        last events leave before it does, so they are here or in flight by now."""
+        while self.ingest.poll(int(_LAST_EVENTS_WAIT_S * 1000)):
+            self._read_ingest()
+            self._apply_received()
 
     def setup(self) -> None:
         self.table = StateTable(open_store(self.config))
