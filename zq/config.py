@@ -8,8 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigurationError
+from .security import ClientKeys, client_keys
 
+# The router's address where nothing names one, and the largest task message (arguments)
+# the router takes; the router's command line defaults to the same.
 DEFAULT_ROUTER = "tcp://127.0.0.1:5555"
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -46,7 +50,7 @@ class Settings:
     # CURVE: this side's secret key file and the router's public key (file or z85 text).
     curve_secret_key: str | None = None
     curve_server_key: str | None = None
-    max_message_size: int = 16 * 1024 * 1024
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
 
     def replace(self, **changes: Any) -> Settings:
         return from_mapping(changes, base=self)
@@ -55,10 +59,8 @@ class Settings:
     def result_content_types(self) -> tuple[str, ...]:
         return self.result_accept_content or self.accept_content
 
-    def curve_keys(self) -> Any:
+    def curve_keys(self) -> ClientKeys | None:
         """The CURVE client keys, or None when CURVE is not configured."""
-        from .security import client_keys
-
         if not self.curve_secret_key and not self.curve_server_key:
             return None
         if not (self.curve_secret_key and self.curve_server_key):

@@ -10,16 +10,28 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from .config import Settings
 from .errors import ConfigurationError
 from .protocol import EXCHANGE_TYPES
 
-if TYPE_CHECKING:
-    from .config import Settings
-    from .task import Task
+
+class Routable(Protocol):
+    """What routing reads of a task (a :class:`zq.Task`): its own routing options."""
+
+    @property
+    def queue(self) -> str | None: ...
+
+    @property
+    def exchange(self) -> str | None: ...
+
+    @property
+    def routing_key(self) -> str | None: ...
+
+    @property
+    def priority(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -76,17 +88,14 @@ class Route:
     priority: int | None
 
 
-RouteFunction = Callable[..., Any]
-
-
-class Router:
-    """Resolves the client-side routing settings for one App."""
+class TaskRoutes:
+    """Resolves where an App's tasks go: its ``task_routes`` and default settings."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self._routes: list[Any] = _as_list(settings.task_routes)
 
-    def _lookup(self, name: str, task: Task | None) -> dict[str, Any]:
+    def _lookup(self, name: str, task: Routable | None) -> dict[str, Any]:
         for route in self._routes:
             if callable(route):
                 found = route(name, (), {}, {}, task=task)
@@ -98,7 +107,7 @@ class Router:
                     return {"queue": target} if isinstance(target, str) else dict(target)
         return {}
 
-    def route(self, name: str, task: Task | None, *, queue: str | None = None,
+    def route(self, name: str, task: Routable | None, *, queue: str | None = None,
               exchange: str | None = None, routing_key: str | None = None,
               priority: int | None = None) -> Route:
         if priority is not None and (not isinstance(priority, int) or not 0 <= priority <= 9):
