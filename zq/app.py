@@ -14,7 +14,7 @@ import zmq
 
 from . import _current, config, protocol, serialization, states
 from .client import Pending, ResultsClient, RouterClient
-from .config import Settings
+from .config import Conf, Settings
 from .control import Control
 from .errors import ConfigurationError, PublishError
 from .protocol import Cmd
@@ -30,22 +30,6 @@ logger = logging.getLogger("zq.app")
 _BATCH_SIZE = 500
 
 StateSink = Callable[[dict[str, Any]], None]
-
-
-class _Conf:
-    """``app.conf``: read settings as attributes; ``update`` replaces them, as in Celery."""
-
-    def __init__(self, app: App):
-        self._app = app
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._app.settings, name)
-
-    def __getitem__(self, name: str) -> Any:
-        return getattr(self._app.settings, name)
-
-    def update(self, values: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self._app.settings = self._app.settings.replace(**{**(values or {}), **kwargs})
 
 
 class _Clients(threading.local):
@@ -98,8 +82,9 @@ class App:
         self._routes = None
 
     @property
-    def conf(self) -> _Conf:
-        return _Conf(self)
+    def conf(self) -> Conf:
+        """The settings as Celery's ``app.conf``: ``app.conf.task_acks_late = True``."""
+        return Conf(self)
 
     # -- the registry -------------------------------------------------------------------
 
@@ -192,6 +177,9 @@ class App:
                       **options: Any) -> tuple[dict[str, Any], bytes]:
         """The header and body of a task message, with every option resolved: what
         ``send_task`` sends, for sending many at once with :meth:`send_tasks`.
+
+        An option neither the call nor the task gives takes the App's setting, as
+        ``time_limit`` takes ``task_time_limit``.
         """
         if not isinstance(name, str) or not name:
             raise TypeError("send_task() needs a task name")
@@ -240,8 +228,9 @@ class App:
             "reject_on_worker_lost": opt("reject_on_worker_lost",
                                          settings.task_reject_on_worker_lost),
             "max_redeliveries": opt("max_redeliveries", None),
-            "time_limit": time_limit or opt("time_limit", None),
-            "soft_time_limit": soft_time_limit or opt("soft_time_limit", None),
+            "time_limit": time_limit or opt("time_limit", settings.task_time_limit),
+            "soft_time_limit": soft_time_limit or opt("soft_time_limit",
+                                                      settings.task_soft_time_limit),
             "rate_limit": opt("rate_limit", settings.task_default_rate_limit),
             "mandatory": mandatory or None, "immediate": immediate or None,
         }
@@ -298,7 +287,7 @@ class App:
         if local.router is None:
             client = RouterClient(zmq.Context.instance(), self.settings.router,
                                   self.settings.curve_keys())
-            queues = declarations(self.settings.task_queues)
+            queues = declarations(self.settings.task_queues, self.settings)
             if queues:
                 client.call(Cmd.CONTROL, {"op": "declare", "queues": queues},
                             self.settings.publish_timeout_s)
