@@ -31,13 +31,14 @@ import psutil
 import pytest
 
 import zq
-from tests.apps import api, api_noresult
+from tests.apps import api, api_noresult, defaults
 from tests.apps.api import read_records
 from tests.conftest import connect, dedicated_cluster, wait_until
 from zq import App, group, states
 from zq.testing import Cluster, Process
 
 API = "tests.apps.api"
+DEFAULTS = "tests.apps.defaults"
 app = api.app
 
 
@@ -889,3 +890,47 @@ def test_revoking_a_fanout_task_revokes_every_copy(shared, tmp_path):
 def test_mandatory_fanout_with_nothing_bound_raises_no_route(shared):
     with pytest.raises(zq.NoRoute):
         api.where.apply_async(exchange=f"nobody-{uuid.uuid4().hex[:8]}", mandatory=True)
+
+
+# -- app-wide defaults: time limits and routing, as Celery's settings -----------------------
+
+
+@pytest.fixture(scope="module")
+def defaults_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with Cluster(tmp_path_factory.mktemp("defaults"), app=DEFAULTS, concurrency=2,
+                 workers_args=["-Q", "default,feed_tasks"]) as cluster:
+        try:
+            yield cluster
+        finally:
+            defaults.app.close()
+
+
+@pytest.fixture
+def with_defaults(defaults_cluster: Cluster) -> Cluster:
+    """Workers of ``tests.apps.defaults``: ``task_time_limit``, Celery's topic routing."""
+    connect(defaults.app, defaults_cluster)
+    return defaults_cluster
+
+
+def test_app_wide_task_time_limit_kills_a_task_that_sets_none(with_defaults, tmp_path):
+    pid_path = tmp_path / "pid"
+    result = defaults.sleeper.delay(str(pid_path), 30)
+    victim = read_pid(pid_path)
+    assert_killed_and_replaced(with_defaults, result, victim, defaults.TIME_LIMIT_S)
+
+
+def test_a_tasks_own_time_limit_beats_the_app_wide_one(with_defaults):
+    assert defaults.patient.delay(1.5).get(timeout=10) == "done"
+
+
+def test_task_default_exchange_and_routing_key_route_a_task_nothing_else_routes(
+        with_defaults):
+    assert defaults.where.delay().get(timeout=10) == {
+        "queue": "default", "exchange": "tasks", "routing_key": "task.default",
+        "time_limit": defaults.TIME_LIMIT_S}
+
+
+def test_a_routing_key_alone_goes_through_task_default_exchange(with_defaults):
+    info = defaults.where.apply_async(routing_key="feed.import").get(timeout=10)
+    assert (info["queue"], info["exchange"], info["routing_key"]) == (
+        "feed_tasks", "tasks", "feed.import")

@@ -234,3 +234,101 @@ def test_chain_of_signatures(app):
     chained = add.s(1, 1) | add.s(2) | add.s(3)
     assert isinstance(chained, zq.chain)
     assert [s.args for s in chained.tasks] == [(1, 1), (2,), (3,)]
+
+
+# -- app-wide defaults in the task message ---------------------------------------------
+
+
+def header(app, name="t", **options):
+    return app.task_message(name, **options)[0]
+
+
+def test_app_wide_time_limits_go_in_the_header_of_a_task_that_sets_none():
+    app = App("limits", router=NOWHERE, task_time_limit=5, task_soft_time_limit=2)
+
+    @app.task
+    def plain():
+        return None
+
+    assert (header(app, plain.name)["time_limit"], header(app, plain.name)["soft_time_limit"]) \
+        == (5, 2)
+    assert (header(app, "not.known.here")["time_limit"],
+            header(app, "not.known.here")["soft_time_limit"]) == (5, 2)
+
+
+def test_a_tasks_own_time_limits_beat_the_app_wide_ones():
+    app = App("limits", router=NOWHERE, task_time_limit=5, task_soft_time_limit=2)
+
+    @app.task(time_limit=30, soft_time_limit=20)
+    def slow():
+        return None
+
+    assert (header(app, slow.name)["time_limit"], header(app, slow.name)["soft_time_limit"]) \
+        == (30, 20)
+
+
+def test_a_calls_time_limits_beat_the_tasks_and_the_apps():
+    app = App("limits", router=NOWHERE, task_time_limit=5, task_soft_time_limit=2)
+
+    @app.task(time_limit=30)
+    def slow():
+        return None
+
+    sent = header(app, slow.name, time_limit=1, soft_time_limit=0.5)
+    assert (sent["time_limit"], sent["soft_time_limit"]) == (1, 0.5)
+
+
+def test_without_limits_anywhere_the_header_has_none(app):
+    sent = header(app)
+    assert "time_limit" not in sent and "soft_time_limit" not in sent
+
+
+def test_unset_routing_defaults_send_to_the_default_queue(app):
+    sent = header(app)
+    assert (sent["queue"], sent.get("exchange"), sent.get("rk")) == ("celery", None, None)
+
+
+def test_default_exchange_and_routing_key_route_a_task_nothing_else_routes():
+    app = App("routed", router=NOWHERE, task_default_exchange="tasks",
+              task_default_routing_key="task.default", task_routes={"feeds.*": "feeds"})
+    sent = header(app)
+    assert (sent.get("queue"), sent["exchange"], sent["rk"]) == (None, "tasks", "task.default")
+    # What names a destination still wins: task_routes, the call's queue.
+    assert header(app, "feeds.import")["queue"] == "feeds"
+    assert header(app, queue="direct")["queue"] == "direct"
+
+
+def test_a_routing_key_alone_goes_through_the_default_exchange():
+    app = App("routed", router=NOWHERE, task_default_exchange="tasks")
+    sent = header(app, routing_key="feed.import")
+    assert (sent.get("queue"), sent["exchange"], sent["rk"]) == (None, "tasks", "feed.import")
+
+
+def test_an_exchange_alone_takes_the_default_routing_key():
+    app = App("routed", router=NOWHERE, task_default_routing_key="task.default")
+    sent = header(app, exchange="media")
+    assert (sent["exchange"], sent["rk"]) == ("media", "task.default")
+
+
+def test_default_exchange_alone_uses_the_default_queue_as_routing_key():
+    app = App("routed", router=NOWHERE, task_default_queue="main",
+              task_default_exchange="tasks")
+    sent = header(app)
+    assert (sent.get("queue"), sent["exchange"], sent["rk"]) == (None, "tasks", "main")
+
+
+def test_default_routing_key_alone_routes_by_the_default_exchange_to_that_queue():
+    app = App("routed", router=NOWHERE, task_default_routing_key="hipri")
+    sent = header(app)
+    assert (sent.get("queue"), sent.get("exchange"), sent["rk"]) == (None, None, "hipri")
+
+
+# -- the App in use -----------------------------------------------------------------------
+
+
+def test_results_and_signatures_without_an_app_use_the_last_app_made():
+    first = App("first", router=NOWHERE)
+    last = App("last", router=NOWHERE)
+    assert zq.AsyncResult("some-id").app is last
+    assert zq.signature("t")._app() is last
+    assert first is not last

@@ -5,7 +5,7 @@ import pytest
 from zq import config
 from zq.router.bindings import Bindings, topic_matches
 from zq.router.book import Entry, TaskQueue
-from zq.routing import Exchange, Queue, Router
+from zq.routing import Exchange, Queue, TaskRoutes
 
 
 @pytest.mark.parametrize(("pattern", "key"), [
@@ -36,7 +36,7 @@ def test_topic_does_not_match(pattern, key):
 
 
 def router(**settings):
-    return Router(config.from_mapping(settings))
+    return TaskRoutes(config.from_mapping(settings))
 
 
 def test_default_queue():

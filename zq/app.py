@@ -12,48 +12,24 @@ from typing import Any
 
 import zmq
 
-from . import config, protocol, serialization, states
-from .client import ResultsClient, RouterClient
+from . import _current, config, protocol, serialization, states
+from .client import Pending, ResultsClient, RouterClient
+from .config import Conf, Settings
+from .control import Control
 from .errors import ConfigurationError, PublishError
 from .protocol import Cmd
-from .result import AsyncResult
-from .routing import Router as TaskRouter
-from .routing import declarations
+from .result import AsyncResult, value_of
+from .routing import TaskRoutes, declarations
 from .task import Task, current_request
 from .utils import new_id, to_timestamp
 
 logger = logging.getLogger("zq.app")
 
-_default_app: App | None = None
-
 # Tasks per SUBMIT when sending a group: large enough to amortize the round trip, small
 # enough that one message stays well under max_message_size.
 _BATCH_SIZE = 500
 
-
-def default_app() -> App:
-    """The App used by an ``AsyncResult`` created without one: the last App made."""
-    global _default_app
-    if _default_app is None:
-        _default_app = App()
-    return _default_app
-
-
-class _Conf:
-    """``app.conf``: read settings as attributes; ``update`` replaces them, as in Celery."""
-
-    def __init__(self, app: App):
-        self._app = app
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._app.settings, name)
-
-    def __getitem__(self, name: str) -> Any:
-        return getattr(self._app.settings, name)
-
-    def update(self, values: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self._app.settings = self._app.settings.replace(**{**(values or {}), **kwargs})
-        self._app._routes = None
+StateSink = Callable[[dict[str, Any]], None]
 
 
 class _Clients(threading.local):
@@ -62,7 +38,7 @@ class _Clients(threading.local):
     results: ResultsClient | None = None
 
     def __init__(self) -> None:
-        self.pending: weakref.WeakValueDictionary[str, AsyncResult] = (
+        self.pending: weakref.WeakValueDictionary[str, Pending] = (
             weakref.WeakValueDictionary())
 
 
@@ -71,17 +47,18 @@ class App:
 
     ``router`` is the one address clients and workers need; it defaults to ``$ZQ_ROUTER``,
     else ``tcp://127.0.0.1:5555``. Other keywords are settings (see :class:`zq.config.Settings`).
+    The App made last is the one results and signatures made without an App use.
     """
 
     def __init__(self, main: str | None = None, *, router: str | None = None,
                  task_cls: type[Task] | None = None, **settings: Any):
-        global _default_app
         router = router or os.environ.get("ZQ_ROUTER") or config.DEFAULT_ROUTER
         for setting, variable in (("curve_secret_key", "ZQ_CURVE_SECRET_KEY"),
                                   ("curve_server_key", "ZQ_CURVE_SERVER_KEY")):
             if setting not in settings and os.environ.get(variable):
                 settings[setting] = os.environ[variable]
         self.main = main
+        self._routes: TaskRoutes | None = None
         self.settings = config.from_mapping({**settings, "router": router})
         self.tasks: dict[str, Task] = {}
         base = task_cls or Task
@@ -90,15 +67,24 @@ class App:
         self.Task: type[Task] = type("Task", (base,), {
             "app": self, "abstract": True, "__module__": base.__module__})
         self._clients = _Clients()
-        self._routes: TaskRouter | None = None
-        self._state_sink: Callable[[dict[str, Any]], None] | None = None
-        from .control import Control
+        self._state_sink: StateSink | None = None
         self.control = Control(self)
-        _default_app = self
+        _current.set_current_app(self)
 
     @property
-    def conf(self) -> _Conf:
-        return _Conf(self)
+    def settings(self) -> Settings:
+        """The App's settings: one frozen object, replaced whole when a setting changes."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self._settings = settings
+        self._routes = None
+
+    @property
+    def conf(self) -> Conf:
+        """The settings as Celery's ``app.conf``: ``app.conf.task_acks_late = True``."""
+        return Conf(self)
 
     # -- the registry -------------------------------------------------------------------
 
@@ -136,10 +122,13 @@ class App:
         type(fun.__name__, (base,), attrs)
         return self.tasks[name]
 
-    def _register_class(self, cls: type[Task]) -> None:
+    def register_task_class(self, cls: type[Task]) -> Task:
+        """Register the task class ``cls``, bound to this App, under its own name, else
+        under ``module.ClassName``: what defining a subclass of ``app.Task`` does."""
         if "name" not in cls.__dict__ or cls.__dict__["name"] is None:
             cls.name = self.gen_task_name(cls.__name__, cls.__module__)
-        self.tasks[cls.name or ""] = cls()
+        task = self.tasks[cls.name or ""] = cls()
+        return task
 
     def register_task(self, task: Task | type[Task]) -> Task:
         """Register a task instance or class made outside the decorator (Celery's API)."""
@@ -148,7 +137,7 @@ class App:
             cls = type(cls.__name__, (cls,), {"app": self, "__module__": cls.__module__,
                                                "name": cls.name})
         elif cls.name not in self.tasks:
-            self._register_class(cls)
+            self.register_task_class(cls)
         return self.tasks[cls.name or ""]
 
     # -- sending ------------------------------------------------------------------------
@@ -162,18 +151,19 @@ class App:
         queue, exchange, routing_key, priority, ignore_result, headers, time_limit,
         soft_time_limit, mandatory, immediate.
         """
-        header, body = self._task_message(name, args, kwargs, **options)
+        header, body = self.task_message(name, args, kwargs, **options)
         timeout_s = publish_timeout_s if publish_timeout_s is not None \
             else self.settings.publish_timeout_s
-        self._router_client().submit(header, body, timeout_s)
-        return self._track(AsyncResult(header["id"], app=self, task_name=name))
+        self.router_client().submit(header, body, timeout_s)
+        return self.track(AsyncResult(header["id"], app=self, task_name=name))
 
-    def _track(self, result: AsyncResult) -> AsyncResult:
-        """Remember a result this thread sent, so that one WAIT covers all of them."""
+    def track(self, result: AsyncResult) -> AsyncResult:
+        """Remember a result this thread sent, so that one wait covers all of them: the
+        results actor pushes each as it becomes ready, whichever is asked for first."""
         self._local().pending[result.id] = result
         return result
 
-    def _task_message(self, name: str, args: Sequence[Any] | None = None,
+    def task_message(self, name: str, args: Sequence[Any] | None = None,
                       kwargs: dict[str, Any] | None = None, *, countdown: float | None = None,
                       eta: Any = None, task_id: str | None = None, expires: Any = None,
                       serializer: str | None = None, queue: str | None = None,
@@ -185,7 +175,12 @@ class App:
                       mandatory: bool = False, immediate: bool = False,
                       _task: Task | None = None, _content_type: str | None = None,
                       **options: Any) -> tuple[dict[str, Any], bytes]:
-        """The header and body of a task message, with every option resolved."""
+        """The header and body of a task message, with every option resolved: what
+        ``send_task`` sends, for sending many at once with :meth:`send_tasks`.
+
+        An option neither the call nor the task gives takes the App's setting, as
+        ``time_limit`` takes ``task_time_limit``.
+        """
         if not isinstance(name, str) or not name:
             raise TypeError("send_task() needs a task name")
         if args is not None and not isinstance(args, (list, tuple)):
@@ -233,8 +228,9 @@ class App:
             "reject_on_worker_lost": opt("reject_on_worker_lost",
                                          settings.task_reject_on_worker_lost),
             "max_redeliveries": opt("max_redeliveries", None),
-            "time_limit": time_limit or opt("time_limit", None),
-            "soft_time_limit": soft_time_limit or opt("soft_time_limit", None),
+            "time_limit": time_limit or opt("time_limit", settings.task_time_limit),
+            "soft_time_limit": soft_time_limit or opt("soft_time_limit",
+                                                      settings.task_soft_time_limit),
             "rate_limit": opt("rate_limit", settings.task_default_rate_limit),
             "mandatory": mandatory or None, "immediate": immediate or None,
         }
@@ -249,11 +245,12 @@ class App:
         """Submit prepared task messages in batches: one round trip per batch."""
         timeout_s = publish_timeout_s if publish_timeout_s is not None \
             else self.settings.publish_timeout_s
-        client = self._router_client()
+        client = self.router_client()
         for start in range(0, len(messages), _BATCH_SIZE):
             client.submit_many(list(messages[start:start + _BATCH_SIZE]), timeout_s)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
+        """The result of the task ``task_id``, asked for from this App's router."""
         return AsyncResult(task_id, app=self)
 
     def watch(self, task_ids: Sequence[str] | str | None = None,
@@ -268,9 +265,9 @@ class App:
         """
         if isinstance(task_ids, str):
             task_ids = [task_ids]
-        stream = self._results().watch(list(task_ids) if task_ids else None, timeout_s)
-        return (dict(event, info=AsyncResult(event["id"], app=self)._decode_quietly(event))
-                for event in stream)
+        stream = self.results_client().watch(list(task_ids) if task_ids else None, timeout_s)
+        accept = self.settings.result_content_types
+        return (dict(event, info=value_of(event, accept, quiet=True)) for event in stream)
 
     # -- the sockets of this thread -----------------------------------------------------
 
@@ -283,22 +280,26 @@ class App:
             local.pending = weakref.WeakValueDictionary()
         return local
 
-    def _router_client(self) -> RouterClient:
+    def router_client(self) -> RouterClient:
+        """This thread's connection to the router (made on first use, with the App's
+        queues declared to it)."""
         local = self._local()
         if local.router is None:
             client = RouterClient(zmq.Context.instance(), self.settings.router,
                                   self.settings.curve_keys())
-            queues = declarations(self.settings.task_queues)
+            queues = declarations(self.settings.task_queues, self.settings)
             if queues:
                 client.call(Cmd.CONTROL, {"op": "declare", "queues": queues},
                             self.settings.publish_timeout_s)
             local.router = client
         return local.router
 
-    def _results(self) -> ResultsClient:
+    def results_client(self) -> ResultsClient:
+        """This thread's connection to the results actor (its address is asked of the
+        router on first use)."""
         local = self._local()
         if local.results is None:
-            welcome = self._router_client().call(Cmd.HELLO, {}, self.settings.publish_timeout_s)
+            welcome = self.router_client().call(Cmd.HELLO, {}, self.settings.publish_timeout_s)
             local.results = ResultsClient(zmq.Context.instance(), welcome["results"],
                                           self.settings.router, local.pending,
                                           self.settings.curve_keys())
@@ -312,13 +313,24 @@ class App:
                 client.close()
         local.router = local.results = None
 
-    def _router(self) -> TaskRouter:
+    def _router(self) -> TaskRoutes:
         if self._routes is None:
-            self._routes = TaskRouter(self.settings)
+            self._routes = TaskRoutes(self.settings)
         return self._routes
 
-    def _emit_state(self, task_id: str, state: str, meta: Any, *, retries: int = 0,
-                    name: str | None = None) -> None:
+    @property
+    def state_sink(self) -> StateSink | None:
+        """Where :meth:`emit_state` sends state events instead of the results actor: a
+        worker sets it to its own connection, so a task's ``update_state`` goes there."""
+        return self._state_sink
+
+    @state_sink.setter
+    def state_sink(self, sink: StateSink | None) -> None:
+        self._state_sink = sink
+
+    def emit_state(self, task_id: str, state: str, meta: Any, *, retries: int = 0,
+                   name: str | None = None) -> None:
+        """Record ``state`` with ``meta`` for the task ``task_id`` (``update_state``)."""
         content_type, body = serialization.dumps(meta, self.settings.result_serializer)
         event = protocol.state_event(task_id, state, retries=retries, name=name,
                                      content_type=content_type, body=body)
@@ -327,7 +339,10 @@ class App:
         if self._state_sink is not None:
             self._state_sink(event)
         else:
-            self._results().emit([event])
+            self.results_client().emit([event])
 
     def __repr__(self) -> str:
         return f"<zq.App {self.main or '__main__'} router={self.settings.router}>"
+
+
+_current.set_default_factory(App)

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .app import App
-    from .result import AsyncResult, GroupResult
+from ._current import current_app
+from .result import AsyncResult, GroupResult, ResultsApp
+from .utils import new_id
+
+
+class CanvasApp(ResultsApp, Protocol):
+    """What signatures need of an App: its tasks, and sending them."""
+
+    @property
+    def tasks(self) -> Mapping[str, Callable[..., Any]]: ...
+
+    def send_task(self, name: str, args: Sequence[Any] | None = None,
+                  kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult: ...
+
+    def task_message(self, name: str, args: Sequence[Any] | None = None,
+                     kwargs: dict[str, Any] | None = None,
+                     **options: Any) -> tuple[dict[str, Any], bytes]: ...
+
+    def send_tasks(self, messages: Sequence[tuple[dict[str, Any], bytes]],
+                   publish_timeout_s: float | None = None) -> None: ...
+
+    def track(self, result: AsyncResult) -> AsyncResult: ...
 
 
 class Signature:
@@ -15,7 +34,7 @@ class Signature:
 
     def __init__(self, task: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
                  options: dict[str, Any] | None = None, immutable: bool = False,
-                 app: App | None = None):
+                 app: CanvasApp | None = None):
         self.task = task
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
@@ -23,11 +42,8 @@ class Signature:
         self.immutable = immutable
         self.app = app
 
-    def _app(self) -> App:
-        if self.app is None:
-            from .app import default_app
-            return default_app()
-        return self.app
+    def _app(self) -> CanvasApp:
+        return self.app if self.app is not None else current_app()
 
     def clone(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
               **options: Any) -> Signature:
@@ -54,7 +70,7 @@ class Signature:
                 "options": self.options, "immutable": self.immutable}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], app: App | None = None) -> Signature:
+    def from_dict(cls, data: dict[str, Any], app: CanvasApp | None = None) -> Signature:
         return cls(data["task"], data.get("args", ()), data.get("kwargs"),
                    data.get("options"), bool(data.get("immutable")), app)
 
@@ -100,8 +116,6 @@ class chain:  # noqa: N801 - Celery's name
     def apply_async(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
                     **options: Any) -> AsyncResult:
         """Send the first link; returns the result of the last one (as Celery does)."""
-        from .utils import new_id
-
         links = [t.clone() for t in self.tasks]
         for link in links:
             link.options.setdefault("task_id", new_id())
@@ -110,7 +124,7 @@ class chain:  # noqa: N801 - Celery's name
         if rest:
             first.options["chain"] = [link.to_dict() for link in rest]
         first.apply_async()
-        return links[-1]._app().AsyncResult(links[-1].options["task_id"])
+        return AsyncResult(links[-1].options["task_id"], app=links[-1]._app())
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         return self.apply_async(args, kwargs)
@@ -129,9 +143,6 @@ class group:  # noqa: N801 - Celery's name
 
     def apply_async(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
                     **options: Any) -> GroupResult:
-        from .result import GroupResult
-        from .utils import new_id
-
         if not self.tasks:
             raise ValueError("a group needs at least one task")
         app = self.tasks[0]._app()
@@ -139,10 +150,10 @@ class group:  # noqa: N801 - Celery's name
         messages = []
         for task in self.tasks:
             sig = task.clone(args, kwargs, **options)
-            messages.append(app._task_message(sig.task, sig.args, sig.kwargs,
-                                              group_id=group_id, **sig.options))
+            messages.append(app.task_message(sig.task, sig.args, sig.kwargs,
+                                             group_id=group_id, **sig.options))
         app.send_tasks(messages)
-        results = [app._track(app.AsyncResult(header["id"])) for header, _ in messages]
+        results = [app.track(AsyncResult(header["id"], app=app)) for header, _ in messages]
         return GroupResult(group_id, results, app=app)
 
     def delay(self, *args: Any, **kwargs: Any) -> GroupResult:

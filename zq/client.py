@@ -13,8 +13,8 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import zmq
 from tenacity import Retrying, retry_if_exception_type, wait_fixed
@@ -25,9 +25,6 @@ from .errors import TimeoutError as ZqTimeoutError
 from .protocol import Cmd, Message
 from .security import ClientKeys, secure_client
 from .utils import Reconnections, reachable
-
-if TYPE_CHECKING:
-    from .result import AsyncResult
 
 logger = logging.getLogger("zq.client")
 
@@ -45,8 +42,22 @@ _MAX_IDS_PER_WAIT = 10_000
 _WATCH_MEMORY = 100_000
 
 
+def _ms(seconds: float) -> int:
+    """A poll timeout: ZeroMQ counts whole milliseconds."""
+    return int(seconds * 1000)
+
+
 class _NoAnswer(Exception):
     pass
+
+
+class Pending(Protocol):
+    """A result a client waits for (an ``AsyncResult``): told its state once it is ready."""
+
+    @property
+    def id(self) -> str: ...
+
+    def set_meta(self, meta: dict[str, Any]) -> None: ...
 
 
 def _socket(ctx: zmq.Context[Any], kind: int, endpoint: str,
@@ -54,7 +65,7 @@ def _socket(ctx: zmq.Context[Any], kind: int, endpoint: str,
             before_connect: Callable[[zmq.Socket[Any]], Any] | None = None,
             ) -> zmq.Socket[Any]:
     """A connected socket; ``before_connect`` is given it first (to attach a monitor)."""
-    sock = ctx.socket(kind)
+    sock: zmq.Socket[Any] = ctx.socket(kind)
     sock.linger = 0
     secure_client(sock, keys)
     if before_connect is not None:
@@ -78,7 +89,7 @@ def _send_within(sock: zmq.Socket[Any], msg: Message, timeout_s: float) -> bool:
         return True
     except zmq.Again:
         pass
-    if not sock.poll(timeout_s * 1000, zmq.POLLOUT):
+    if not sock.poll(_ms(timeout_s), zmq.POLLOUT):
         return False
     try:
         protocol.send(sock, msg, flags=zmq.NOBLOCK)
@@ -92,7 +103,6 @@ class RouterClient:
 
     def __init__(self, ctx: zmq.Context[Any], endpoint: str, keys: ClientKeys | None = None):
         self.endpoint = endpoint
-        self._ctx = ctx
         self._sock = _socket(ctx, zmq.DEALER, endpoint, keys)
         self._rids = itertools.count(1)
 
@@ -106,7 +116,7 @@ class RouterClient:
             raise _NoAnswer()
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._sock.poll(remaining * 1000):
+            if remaining <= 0 or not self._sock.poll(_ms(remaining)):
                 raise _NoAnswer()
             try:
                 _, reply = protocol.recv(self._sock)
@@ -175,7 +185,7 @@ class ResultsClient:
     """Asks the results actor for states and waits for results it pushes."""
 
     def __init__(self, ctx: zmq.Context[Any], endpoints: dict[str, str], router: str,
-                 pending: weakref.WeakValueDictionary[str, AsyncResult],
+                 pending: weakref.WeakValueDictionary[str, Pending],
                  keys: ClientKeys | None = None):
         self.query_endpoint = reachable(endpoints["query"], router)
         self.pub_endpoint = reachable(endpoints["pub"], router)
@@ -205,7 +215,7 @@ class ResultsClient:
         self._reconnections.close()
         self._sock.close(linger=0)
 
-    def track(self, result: AsyncResult) -> None:
+    def track(self, result: Pending) -> None:
         """Remember ``result`` so that its state is kept when it arrives with others."""
         self._pending[result.id] = result
 
@@ -226,14 +236,14 @@ class ResultsClient:
             self._asked.pop(task_id, None)
             result = self._pending.pop(task_id, None)
             if result is not None:
-                result._set_meta(meta)
+                result.set_meta(meta)
             self._ready[task_id] = meta
             if len(self._ready) > _READY_CACHE:
                 self._ready.popitem(last=False)
 
     def _pump(self, timeout_s: float) -> bool:
         """Handle what arrives within ``timeout_s``; False when nothing did."""
-        ready = dict(self._poller.poll(max(timeout_s, 0) * 1000))
+        ready = dict(self._poller.poll(_ms(max(timeout_s, 0))))
         if not ready:
             return False
         if self._reconnections.socket in ready and self._reconnections.came_back():
@@ -329,7 +339,7 @@ class ResultsClient:
             for meta in snap["states"]:
                 versions[meta["id"]] = meta.get("version", 0)
                 yield meta
-            yield from _stream(sub, last_seq, versions, ids, self, timeout_s)
+            yield from _stream(sub, last_seq, versions, self, timeout_s)
         finally:
             sub.close(linger=0)
 
@@ -344,14 +354,13 @@ def _await_hello(sub: zmq.Socket[Any], token: bytes, deadline: float) -> None:
 
 
 def _stream(sub: zmq.Socket[Any], last_seq: int, versions: OrderedDict[str, int],
-            ids: Iterable[str] | None, results: ResultsClient,
-            timeout_s: float | None) -> Iterator[dict[str, Any]]:
+            results: ResultsClient, timeout_s: float | None) -> Iterator[dict[str, Any]]:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         wait_s = 1.0 if deadline is None else deadline - time.monotonic()
         if wait_s <= 0:
             return
-        if not sub.poll(wait_s * 1000):
+        if not sub.poll(_ms(wait_s)):
             continue
         try:
             _, msg = protocol.recv(sub, routed=True)
@@ -364,6 +373,8 @@ def _stream(sub: zmq.Socket[Any], last_seq: int, versions: OrderedDict[str, int]
         if event.get("seq", 0) <= last_seq:
             continue
         task_id = event.get("id")
+        if not isinstance(task_id, str):
+            continue
         known = versions.get(task_id, 0)
         version = event.get("version", 0)
         if version <= known:

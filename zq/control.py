@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from .config import Settings
 from .protocol import Cmd
 
-if TYPE_CHECKING:
-    from .app import App
+
+class RouterCaller(Protocol):
+    """What sends a request to the router and returns its answer (``RouterClient``)."""
+
+    def call(self, cmd: Cmd, header: dict[str, Any], timeout_s: float) -> dict[str, Any]: ...
+
+
+class ControlledApp(Protocol):
+    """What ``Control`` needs of an App: its settings and its thread's router client."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    def router_client(self) -> RouterCaller: ...
 
 
 class Control:
-    def __init__(self, app: App):
+    """Requests about running work, sent to the router (Celery sends them to workers)."""
+
+    def __init__(self, app: ControlledApp):
         self.app = app
 
     def _call(self, op: str, timeout_s: float | None = None, **fields: Any) -> dict[str, Any]:
         timeout_s = timeout_s if timeout_s is not None else self.app.settings.publish_timeout_s
-        return self.app._router_client().call(Cmd.CONTROL, {"op": op, **fields}, timeout_s)
+        return self.app.router_client().call(Cmd.CONTROL, {"op": op, **fields}, timeout_s)
 
     def stats(self, timeout_s: float | None = None) -> dict[str, Any]:
         """The router's view: connected actors and hosts, queue lengths, tasks in flight."""

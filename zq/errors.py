@@ -116,6 +116,8 @@ class Retry(ZqError):
         self.message = message
         self.exc = exc
         self.when = when
+        # Under Task.apply() the retry runs at once: its EagerResult, for the first call.
+        self.eager_result: Any = None
         super().__init__(message or (f"Retry in {when}s" if when is not None else "Retry"))
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -3,15 +3,66 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
 from . import serialization, states
+from ._current import current_app
 from ._remote import data_to_exception
+from .config import Settings
+from .control import Control
 from .errors import SerializationError, TaskRevokedError
 from .utils import from_timestamp
 
-if TYPE_CHECKING:
-    from .app import App
+
+class ResultBackend(Protocol):
+    """Where results are asked for and waited on (``ResultsClient``)."""
+
+    def get(self, ids: list[str], timeout_s: float = ...) -> list[dict[str, Any]]: ...
+
+    def forget(self, ids: list[str], timeout_s: float = ...) -> None: ...
+
+    def track(self, result: AsyncResult) -> None: ...
+
+    def wait(self, task_id: str, timeout_s: float | None) -> dict[str, Any]: ...
+
+
+class ResultsApp(Protocol):
+    """What a result needs of its App: settings, the results backend, revoking."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def control(self) -> Control: ...
+
+    def results_client(self) -> ResultBackend: ...
+
+
+def value_of(meta: dict[str, Any], content_types: Iterable[str], *,
+             quiet: bool = False) -> Any:
+    """What a stored state holds: the return value, the exception of a failed task (as
+    its own class where it can be imported), or a custom state's meta.
+
+    With ``quiet``, a payload that cannot be read here is None instead of an error.
+    """
+    state = meta.get("state")
+    exc = meta.get("exc")
+    if exc is not None:
+        if state == states.REVOKED:
+            return TaskRevokedError(exc.get("message", "revoked"))
+        return data_to_exception(exc)
+    body = meta.get("body")
+    if body is None:
+        return None
+    try:
+        return serialization.loads(body, meta.get("ct", ""),
+                                   serialization.content_types(content_types))
+    except SerializationError:
+        if quiet:
+            return None
+        raise
 
 
 class AsyncResult:
@@ -20,12 +71,10 @@ class AsyncResult:
     Once the task is ready its state is kept here, so asking again costs nothing.
     """
 
-    def __init__(self, id: str, app: App | None = None, task_name: str | None = None):  # noqa: A002
-        if app is None:
-            from .app import default_app
-            app = default_app()
+    def __init__(self, id: str, app: ResultsApp | None = None,  # noqa: A002
+                 task_name: str | None = None):
         self.id = id
-        self.app = app
+        self.app: ResultsApp = app if app is not None else current_app()
         self._task_name = task_name
         self._meta: dict[str, Any] | None = None
 
@@ -33,15 +82,18 @@ class AsyncResult:
     def task_id(self) -> str:
         return self.id
 
-    def _set_meta(self, meta: dict[str, Any]) -> None:
+    def set_meta(self, meta: dict[str, Any]) -> None:
+        """Keep ``meta``, this task's stored state, once it is ready: a ready state never
+        changes, so it is not asked for again. The results client calls this when the
+        state arrives for a result that waits for it."""
         if meta.get("state") in states.READY_STATES:
             self._meta = meta
 
     def _get_meta(self) -> dict[str, Any]:
         if self._meta is not None:
             return self._meta
-        meta = self.app._results().get([self.id])[0]
-        self._set_meta(meta)
+        meta = self.app.results_client().get([self.id])[0]
+        self.set_meta(meta)
         return meta
 
     @property
@@ -94,9 +146,9 @@ class AsyncResult:
         here as its own class where it can be imported, else as :class:`zq.TaskError`.
         """
         if self._meta is None:
-            results = self.app._results()
+            results = self.app.results_client()
             results.track(self)
-            self._set_meta(results.wait(self.id, timeout))
+            self.set_meta(results.wait(self.id, timeout))
         meta = self._meta
         assert meta is not None
         value = self._decode(meta)
@@ -109,30 +161,13 @@ class AsyncResult:
     def forget(self) -> None:
         """Delete the stored result."""
         self._meta = None
-        self.app._results().forget([self.id])
+        self.app.results_client().forget([self.id])
 
     def revoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
         self.app.control.revoke(self.id, terminate=terminate, signal=signal)
 
     def _decode(self, meta: dict[str, Any]) -> Any:
-        state = meta.get("state")
-        exc = meta.get("exc")
-        if exc is not None:
-            if state == states.REVOKED:
-                return TaskRevokedError(exc.get("message", "revoked"))
-            return data_to_exception(exc)
-        body = meta.get("body")
-        if body is None:
-            return None
-        accept = serialization.content_types(self.app.settings.result_content_types)
-        return serialization.loads(body, meta.get("ct", ""), accept)
-
-    def _decode_quietly(self, meta: dict[str, Any]) -> Any:
-        """Like ``_decode``, but a payload this side cannot read becomes None, not an error."""
-        try:
-            return self._decode(meta)
-        except SerializationError:
-            return None
+        return value_of(meta, self.app.settings.result_content_types)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AsyncResult):
@@ -155,10 +190,8 @@ class EagerResult(AsyncResult):
     """The result of ``Task.apply()``: already known, nothing to ask the results actor."""
 
     def __init__(self, id: str, retval: Any, state: str, traceback: str | None = None,  # noqa: A002
-                 app: App | None = None):
-        self.id = id
-        self.app = app  # type: ignore[assignment]
-        self._task_name = None
+                 app: ResultsApp | None = None):
+        super().__init__(id, app)
         self._retval = retval
         self._state = state
         self._traceback = traceback
@@ -183,7 +216,10 @@ class EagerResult(AsyncResult):
     def traceback(self) -> str | None:
         return self._traceback
 
-    def get(self, timeout: float | None = None, propagate: bool = True, **_ignored: Any) -> Any:
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            interval: float = 0.5, disable_sync_subtasks: bool = True,
+            **_ignored: Any) -> Any:
+        """The value at once: the task ran already; a failure is raised with ``propagate``."""
         if propagate and self._state in states.PROPAGATE_STATES and isinstance(
                 self._retval, BaseException):
             raise self._retval
@@ -201,7 +237,8 @@ class EagerResult(AsyncResult):
 class GroupResult:
     """The results of a group, in the order its tasks were given."""
 
-    def __init__(self, id: str, results: list[AsyncResult], app: App | None = None):  # noqa: A002
+    def __init__(self, id: str, results: list[AsyncResult],  # noqa: A002
+                 app: ResultsApp | None = None):
         self.id = id
         self.results = results
         self.app = app
@@ -209,10 +246,8 @@ class GroupResult:
     def get(self, timeout: float | None = None, propagate: bool = True,
             **_ignored: Any) -> list[Any]:
         """Every task's value, in order; ``timeout`` bounds the whole wait."""
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
-        values = []
+        values: list[Any] = []
         for result in self.results:
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             values.append(result.get(timeout=remaining, propagate=propagate))
@@ -239,7 +274,7 @@ class GroupResult:
     def __len__(self) -> int:
         return len(self.results)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[AsyncResult]:
         return iter(self.results)
 
     def __getitem__(self, index: int) -> AsyncResult:

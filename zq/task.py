@@ -13,15 +13,25 @@ import threading
 import traceback as tb_module
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from . import states
+from .canvas import CanvasApp, Signature
 from .errors import Ignore, MaxRetriesExceededError, Reject, Retry, SerializationError
+from .result import AsyncResult, EagerResult
+from .utils import new_id
 
-if TYPE_CHECKING:
-    from .app import App
-    from .canvas import Signature
-    from .result import AsyncResult, EagerResult
+
+class TaskApp(CanvasApp, Protocol):
+    """What a task needs of its App (a :class:`zq.App`)."""
+
+    def AsyncResult(self, task_id: str) -> AsyncResult: ...  # noqa: N802 - Celery's name
+
+    def emit_state(self, task_id: str, state: str, meta: Any, *, retries: int = 0,
+                   name: str | None = None) -> None: ...
+
+    def register_task_class(self, cls: type[Task]) -> Task: ...
+
 
 logger = logging.getLogger("zq.task")
 
@@ -62,6 +72,9 @@ class Request:
         self.time_limit: float | None = None
         self.soft_time_limit: float | None = None
         self.content_type: str | None = None
+        self.acks_late = False
+        # Set on a copy of a task that an exchange sent to several queues.
+        self.copy_id: str | None = None
         self.__dict__.update(fields)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -74,7 +87,7 @@ class Request:
 class Task:
     """Base of every task. Subclass ``app.Task`` and define ``run``, or use ``@app.task``."""
 
-    app: ClassVar[App | None] = None
+    app: ClassVar[TaskApp | None] = None
     name: ClassVar[str | None] = None
     abstract: ClassVar[bool] = True
     typing: ClassVar[bool] = True
@@ -107,7 +120,7 @@ class Task:
         if "abstract" not in cls.__dict__:
             cls.abstract = False
         if cls.app is not None and not cls.abstract and cls.run is not Task.run:
-            cls.app._register_class(cls)
+            cls.app.register_task_class(cls)
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -154,53 +167,50 @@ class Task:
         if self.typing:
             self._check_arguments(args or (), kwargs or {})
         if app.settings.task_always_eager:
-            return self.apply(args, kwargs, **options)  # type: ignore[return-value]
+            return self.apply(args, kwargs, **options)
         return app.send_task(self.name or "", args, kwargs, _task=self, **options)
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
               task_id: str | None = None, retries: int = 0, throw: bool | None = None,
               **options: Any) -> EagerResult:
         """Run the task here and now, as a worker would, and return its result."""
-        from .result import EagerResult
-        from .utils import new_id
-
         args, kwargs = tuple(args or ()), dict(kwargs or {})
-        request = Request(id=task_id or new_id(), task=self.name, args=args, kwargs=kwargs,
+        task_id = task_id or new_id()
+        request = Request(id=task_id, task=self.name, args=args, kwargs=kwargs,
                           retries=retries, is_eager=True, called_directly=False,
                           headers=options.get("headers") or {},
                           delivery_info={"is_eager": True})
         outcome = trace(self, request, args, kwargs)
-        result = EagerResult(request.id, outcome.retval, outcome.state, outcome.traceback,
+        result = EagerResult(task_id, outcome.retval, outcome.state, outcome.traceback,
                              app=self._app())
         if throw and outcome.state == states.FAILURE and isinstance(outcome.retval, BaseException):
             raise outcome.retval
         return result
 
     def _check_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
-        signature = type(self).__dict__.get("_zq_signature")
+        # Worked out once per task class; False where the callable has no signature.
+        cls = type(self)
+        signature: inspect.Signature | bool | None = cls.__dict__.get("_zq_signature")
         if signature is None:
             try:
                 signature = inspect.signature(self.run)
             except (TypeError, ValueError):
                 signature = False
-            type(self)._zq_signature = signature  # type: ignore[attr-defined]
-        if signature:
+            setattr(cls, "_zq_signature", signature)
+        if isinstance(signature, inspect.Signature):
             try:
                 signature.bind(*args, **kwargs)
             except TypeError as exc:
                 raise TypeError(f"{self.name}() {exc}") from None
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
-        from .canvas import Signature
         return Signature(self.name or "", args, kwargs, app=self._app())
 
     def si(self, *args: Any, **kwargs: Any) -> Signature:
-        from .canvas import Signature
         return Signature(self.name or "", args, kwargs, immutable=True, app=self._app())
 
     def signature(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
                   **options: Any) -> Signature:
-        from .canvas import Signature
         return Signature(self.name or "", args or (), kwargs or {}, options=options,
                          app=self._app())
 
@@ -239,7 +249,7 @@ class Task:
             outcome_result = self.apply(new_args, new_kwargs, task_id=request.id,
                                         retries=request.retries + 1)
             retry = Retry(exc=exc, when=when)
-            retry.eager_result = outcome_result  # type: ignore[attr-defined]
+            retry.eager_result = outcome_result
             if throw:
                 raise retry
             return retry
@@ -251,7 +261,7 @@ class Task:
             "parent_id": request.parent_id, "expires": request.expires,
             # A copy of a task routed to several queues retries as that copy, in whatever
             # queue it is sent to.
-            "copy_id": request.get("copy_id"),
+            "copy_id": request.copy_id,
             "time_limit": request.time_limit, "soft_time_limit": request.soft_time_limit,
             "ignore_result": request.ignore_result, "serializer": None,
             "_content_type": request.content_type,
@@ -270,7 +280,7 @@ class Task:
         task_id = task_id or request.id
         if task_id is None:
             raise ValueError("update_state() needs a task_id outside a running task")
-        self._app()._emit_state(task_id, state or states.PENDING, meta,
+        self._app().emit_state(task_id, state or states.PENDING, meta,
                                 retries=request.retries if task_id == request.id else 0,
                                 name=self.name)
 
@@ -297,7 +307,7 @@ class Task:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _app(self) -> App:
+    def _app(self) -> TaskApp:
         if self.app is None:
             raise RuntimeError(f"task {type(self).__name__} is not bound to an App")
         return self.app
@@ -344,7 +354,7 @@ Report = Callable[[Outcome], None]
 def backoff_countdown(task: Task, retries: int) -> float:
     """Celery's exponential backoff: min(max, factor * 2**retries), jittered down to 0..that."""
     factor = 1 if task.retry_backoff is True else float(task.retry_backoff)
-    countdown = min(task.retry_backoff_max, factor * (2 ** retries))
+    countdown = min(task.retry_backoff_max, factor * (2.0 ** retries))
     if task.retry_jitter:
         countdown = random.randrange(int(countdown) + 1)
     return max(0.0, countdown)
@@ -391,7 +401,7 @@ def trace(task: Task, request: Request, args: Sequence[Any], kwargs: dict[str, A
             task.before_start(task_id, args, kwargs)
             retval = _run(task, args, kwargs)
         except Retry as exc:
-            eager = getattr(exc, "eager_result", None)
+            eager = exc.eager_result
             if eager is not None:
                 return Outcome(eager.state, eager.result, eager.traceback)
             reason = exc.exc if exc.exc is not None else exc

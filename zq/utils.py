@@ -19,9 +19,10 @@ def to_timestamp(value: Any, *, relative: bool = False) -> float | None:
     if value is None:
         return None
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        return value.timestamp()
+        moment: dt.datetime = value
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+        return moment.timestamp()
     if isinstance(value, dt.timedelta):
         return time.time() + value.total_seconds()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
