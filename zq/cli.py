@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from .config import DEFAULT_ROUTER
+from .protocol import MAX_MESSAGE_SIZE
 
 router_option = click.option("--router", envvar="ZQ_ROUTER", default=DEFAULT_ROUTER,
                              show_default=True, help="The router's address ($ZQ_ROUTER).")
@@ -52,7 +53,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True,
+@click.option("--bind", default=DEFAULT_ROUTER, show_default=True,
               help="Where clients and workers connect.")
 @click.option("--data-dir", default="zq-data", show_default=True, type=click.Path(),
               help="Journal and results store.")
@@ -62,7 +63,7 @@ def main() -> None:
               help="Seconds a finished task's result is kept.")
 @click.option("--max-queue-length", type=int, default=None,
               help="Refuse tasks for a queue holding this many.")
-@click.option("--max-message-size", type=int, default=16 * 1024 * 1024, show_default=True,
+@click.option("--max-message-size", type=int, default=MAX_MESSAGE_SIZE, show_default=True,
               help="Largest task payload accepted, in bytes.")
 @click.option("--host-timeout", type=float, default=10.0, show_default=True,
               help="Seconds without a heartbeat before a worker host is declared lost.")

@@ -13,13 +13,12 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from .errors import ConfigurationError
-from .protocol import EXCHANGE_TYPES
+from .protocol import EXCHANGE_TYPES, MAX_MESSAGE_SIZE
 from .security import ClientKeys, client_keys
 
 # The router's address where nothing names one, and the largest task message (arguments)
 # the router takes; the router's command line defaults to the same.
 DEFAULT_ROUTER = "tcp://127.0.0.1:5555"
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -59,7 +58,7 @@ class Settings:
     # CURVE: this side's secret key file and the router's public key (file or z85 text).
     curve_secret_key: str | None = None
     curve_server_key: str | None = None
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_message_size: int = MAX_MESSAGE_SIZE
 
     def replace(self, **changes: Any) -> Settings:
         return from_mapping(changes, base=self)

@@ -65,7 +65,7 @@ class Actor:
             self.app, app_path=worker.app, emit=self._send_event,
             time_limit_s=worker.time_limit_s, soft_time_limit_s=worker.soft_time_limit_s,
             deadline=self.deadline, current=self.current)
-        self.app._state_sink = self.executor.emit
+        self.app.state_sink = self.executor.emit
         self.queues = worker.queues or (self.app.settings.task_default_queue,)
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
@@ -92,7 +92,7 @@ class Actor:
         self._flush_done()
         # Last on this socket, so after every DONE: the router settles this actor on it.
         self._send(Message(Cmd.BYE))
-        self.app._state_sink = None
+        self.app.state_sink = None
         self.reconnections.close()
         self.sock.close(linger=2000)
         self.ctx.term()
