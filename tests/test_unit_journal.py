@@ -8,7 +8,10 @@ import time
 
 import msgpack
 
-from zq import protocol
+from zq import protocol, states
+from zq.protocol import Cmd, Message
+from zq.router import intake
+from zq.router.core import Core
 from zq.router.journal import Journal
 
 
@@ -428,3 +431,95 @@ def test_fsync_counts_only_commits_that_were_written(tmp_path):
     finally:
         journal.close()
     assert replayed_ids(tmp_path / "journal.log") == (["b"], [])
+
+
+# -- the router's side: tasks of a commit that failed are refused, not ACCEPTED ----------
+
+
+class FailingLog:
+    """The journal as the router's rules see it, with commits that can be made to fail."""
+
+    fsync = False
+
+    def __init__(self):
+        self.written = 0
+        self.records = []
+        self.step = []
+
+    @property
+    def synced(self):
+        return self.written
+
+    def accepted(self, raw_header, body):
+        self.step.append(("A", protocol.unpack(raw_header)["id"]))
+
+    def finished(self, task_id, retries):
+        self.step.append(("D", task_id))
+
+    def revoked(self, task_id):
+        self.step.append(("R", task_id))
+
+
+FAILURE = "journal /data/journal.log: No space left on device"
+
+
+def submit(core, task_id, now, **header):
+    fields = {"id": task_id, "task": "t", "ct": "application/x-msgpack", "queue": "celery",
+              **header}
+    intake.on_submit(core, b"client", Message(Cmd.SUBMIT, fields, b"args"), now)
+
+
+def end_of_step(core, log, written, now):
+    """What the loop does after the handlers: commit, then send (here: return) replies."""
+    failure = None if written else FAILURE
+    if written:
+        log.records += log.step
+    log.step = [r for r in log.step if r[0] != "A"] if not written else []
+    refused = core.durable.committed(written, failure, now)
+    if refused:
+        intake.unwritten(core, refused, failure)
+    replies, core.replies = core.replies, []
+    return [msg for _, msg in replies]
+
+
+def test_tasks_of_a_failed_commit_are_refused_forgotten_and_taken_anew_later():
+    log = FailingLog()
+    core = Core(log)
+    submit(core, "a", 1.0)
+    submit(core, "later", 1.0, countdown=None, eta=100.0)
+    [first, second] = end_of_step(core, log, written=False, now=1.0)
+    assert (first.cmd, first.header["error"], first.header["message"]) == (
+        Cmd.ERROR, "PublishError", FAILURE)
+    assert second.header["id"] == "later" and second.cmd is Cmd.ERROR
+    assert core.book.tasks == {} and core.dispatch.depth("celery") == 0
+    assert core.schedule.scheduled_count() == 0
+    assert not any(e["state"] == states.SENT for e in core.events)
+    assert core.deal(1.0) == {}
+
+    submit(core, "b", 1.5)  # while the journal fails: refused at once, nothing journaled
+    [reply] = end_of_step(core, log, written=True, now=1.5)
+    assert reply.cmd is Cmd.ERROR and reply.header["message"] == FAILURE
+    assert log.records == []
+
+    submit(core, "a", 2.5)  # a retry is due: the resend is taken, and the write succeeds
+    [reply] = end_of_step(core, log, written=True, now=2.5)
+    assert reply.cmd is Cmd.ACCEPTED and core.durable.failure is None
+    assert log.records == [("A", "a")]
+    assert core.dispatch.depth("celery") == 1
+
+
+def test_a_batch_answer_names_each_task_of_a_failed_commit_as_an_error():
+    log = FailingLog()
+    core = Core(log)
+    submit(core, "kept", 1.0)
+    end_of_step(core, log, written=True, now=1.0)
+    batch = [[protocol.pack({"id": i, "task": "t", "ct": "x", "queue": "celery"}), b""]
+             for i in ("kept", "x", "y")]
+    intake.on_submit(core, b"client", Message(Cmd.SUBMIT, {"id": "batch", "tasks": batch}),
+                     2.0)
+    [reply] = end_of_step(core, log, written=False, now=2.0)
+    assert reply.cmd is Cmd.ACCEPTED
+    assert reply.header["ids"] == ["kept"]  # a resend of a task written before
+    assert reply.header["errors"] == [["x", "PublishError", FAILURE],
+                                      ["y", "PublishError", FAILURE]]
+    assert set(core.book.tasks) == {"kept"}

@@ -28,6 +28,7 @@ from .book import Entry
 from .children import ResultsChild
 from .config import RouterConfig
 from .core import Core
+from .durable import JOURNAL_RETRY_S
 from .journal import Journal
 
 logger = logging.getLogger("zq.router")
@@ -88,6 +89,9 @@ class Router:
         self._welcome()
         self._load_bindings()
         self._replay()
+        self.core.durable.failure = self._journal_failure()  # no room to rewrite it
+        if self.core.durable.failure is not None:
+            self._journal_changed(None)
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
         self.poller.register(self.results.sentinel, zmq.POLLIN)
@@ -126,8 +130,13 @@ class Router:
         self.core.bindings_changed = False
         path = self.config.data_dir / "bindings.msgpack"
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(protocol.pack(self.core.bindings.to_list()))
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(protocol.pack(self.core.bindings.to_list()))
+            tmp.replace(path)
+        except OSError as exc:
+            # They hold in memory; clients declare them again after a restart.
+            logger.error("cannot save the bindings to %s: %s", path, exc.strerror or exc)
+            tmp.unlink(missing_ok=True)
 
     def _replay(self) -> None:
         live, revoked = self.journal.open()
@@ -144,10 +153,16 @@ class Router:
 
     def teardown(self) -> None:
         try:
+            if self.journal.error is None:
+                self._commit(time.time(), retry=True)
+            if self.journal.pending:
+                logger.critical("%s: %d records (tasks finished or revoked) are lost; those "
+                                "tasks may run again after a restart",
+                                self.core.durable.failure, self.journal.pending)
             self._flush_events()
             self.journal.close()
             if self.journal.error is None:
-                self._answer()  # everything is on disk now
+                self._answer()  # everything answered ACCEPTED is on disk now
             elif self.core.durable.held:
                 logger.critical("not answering %d requests: the journal could not be synced",
                                 len(self.core.durable.held))
@@ -194,13 +209,13 @@ class Router:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + _HOUSEKEEPING_S
             members.housekeeping(core, now)
-            if self.journal.should_compact():
-                self.journal.compact([(e.raw_header or protocol.pack(e.header), e.body)
-                                      for e in core.book.tasks.values()],
-                                     list(core.book.revoked))
         if core.bindings_changed:
             self._save_bindings()
-        self.journal.commit()
+        self._commit(now)
+        if self.journal.write_error is None and self.journal.should_compact():
+            self.journal.compact([(e.raw_header or protocol.pack(e.header), e.body)
+                                  for e in core.book.tasks.values()],
+                                 list(core.book.revoked))
         self._answer()
         if core.dirty and time.monotonic() >= self._dispatch_after:
             core.dirty = False
@@ -237,6 +252,37 @@ class Router:
         logger.warning("malformed message from %r: %s", identity, exc)
         if identity is not None:
             self.core.refuse(identity, str(exc))
+
+    def _commit(self, now: float, retry: bool = False) -> None:
+        """Write the journal's records. Tasks whose records could not be written are
+        refused, never answered ACCEPTED; while it fails new ones are refused at once,
+        and the write is tried again every JOURNAL_RETRY_S (or now, with ``retry``)."""
+        durable = self.core.durable
+        if not (retry or durable.due(now)):
+            return
+        before = durable.failure
+        written = self.journal.commit()
+        refused = durable.committed(written, self._journal_failure(), now)
+        if refused:
+            intake.unwritten(self.core, refused, durable.failure or "journal not written")
+        if durable.failure != before:
+            self._journal_changed(before)
+
+    def _journal_failure(self) -> str | None:
+        error = self.journal.write_error
+        if error is None:
+            return None
+        return f"journal {self.journal.path}: {error.strerror or error}"
+
+    def _journal_changed(self, before: str | None) -> None:
+        """Log a change of the journal's state: once, not once per task refused."""
+        failure = self.core.durable.failure
+        if failure is not None:
+            logger.error("%s: refusing new tasks until it can be written (trying again "
+                         "every %.0f s); serving the %d tasks held", failure,
+                         JOURNAL_RETRY_S, len(self.core.book.tasks))
+        elif before is not None:
+            logger.warning("journal %s is written again: taking new tasks", self.journal.path)
 
     def _answer(self) -> None:
         """Send what may leave now; place the accepted tasks whose commit is on disk."""
@@ -288,7 +334,8 @@ class Router:
             "epoch": self.epoch,
             # Journal commits written (one per step that recorded something) and fsyncs
             # (with --journal-fsync: each covers every commit written before it began).
-            "journal": {"writes": self.journal.written, "syncs": self.journal.syncs},
+            "journal": {"writes": self.journal.written, "syncs": self.journal.syncs,
+                        "failure": self.core.durable.failure},
         }
 
     def stats(self) -> dict[str, Any]:
