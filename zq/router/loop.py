@@ -21,13 +21,14 @@ import zmq
 
 from .. import protocol, security
 from .._signals import Wakeup
-from ..errors import ProtocolError
+from ..errors import ConfigurationError, ProtocolError
 from ..protocol import Cmd, Message
 from . import control, intake, members
 from .book import Entry
 from .children import ResultsChild
 from .config import RouterConfig
 from .core import Core
+from .datadir import DataDir
 from .durable import JOURNAL_RETRY_S
 from .journal import Journal
 
@@ -40,6 +41,10 @@ _BATCH = 1000
 _EVENT_FLUSH_S = 0.001
 _HOUSEKEEPING_S = 1.0
 _LAST_EVENTS_LINGER_S = 5.0
+
+# Exit statuses of ``zq router`` besides 0.
+EXIT_CANNOT_START = 2  # the data dir or an endpoint cannot be used: one line says why
+EXIT_JOURNAL_FAILED = 3  # an fsync of the journal failed
 
 Handler = Callable[[Core, bytes, Message, float], None]
 
@@ -67,8 +72,19 @@ class Router:
     # -- lifecycle ----------------------------------------------------------------------
 
     def setup(self) -> None:
+        """Start everything; a :class:`ConfigurationError` (one line: the data dir is not
+        usable or in use, the address is taken...) when it cannot, with nothing left
+        running."""
+        # Before anything else: a second router must not bind the first one's address.
+        self.data = DataDir.open(self.config.data_dir)
+        try:
+            self._start()
+        except BaseException:
+            self._stop_started()
+            raise
+
+    def _start(self) -> None:
         config = self.config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.keys: security.ServerKeys | None = None
         self.auth: Any = None
@@ -88,7 +104,11 @@ class Router:
         self.core.info = self._info
         self._welcome()
         self._load_bindings()
-        self._replay()
+        try:
+            self._replay()
+        except OSError as exc:
+            raise ConfigurationError(f"journal {self.journal.path}: "
+                                     f"{exc.strerror or exc}") from None
         self.core.durable.failure = self._journal_failure()  # no room to rewrite it
         if self.core.durable.failure is not None:
             self._journal_changed(None)
@@ -112,7 +132,11 @@ class Router:
         # frame past this hard cap makes libzmq drop the connection unread.
         sock.setsockopt(zmq.MAXMSGSIZE, max(4 * self.config.max_message_size + 65536,
                                             64 * 1024 * 1024))
-        sock.bind(self.config.bind)
+        try:
+            sock.bind(self.config.bind)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise ConfigurationError(f"cannot listen on {self.config.bind}: {exc}") from None
         return sock
 
     def _welcome(self) -> None:
@@ -175,6 +199,24 @@ class Router:
                 self.auth.stop()
             self.ctx.term()
             self.results.stop()
+            self.data.close()
+
+    def _stop_started(self) -> None:
+        """What a setup that failed half way had started."""
+        results = getattr(self, "results", None)
+        if results is not None:
+            results.close(0)
+            results.stop()
+        journal = getattr(self, "journal", None)
+        if journal is not None:
+            journal.close()
+        if getattr(self, "sock", None) is not None:
+            self.sock.close(linger=0)
+        if getattr(self, "auth", None) is not None:
+            self.auth.stop()
+        if getattr(self, "ctx", None) is not None:
+            self.ctx.term()
+        self.data.close()
 
     def run(self) -> None:
         self.setup()
@@ -363,5 +405,5 @@ def main(config: RouterConfig) -> None:
         router.run()
     except JournalFailed as exc:
         logger.critical("%s; stopping: restart the router to replay the journal", exc)
-        raise SystemExit(3) from None
+        raise SystemExit(EXIT_JOURNAL_FAILED) from None
     logger.info("router stopped")
