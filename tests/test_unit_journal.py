@@ -1,5 +1,6 @@
 """zq.journal.Journal: what is accepted and not finished survives a restart."""
 
+import errno
 import os
 import select
 import threading
@@ -7,7 +8,10 @@ import time
 
 import msgpack
 
-from zq import protocol
+from zq import protocol, states
+from zq.protocol import Cmd, Message
+from zq.router import intake
+from zq.router.core import Core
 from zq.router.journal import Journal
 
 
@@ -221,3 +225,301 @@ def test_compaction_with_fsync_leaves_everything_synced(tmp_path):
     finally:
         journal.close()
     assert replayed_ids(tmp_path / "journal.log") == (["b", "c"], [])
+
+
+# -- a disk that fills up: commit writes everything or nothing, and says which ----------
+
+
+class Disk:
+    """Stands in for the journal's open file: takes at most ``room`` more bytes (then
+    raises ``error``), at most ``chunk`` bytes per write (a short write), and can be made
+    to fail truncating."""
+
+    def __init__(self, real, room=None, chunk=None, error=errno.ENOSPC):
+        self.real = real
+        self.room = room
+        self.chunk = chunk
+        self.error = error
+        self.truncate_fails = False
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.room is not None and self.room <= 0:
+            raise OSError(self.error, os.strerror(self.error))
+        count = len(data)
+        if self.chunk is not None:
+            count = min(count, self.chunk)
+        if self.room is not None:
+            count = min(count, self.room)
+            self.room -= count
+        return self.real.write(bytes(data[:count]))
+
+    def truncate(self, size):
+        if self.truncate_fails:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return self.real.truncate(size)
+
+    def fileno(self):
+        return self.real.fileno()
+
+    def close(self):
+        self.real.close()
+
+
+def in_file(path):
+    """What a router would replay from ``path`` now, read from a copy: opening the file
+    itself would rewrite it under the journal still writing to it."""
+    copy = path.with_name("copy-" + path.name)
+    copy.write_bytes(path.read_bytes())
+    try:
+        return replayed_ids(copy)
+    finally:
+        copy.unlink()
+
+
+def on_disk(journal, **options):
+    disk = Disk(journal._file, **options)
+    journal._file = disk
+    return disk
+
+
+def test_short_writes_are_continued_until_the_whole_commit_is_written(tmp_path):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    disk = on_disk(journal, chunk=7)
+    journal.accepted(header("a"), b"x" * 100)
+    journal.accepted(header("b"), b"y" * 100)
+    assert journal.commit() is True
+    assert disk.writes > 20 and journal.written == 1 and journal.write_error is None
+    journal.close()
+    assert replay(path)[0] == [(header("a"), b"x" * 100), (header("b"), b"y" * 100)]
+
+
+def test_a_commit_that_does_not_fit_leaves_nothing_of_itself_in_the_file(tmp_path):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.accepted(header("a"), b"")
+    assert journal.commit()
+    size = path.stat().st_size
+    disk = on_disk(journal, room=10)  # the disk fills in the middle of a record
+    journal.accepted(header("b"), b"z" * 100)
+    assert journal.commit() is False
+    assert journal.write_error.errno == errno.ENOSPC
+    assert path.stat().st_size == size  # the torn bytes were cut off
+    assert journal.written == 1
+    assert in_file(path) == (["a"], [])
+    disk.room = None
+    journal.close()
+
+
+def test_a_failed_commit_drops_its_acceptances_and_keeps_its_other_records(tmp_path):
+    """The tasks of a failed commit are refused, so they must never replay; but a task
+    finishing or an id revoked must reach the file once there is room."""
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.accepted(header("a"), b"")
+    journal.accepted(header("b"), b"")
+    assert journal.commit()
+    disk = on_disk(journal, room=0)
+    journal.finished("a", 0)
+    journal.accepted(header("c"), b"")
+    journal.revoked("r")
+    assert journal.commit() is False
+    assert journal.pending == 2
+    journal.finished("b", 0)
+    assert journal.commit() is False  # still full: kept, in order
+    assert journal.pending == 3
+    assert in_file(path) == (["a", "b"], [])
+    disk.room = None  # space came back
+    journal.accepted(header("d"), b"")
+    assert journal.commit() is True
+    assert (journal.pending, journal.write_error, journal.written) == (0, None, 2)
+    journal.close()
+    assert replayed_ids(path) == (["d"], ["r"])
+
+
+def test_a_cut_that_fails_is_made_before_the_next_write(tmp_path):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.accepted(header("a"), b"")
+    assert journal.commit()
+    disk = on_disk(journal, room=5)
+    disk.truncate_fails = True
+    journal.accepted(header("b"), b"z" * 100)
+    assert journal.commit() is False
+    # The torn record stays at the end for now: a router killed here replays "a".
+    assert in_file(path) == (["a"], [])
+    disk.room, disk.truncate_fails = None, False
+    journal.accepted(header("c"), b"")
+    assert journal.commit() is True
+    journal.close()
+    assert replayed_ids(path) == (["a", "c"], [])
+
+
+def test_read_only_and_io_errors_are_reported_not_raised(tmp_path):
+    for error in (errno.EROFS, errno.EIO, errno.EDQUOT):
+        journal = opened(tmp_path / f"journal-{error}.log")
+        on_disk(journal, room=0, error=error)
+        journal.accepted(header("a"), b"")
+        assert journal.commit() is False
+        assert journal.write_error.errno == error
+        journal._file = journal._file.real
+        journal.close()
+
+
+def test_no_room_to_rewrite_at_open_keeps_the_old_file_and_appends_after_its_last_record(
+        tmp_path):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.accepted(header("a"), b"")
+    journal.accepted(header("b"), b"")
+    journal.finished("a", 0)
+    journal.close()
+    with open(path, "ab") as f:  # a torn record, as a kill in the middle of a write leaves
+        f.write(msgpack.packb(["A", header("t"), b"y" * 100])[:-40])
+    before = path.read_bytes()
+    (tmp_path / "journal.tmp").mkdir()  # the rewrite cannot create its new file
+    journal = Journal(path)
+    live, _ = journal.open()
+    assert [protocol.unpack(h)["id"] for h, _ in live] == ["b"]
+    assert journal.write_error is not None
+    assert before.startswith(path.read_bytes())  # the old file, only its torn tail cut
+    journal.accepted(header("c"), b"")
+    assert journal.commit()
+    journal.close()
+    (tmp_path / "journal.tmp").rmdir()
+    assert replayed_ids(path) == (["b", "c"], [])
+
+
+def test_compaction_without_room_keeps_the_old_file_and_waits_before_trying_again(
+        tmp_path, monkeypatch):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.accepted(header("a"), b"")
+    journal.accepted(header("b"), b"")
+    journal.finished("a", 0)
+    assert journal.commit()
+    (tmp_path / "journal.tmp").mkdir()
+    try:
+        monkeypatch.setattr(journal, "_compact_bytes", 0)
+        assert journal.should_compact()
+        assert journal.compact([(header("b"), b"")], []) is False
+        assert not journal.should_compact()
+        assert journal.write_error is None  # appending still works
+        journal.accepted(header("c"), b"")
+        assert journal.commit()
+    finally:
+        journal.close()
+        (tmp_path / "journal.tmp").rmdir()
+    assert replayed_ids(path) == (["b", "c"], [])
+
+
+def test_fsync_counts_only_commits_that_were_written(tmp_path):
+    journal = Journal(tmp_path / "journal.log", fsync=True)
+    journal.open()
+    try:
+        disk = on_disk(journal, room=0)
+        journal.accepted(header("a"), b"")
+        assert journal.commit() is False
+        assert journal.written == 0 and journal.error is None
+        disk.room = None
+        journal.accepted(header("b"), b"")
+        assert journal.commit()
+        wait_synced(journal)
+        assert journal.written == journal.synced == 1
+    finally:
+        journal.close()
+    assert replayed_ids(tmp_path / "journal.log") == (["b"], [])
+
+
+# -- the router's side: tasks of a commit that failed are refused, not ACCEPTED ----------
+
+
+class FailingLog:
+    """The journal as the router's rules see it, with commits that can be made to fail."""
+
+    fsync = False
+
+    def __init__(self):
+        self.written = 0
+        self.records = []
+        self.step = []
+
+    @property
+    def synced(self):
+        return self.written
+
+    def accepted(self, raw_header, body):
+        self.step.append(("A", protocol.unpack(raw_header)["id"]))
+
+    def finished(self, task_id, retries):
+        self.step.append(("D", task_id))
+
+    def revoked(self, task_id):
+        self.step.append(("R", task_id))
+
+
+FAILURE = "journal /data/journal.log: No space left on device"
+
+
+def submit(core, task_id, now, **header):
+    fields = {"id": task_id, "task": "t", "ct": "application/x-msgpack", "queue": "celery",
+              **header}
+    intake.on_submit(core, b"client", Message(Cmd.SUBMIT, fields, b"args"), now)
+
+
+def end_of_step(core, log, written, now):
+    """What the loop does after the handlers: commit, then send (here: return) replies."""
+    failure = None if written else FAILURE
+    if written:
+        log.records += log.step
+    log.step = [r for r in log.step if r[0] != "A"] if not written else []
+    refused = core.durable.committed(written, failure, now)
+    if refused:
+        intake.unwritten(core, refused, failure)
+    replies, core.replies = core.replies, []
+    return [msg for _, msg in replies]
+
+
+def test_tasks_of_a_failed_commit_are_refused_forgotten_and_taken_anew_later():
+    log = FailingLog()
+    core = Core(log)
+    submit(core, "a", 1.0)
+    submit(core, "later", 1.0, countdown=None, eta=100.0)
+    [first, second] = end_of_step(core, log, written=False, now=1.0)
+    assert (first.cmd, first.header["error"], first.header["message"]) == (
+        Cmd.ERROR, "PublishError", FAILURE)
+    assert second.header["id"] == "later" and second.cmd is Cmd.ERROR
+    assert core.book.tasks == {} and core.dispatch.depth("celery") == 0
+    assert core.schedule.scheduled_count() == 0
+    assert not any(e["state"] == states.SENT for e in core.events)
+    assert core.deal(1.0) == {}
+
+    submit(core, "b", 1.5)  # while the journal fails: refused at once, nothing journaled
+    [reply] = end_of_step(core, log, written=True, now=1.5)
+    assert reply.cmd is Cmd.ERROR and reply.header["message"] == FAILURE
+    assert log.records == []
+
+    submit(core, "a", 2.5)  # a retry is due: the resend is taken, and the write succeeds
+    [reply] = end_of_step(core, log, written=True, now=2.5)
+    assert reply.cmd is Cmd.ACCEPTED and core.durable.failure is None
+    assert log.records == [("A", "a")]
+    assert core.dispatch.depth("celery") == 1
+
+
+def test_a_batch_answer_names_each_task_of_a_failed_commit_as_an_error():
+    log = FailingLog()
+    core = Core(log)
+    submit(core, "kept", 1.0)
+    end_of_step(core, log, written=True, now=1.0)
+    batch = [[protocol.pack({"id": i, "task": "t", "ct": "x", "queue": "celery"}), b""]
+             for i in ("kept", "x", "y")]
+    intake.on_submit(core, b"client", Message(Cmd.SUBMIT, {"id": "batch", "tasks": batch}),
+                     2.0)
+    [reply] = end_of_step(core, log, written=False, now=2.0)
+    assert reply.cmd is Cmd.ACCEPTED
+    assert reply.header["ids"] == ["kept"]  # a resend of a task written before
+    assert reply.header["errors"] == [["x", "PublishError", FAILURE],
+                                      ["y", "PublishError", FAILURE]]
+    assert set(core.book.tasks) == {"kept"}

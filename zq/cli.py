@@ -82,17 +82,24 @@ def router(bind: str, data_dir: str, results_backend: str, result_expires: float
            max_redeliveries: int, journal_fsync: bool, curve_secret_key: str | None,
            curve_authorized_dir: str | None, loglevel: str) -> None:
     """Run the router (and its results actor)."""
+    from .errors import ConfigurationError
     from .log import setup_logging
     from .router import RouterConfig
     from .router import main as router_main
+    from .router.loop import EXIT_CANNOT_START
 
     setup_logging(loglevel)
-    router_main(RouterConfig(
+    config = RouterConfig(
         bind=bind, data_dir=Path(data_dir), results_backend=results_backend,
         result_expires_s=result_expires, max_queue_length=max_queue_length,
         max_message_size=max_message_size, host_timeout_s=host_timeout,
         max_redeliveries=max_redeliveries, journal_fsync=journal_fsync, log_level=loglevel.upper(),
-        curve_secret_key=curve_secret_key, curve_authorized_dir=curve_authorized_dir))
+        curve_secret_key=curve_secret_key, curve_authorized_dir=curve_authorized_dir)
+    try:
+        router_main(config)
+    except ConfigurationError as exc:
+        click.echo(f"zq router: {exc}", err=True)
+        sys.exit(EXIT_CANNOT_START)
 
 
 @main.command()

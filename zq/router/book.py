@@ -129,6 +129,10 @@ class RecentKeys:
     def __len__(self) -> int:
         return sum(len(generation) for generation in self.generations)
 
+    def discard(self, key: Any) -> None:
+        for generation in self.generations:
+            generation.discard(key)
+
 
 class Records(Protocol):
     """What the task table writes down (the journal, or a stand-in in tests)."""
@@ -169,6 +173,22 @@ class Book:
                         del self.copies[entry.id]
         self.records.finished(entry.uid, entry.retries)
         self.remember_finished(entry.key)
+
+    def untrack(self, entry: Entry) -> None:
+        """Forget an entry that was never accepted after all (its journal record could not
+        be written): no record of it ending, and a resend of it is taken anew."""
+        entry.state = DEAD
+        if self.tasks.get(entry.uid) is entry:
+            del self.tasks[entry.uid]
+            copies = self.copies.get(entry.id)
+            if copies is not None:
+                copies.discard(entry.uid)
+                if not copies:
+                    del self.copies[entry.id]
+        # Ended in the same step (expired, purged), or the task routed to several queues
+        # that its copies are: remembered as finished, so a resend would be ignored.
+        self.finished.discard(attempt(entry.uid, entry.retries))
+        self.finished.discard(attempt(entry.id, entry.retries))
 
     def remember_finished(self, key: tuple[str, int]) -> None:
         self.finished.add(attempt(*key))

@@ -10,6 +10,7 @@ from typing import Any
 import zmq
 
 from .. import protocol, results, security
+from ..errors import ConfigurationError
 from ..protocol import Cmd, Message
 from ..utils import reachable
 from .config import RouterConfig
@@ -52,12 +53,25 @@ class ResultsChild:
                                   args=(cfg, child, self.config.log_level), daemon=True)
         self.process.start()
         child.close()
-        if not parent.poll(_START_TIMEOUT_S):
-            self.process.kill()
-            raise RuntimeError(f"the results actor did not start within {_START_TIMEOUT_S:.0f} s")
-        self.endpoints = parent.recv()
-        parent.close()
-        self._saved.write_bytes(protocol.pack(self.endpoints))
+        try:
+            if not parent.poll(_START_TIMEOUT_S):
+                self.process.kill()
+                raise ConfigurationError(f"the results actor did not start within "
+                                         f"{_START_TIMEOUT_S:.0f} s")
+            self.endpoints = parent.recv()
+        except EOFError:  # it exited before it was ready; what it printed says why
+            self.process.join(5)
+            raise ConfigurationError(
+                f"the results actor ({self.config.results_backend} store in "
+                f"{self.config.data_dir}) exited with status {self.process.exitcode} "
+                f"before it was ready") from None
+        finally:
+            parent.close()
+        try:
+            self._saved.write_bytes(protocol.pack(self.endpoints))
+        except OSError as exc:  # a full disk: they are remembered in memory meanwhile
+            logger.error("cannot save the results endpoints to %s: %s", self._saved,
+                         exc.strerror or exc)
         self.close(0)
         self.push = self.ctx.socket(zmq.PUSH)
         if self.keys is not None:

@@ -2,7 +2,8 @@
 
 A task answered ACCEPTED is journaled first (:mod:`.durable`); from then on it is never
 lost. A resend of a task accepted already (its answer was lost) is answered ACCEPTED again
-and not taken twice.
+and not taken twice. While the journal cannot be written, tasks are refused with an error
+that names it and why; those of a commit that failed are taken back (:func:`unwritten`).
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ def accept(core: Core, identity: bytes, header: dict[str, Any], raw_header: byte
         core.revoked_event(entry, "revoked")
         core.book.remember_finished(entry.key)
         return None
+    failure = core.durable.refusal(now)
+    if failure is not None:
+        return protocol.error(failure, kind="PublishError", task_id=task_id)
     if "rate_limit" in header and entry.name not in core.schedule.overrides:
         try:
             core.schedule.set_rate(entry.name, parse_rate(header["rate_limit"]))
@@ -139,3 +143,37 @@ def admit(core: Core, entry: Entry, now: float) -> None:
     core.book.track(entry)
     if core.durable.admit(entry, entry.raw_header):
         core.place(entry, now)
+
+
+def unwritten(core: Core, entries: list[Entry], failure: str) -> None:
+    """Tasks admitted this step whose journal records could not be written: they were not
+    accepted after all. Nothing of them stays (not placed, no state event, no record of
+    an end, so a resend is taken anew), and their ACCEPTED answers become errors."""
+    ids: set[str] = set()
+    keys: set[tuple[str, int]] = set()
+    for entry in entries:
+        core.unqueue(entry)
+        core.book.untrack(entry)
+        ids.add(entry.id)
+        keys.add((entry.id, entry.retries))
+    core.events = [e for e in core.events if (e.get("id"), e.get("retries", 0)) not in keys]
+    core.replies = [(identity, _unaccepted(msg, ids, failure))
+                    for identity, msg in core.replies]
+
+
+def _unaccepted(msg: Message, ids: set[str], failure: str) -> Message:
+    if msg.cmd is not Cmd.ACCEPTED:
+        return msg
+    batch = msg.header.get("ids")
+    if batch is None:
+        task_id = msg.header.get("id")
+        if task_id in ids:
+            return protocol.error(failure, kind="PublishError", task_id=task_id)
+        return msg
+    refused = [i for i in batch if i in ids]
+    if not refused:
+        return msg
+    return Message(Cmd.ACCEPTED, {
+        **msg.header, "ids": [i for i in batch if i not in ids],
+        "errors": [*msg.header.get("errors", []),
+                   *([i, "PublishError", failure] for i in refused)]})

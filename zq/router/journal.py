@@ -8,16 +8,21 @@ An append-only file of msgpack records:
     ["R", id]             revoked: stays in the revoked set across restarts
 
 Records of one router step are written with one ``write`` before the router answers
-ACCEPTED, so a task the router accepted survives the router being killed. With
+ACCEPTED, so a task the router accepted survives the router being killed. A commit that
+cannot be written whole (a full or read-only disk, an I/O error) leaves nothing of itself
+in the file: its acceptances are dropped (the router refuses those tasks) and its other
+records are kept and written first by the next commit that succeeds. With
 ``fsync=True`` they also survive the machine losing power: a thread syncs the file while the
 router goes on, and the router holds its answers until the sync that covers their records
 is done. Whatever is written while one fsync runs is covered by the next, so under load one
 fsync serves many steps (a group commit), and an idle router syncs at once. On start the
-file is read, the live tasks are returned, and the file is rewritten with only them.
+file is read, the live tasks are returned, and the file is rewritten with only them; when
+there is no room for the rewrite the old file is kept as it is and appended to.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -40,9 +45,19 @@ class Journal:
     def __init__(self, path: Path, *, fsync: bool = False):
         self.path = path
         self.fsync = fsync
-        self._buffer: list[bytes] = []
+        # This step's records, each marked True when it is an acceptance.
+        self._buffer: list[tuple[bool, bytes]] = []
+        # Records (not acceptances) of commits that could not be written, written first.
+        self._backlog: list[bytes] = []
+        # The file's length in whole records; past it, only the torn bytes of a failed
+        # write, cut off before the next one (``_torn``).
+        self._size = 0
+        self._torn = False
         self._live_bytes = 0
+        self._compact_bytes = _COMPACT_BYTES
         self._file: Any = None
+        # Why the last write failed (ENOSPC, EDQUOT, EROFS, EIO...); None once one succeeds.
+        self.write_error: OSError | None = None
         # Commits written, and (with fsync) how many of them are on disk; compared with
         # ``written`` at the time an answer was ready, ``synced`` says it may go.
         self.written = 0
@@ -70,30 +85,49 @@ class Journal:
         """Read what was accepted and not finished, in order, and the revoked ids."""
         live: OrderedDict[tuple[str, int], tuple[bytes, bytes]] = OrderedDict()
         revoked: OrderedDict[str, None] = OrderedDict()
+        whole = 0  # where the last readable record ends
         if self.path.exists():
             unpacker = msgpack.Unpacker(raw=False, strict_map_key=False,
                                         max_buffer_size=2**31 - 1)
             with open(self.path, "rb") as f:
                 while chunk := f.read(1 << 20):
                     unpacker.feed(chunk)
-                    for record in _records(unpacker):
+                    for record in _records(unpacker, self.path):
                         _replay(record, live, revoked)
+                        whole = unpacker.tell()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._rewrite(list(live.values()), list(revoked)[-_REVOKED_KEPT:])
+        kept = list(revoked)[-_REVOKED_KEPT:]
+        failed = self._rewrite(list(live.values()), kept)
+        if failed is not None:
+            # No room for a new file (or no writing at all): the first commits will meet
+            # the same disk, so the router starts out refusing tasks until one is written.
+            self.write_error = failed
+            self._append_to_old(whole)
         if self.fsync:
             self._syncer = _Syncer(self)
             self._syncer.start()
-        return list(live.values()), list(revoked)[-_REVOKED_KEPT:]
+        return list(live.values()), kept
 
-    def _rewrite(self, live: list[tuple[bytes, bytes]], revoked: list[str]) -> None:
+    def _rewrite(self, live: list[tuple[bytes, bytes]], revoked: list[str]) -> OSError | None:
+        """Replace the file with only these records; or the error the new one could not be
+        written with (the old file is left as it was)."""
         tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            for header, body in live:
-                f.write(msgpack.packb(["A", header, body], use_bin_type=True))
-            for task_id in revoked:
-                f.write(msgpack.packb(["R", task_id], use_bin_type=True))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                for header, body in live:
+                    f.write(msgpack.packb(["A", header, body], use_bin_type=True))
+                for task_id in revoked:
+                    f.write(msgpack.packb(["R", task_id], use_bin_type=True))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            logger.error("journal %s: cannot rewrite it (%s); keeping the old file",
+                         self.path, exc.strerror or exc)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            return exc
         # Not while the syncer holds the old file; what it was to sync is in the new one,
         # durable once the directory entry is.
         with self._swap_lock:
@@ -104,36 +138,102 @@ class Journal:
             self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open
             if self._syncer is not None:
                 self._syncer.mark_synced(self.written)
-        self._live_bytes = self.path.stat().st_size
+        self._size = self._live_bytes = self.path.stat().st_size
+        self._torn = False
+        return None
+
+    def _append_to_old(self, whole: int) -> None:
+        """Go on appending to the file as it is, cut after its last readable record (a
+        record appended after a torn one could not be read back)."""
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open
+        self._size = self._live_bytes = whole
+        self._torn = os.fstat(self._file.fileno()).st_size > whole
+        if self._torn:
+            self._cut()
+
+    def _cut(self) -> None:
+        """Drop the bytes of a failed write (shrinking a file needs no room)."""
+        try:
+            self._file.truncate(self._size)
+            self._torn = False
+        except OSError as exc:
+            logger.error("journal %s: cannot cut a failed write off (%s); trying again "
+                         "before the next write", self.path, exc.strerror or exc)
 
     def accepted(self, raw_header: bytes, body: bytes) -> None:
-        self._buffer.append(msgpack.packb(["A", raw_header, body], use_bin_type=True))
+        self._buffer.append((True, msgpack.packb(["A", raw_header, body], use_bin_type=True)))
 
     def finished(self, task_id: str, retries: int) -> None:
-        self._buffer.append(msgpack.packb(["D", task_id, retries], use_bin_type=True))
+        self._buffer.append((False, msgpack.packb(["D", task_id, retries], use_bin_type=True)))
 
     def revoked(self, task_id: str) -> None:
-        self._buffer.append(msgpack.packb(["R", task_id], use_bin_type=True))
+        self._buffer.append((False, msgpack.packb(["R", task_id], use_bin_type=True)))
 
-    def commit(self) -> None:
-        """Write what this step recorded: after this it survives the process dying, and
-        (with fsync) once ``synced`` reaches ``written``, the machine losing power."""
-        if not self._buffer:
-            return
-        data = b"".join(self._buffer)
+    @property
+    def pending(self) -> int:
+        """Records waiting to be written: this step's, and those failed commits kept."""
+        return len(self._buffer) + len(self._backlog)
+
+    def commit(self) -> bool:
+        """Write every record recorded so far; True when they are all in the file. After
+        that they survive the process dying, and (with fsync) once ``synced`` reaches
+        ``written``, the machine losing power.
+
+        False when the file could not be written (``write_error`` says why): then nothing
+        of this commit is in the file, the acceptances recorded since the last commit are
+        dropped for good (the caller refuses those tasks) and the other records are kept,
+        to be written first by the next commit.
+        """
+        if not self._buffer and not self._backlog:
+            return True
+        records = self._backlog + [record for _, record in self._buffer]
+        data = b"".join(records)
+        try:
+            self._write(data)
+        except OSError as exc:
+            self.write_error = exc
+            self._backlog += [record for acceptance, record in self._buffer if not acceptance]
+            self._buffer.clear()
+            self._torn = True
+            self._cut()
+            return False
         self._buffer.clear()
-        self._file.write(data)
+        self._backlog.clear()
+        self.write_error = None
+        self._size += len(data)
         self._live_bytes += len(data)
         self.written += 1
         if self._syncer is not None:
             self._syncer.request(self.written)
+        return True
+
+    def _write(self, data: bytes) -> None:
+        """All of ``data``, in as many writes as the file takes, or an OSError."""
+        if self._torn:
+            self._file.truncate(self._size)
+            self._torn = False
+        view = memoryview(data)
+        while view:
+            count = self._file.write(view)
+            if not count:  # a regular file that takes nothing and says no error
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = view[count:]
 
     def should_compact(self) -> bool:
-        return self._live_bytes > _COMPACT_BYTES
+        return self._live_bytes > self._compact_bytes
 
-    def compact(self, live: list[tuple[bytes, bytes]], revoked: list[str]) -> None:
-        self.commit()
-        self._rewrite(live, revoked[-_REVOKED_KEPT:])
+    def compact(self, live: list[tuple[bytes, bytes]], revoked: list[str]) -> bool:
+        """Rewrite the file with only ``live`` and ``revoked`` (the router's memory, which
+        holds everything committed). False when it was not rewritten: a commit could not
+        be written, or there is no room for the new file (then the old one stays, and the
+        next try waits until the file has grown as much again)."""
+        if not self.commit():
+            return False
+        if self._rewrite(live, revoked[-_REVOKED_KEPT:]) is None:
+            self._compact_bytes = _COMPACT_BYTES
+            return True
+        self._compact_bytes = self._live_bytes + _COMPACT_BYTES
+        return False
 
     def close(self) -> None:
         """Write and (with fsync) sync what is left. After an fsync error nothing more is
@@ -224,14 +324,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _records(unpacker: msgpack.Unpacker) -> Any:
+def _records(unpacker: msgpack.Unpacker, path: Path) -> Any:
     while True:
         try:
             yield next(unpacker)
         except StopIteration:
             return
         except Exception as exc:  # a torn last record after a crash
-            logger.warning("journal %s: stopping at unreadable record: %s", unpacker, exc)
+            logger.warning("journal %s: stopping at unreadable record: %s", path, exc)
             return
 
 

@@ -21,13 +21,15 @@ import zmq
 
 from .. import protocol, security
 from .._signals import Wakeup
-from ..errors import ProtocolError
+from ..errors import ConfigurationError, ProtocolError
 from ..protocol import Cmd, Message
 from . import control, intake, members
 from .book import Entry
 from .children import ResultsChild
 from .config import RouterConfig
 from .core import Core
+from .datadir import DataDir
+from .durable import JOURNAL_RETRY_S
 from .journal import Journal
 
 logger = logging.getLogger("zq.router")
@@ -39,6 +41,10 @@ _BATCH = 1000
 _EVENT_FLUSH_S = 0.001
 _HOUSEKEEPING_S = 1.0
 _LAST_EVENTS_LINGER_S = 5.0
+
+# Exit statuses of ``zq router`` besides 0.
+EXIT_CANNOT_START = 2  # the data dir or an endpoint cannot be used: one line says why
+EXIT_JOURNAL_FAILED = 3  # an fsync of the journal failed
 
 Handler = Callable[[Core, bytes, Message, float], None]
 
@@ -66,8 +72,19 @@ class Router:
     # -- lifecycle ----------------------------------------------------------------------
 
     def setup(self) -> None:
+        """Start everything; a :class:`ConfigurationError` (one line: the data dir is not
+        usable or in use, the address is taken...) when it cannot, with nothing left
+        running."""
+        # Before anything else: a second router must not bind the first one's address.
+        self.data = DataDir.open(self.config.data_dir)
+        try:
+            self._start()
+        except BaseException:
+            self._stop_started()
+            raise
+
+    def _start(self) -> None:
         config = self.config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.keys: security.ServerKeys | None = None
         self.auth: Any = None
@@ -87,7 +104,14 @@ class Router:
         self.core.info = self._info
         self._welcome()
         self._load_bindings()
-        self._replay()
+        try:
+            self._replay()
+        except OSError as exc:
+            raise ConfigurationError(f"journal {self.journal.path}: "
+                                     f"{exc.strerror or exc}") from None
+        self.core.durable.failure = self._journal_failure()  # no room to rewrite it
+        if self.core.durable.failure is not None:
+            self._journal_changed(None)
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
         self.poller.register(self.results.sentinel, zmq.POLLIN)
@@ -108,7 +132,11 @@ class Router:
         # frame past this hard cap makes libzmq drop the connection unread.
         sock.setsockopt(zmq.MAXMSGSIZE, max(4 * self.config.max_message_size + 65536,
                                             64 * 1024 * 1024))
-        sock.bind(self.config.bind)
+        try:
+            sock.bind(self.config.bind)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise ConfigurationError(f"cannot listen on {self.config.bind}: {exc}") from None
         return sock
 
     def _welcome(self) -> None:
@@ -126,8 +154,13 @@ class Router:
         self.core.bindings_changed = False
         path = self.config.data_dir / "bindings.msgpack"
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(protocol.pack(self.core.bindings.to_list()))
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(protocol.pack(self.core.bindings.to_list()))
+            tmp.replace(path)
+        except OSError as exc:
+            # They hold in memory; clients declare them again after a restart.
+            logger.error("cannot save the bindings to %s: %s", path, exc.strerror or exc)
+            tmp.unlink(missing_ok=True)
 
     def _replay(self) -> None:
         live, revoked = self.journal.open()
@@ -144,10 +177,16 @@ class Router:
 
     def teardown(self) -> None:
         try:
+            if self.journal.error is None:
+                self._commit(time.time(), retry=True)
+            if self.journal.pending:
+                logger.critical("%s: %d records (tasks finished or revoked) are lost; those "
+                                "tasks may run again after a restart",
+                                self.core.durable.failure, self.journal.pending)
             self._flush_events()
             self.journal.close()
             if self.journal.error is None:
-                self._answer()  # everything is on disk now
+                self._answer()  # everything answered ACCEPTED is on disk now
             elif self.core.durable.held:
                 logger.critical("not answering %d requests: the journal could not be synced",
                                 len(self.core.durable.held))
@@ -160,6 +199,24 @@ class Router:
                 self.auth.stop()
             self.ctx.term()
             self.results.stop()
+            self.data.close()
+
+    def _stop_started(self) -> None:
+        """What a setup that failed half way had started."""
+        results = getattr(self, "results", None)
+        if results is not None:
+            results.close(0)
+            results.stop()
+        journal = getattr(self, "journal", None)
+        if journal is not None:
+            journal.close()
+        if getattr(self, "sock", None) is not None:
+            self.sock.close(linger=0)
+        if getattr(self, "auth", None) is not None:
+            self.auth.stop()
+        if getattr(self, "ctx", None) is not None:
+            self.ctx.term()
+        self.data.close()
 
     def run(self) -> None:
         self.setup()
@@ -194,13 +251,13 @@ class Router:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + _HOUSEKEEPING_S
             members.housekeeping(core, now)
-            if self.journal.should_compact():
-                self.journal.compact([(e.raw_header or protocol.pack(e.header), e.body)
-                                      for e in core.book.tasks.values()],
-                                     list(core.book.revoked))
         if core.bindings_changed:
             self._save_bindings()
-        self.journal.commit()
+        self._commit(now)
+        if self.journal.write_error is None and self.journal.should_compact():
+            self.journal.compact([(e.raw_header or protocol.pack(e.header), e.body)
+                                  for e in core.book.tasks.values()],
+                                 list(core.book.revoked))
         self._answer()
         if core.dirty and time.monotonic() >= self._dispatch_after:
             core.dirty = False
@@ -237,6 +294,37 @@ class Router:
         logger.warning("malformed message from %r: %s", identity, exc)
         if identity is not None:
             self.core.refuse(identity, str(exc))
+
+    def _commit(self, now: float, retry: bool = False) -> None:
+        """Write the journal's records. Tasks whose records could not be written are
+        refused, never answered ACCEPTED; while it fails new ones are refused at once,
+        and the write is tried again every JOURNAL_RETRY_S (or now, with ``retry``)."""
+        durable = self.core.durable
+        if not (retry or durable.due(now)):
+            return
+        before = durable.failure
+        written = self.journal.commit()
+        refused = durable.committed(written, self._journal_failure(), now)
+        if refused:
+            intake.unwritten(self.core, refused, durable.failure or "journal not written")
+        if durable.failure != before:
+            self._journal_changed(before)
+
+    def _journal_failure(self) -> str | None:
+        error = self.journal.write_error
+        if error is None:
+            return None
+        return f"journal {self.journal.path}: {error.strerror or error}"
+
+    def _journal_changed(self, before: str | None) -> None:
+        """Log a change of the journal's state: once, not once per task refused."""
+        failure = self.core.durable.failure
+        if failure is not None:
+            logger.error("%s: refusing new tasks until it can be written (trying again "
+                         "every %.0f s); serving the %d tasks held", failure,
+                         JOURNAL_RETRY_S, len(self.core.book.tasks))
+        elif before is not None:
+            logger.warning("journal %s is written again: taking new tasks", self.journal.path)
 
     def _answer(self) -> None:
         """Send what may leave now; place the accepted tasks whose commit is on disk."""
@@ -288,7 +376,8 @@ class Router:
             "epoch": self.epoch,
             # Journal commits written (one per step that recorded something) and fsyncs
             # (with --journal-fsync: each covers every commit written before it began).
-            "journal": {"writes": self.journal.written, "syncs": self.journal.syncs},
+            "journal": {"writes": self.journal.written, "syncs": self.journal.syncs,
+                        "failure": self.core.durable.failure},
         }
 
     def stats(self) -> dict[str, Any]:
@@ -316,5 +405,5 @@ def main(config: RouterConfig) -> None:
         router.run()
     except JournalFailed as exc:
         logger.critical("%s; stopping: restart the router to replay the journal", exc)
-        raise SystemExit(3) from None
+        raise SystemExit(EXIT_JOURNAL_FAILED) from None
     logger.info("router stopped")
