@@ -23,6 +23,11 @@ def opened(path):
 
 def replay(path):
     """What a router starting on ``path`` would replay: live (header, body) pairs, revoked."""
+    replayed = replay_all(path)
+    return replayed.live, replayed.revoked
+
+
+def replay_all(path):
     journal = Journal(path)
     try:
         return journal.open()
@@ -221,3 +226,33 @@ def test_compaction_with_fsync_leaves_everything_synced(tmp_path):
     finally:
         journal.close()
     assert replayed_ids(tmp_path / "journal.log") == (["b", "c"], [])
+
+
+def test_a_final_event_is_kept_until_the_results_actor_stored_it(tmp_path):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.accepted(header("a"), b"")
+    journal.accepted(header("b"), b"")
+    seq_a = journal.finished("a", 0, {"id": "a", "state": "SUCCESS"})
+    seq_b = journal.finished("b", 0, {"id": "b", "state": "FAILURE"})
+    journal.commit()
+    assert (seq_a, seq_b) == (1, 2)
+    journal.close()
+    replayed = replay_all(path)
+    assert replayed.live == []
+    assert [(seq, e["id"]) for seq, e in replayed.unstored] == [(1, "a"), (2, "b")]
+    journal = opened(path)  # rewritten with the unstored events as E records
+    journal.stored(1)
+    journal.commit()
+    journal.close()
+    assert [seq for seq, _ in replay_all(path).unstored] == [2]
+
+
+def test_sequences_go_on_from_the_last_unstored_event_after_a_restart(tmp_path):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.finished("a", 0, {"id": "a", "state": "SUCCESS"})
+    journal.close()
+    journal = opened(path)
+    assert journal.finished("b", 0, {"id": "b", "state": "SUCCESS"}) == 2
+    journal.close()

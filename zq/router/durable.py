@@ -10,12 +10,13 @@ written before anything is answered, and nothing waits.
 from __future__ import annotations
 
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..protocol import Cmd, Message
 from .book import SYNCING, Entry
 
-_DURABLE_REPLIES = frozenset({Cmd.ACCEPTED, Cmd.REPLY})
+# Answers that promise something is on disk.
+_DURABLE_REPLIES = frozenset({Cmd.ACCEPTED, Cmd.REPLY, Cmd.CONFIRM})
 
 
 class Log(Protocol):
@@ -29,7 +30,9 @@ class Log(Protocol):
 
     def accepted(self, raw_header: bytes, body: bytes) -> None: ...
 
-    def finished(self, task_id: str, retries: int) -> None: ...
+    def finished(self, task_id: str, retries: int, event: Any = None) -> int | None: ...
+
+    def stored(self, upto: int) -> None: ...
 
     def revoked(self, task_id: str) -> None: ...
 
