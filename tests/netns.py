@@ -14,7 +14,8 @@ namespaces, so no packet of a test ever leaves them.
 Names carry the test process's PID (``zqn<pid>-<n><role>``), so runs side by side never
 clash; ``close()`` kills what ``spawn`` started, by PID, and deletes the namespaces (with
 them every link), whatever happened before. Namespaces left by a run that was itself killed
-are deleted by the next ``unavailable()`` once their PID is gone.
+are deleted, with what still runs in them, by the next ``unavailable()`` once that run's
+PID is gone.
 """
 
 from __future__ import annotations
@@ -47,8 +48,22 @@ def ip(*args: str) -> str:
     return done.stdout
 
 
+def _kill_inside(namespace: str) -> None:
+    """SIGKILL every process still inside ``namespace`` (one of this module's)."""
+    try:
+        pids = ip("netns", "pids", namespace).split()
+    except NetnsError:
+        return
+    for pid in pids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
 def _remove_stale() -> None:
-    """Delete namespaces of this module whose test process no longer exists."""
+    """Delete namespaces of this module whose test process no longer exists (it was killed
+    before its ``close()``), and the processes it had left in them."""
     for line in ip("netns", "list").splitlines():
         match = re.match(rf"({PREFIX}(\d+)-\S+)", line)
         if match is None:
@@ -56,6 +71,7 @@ def _remove_stale() -> None:
         try:
             os.kill(int(match.group(2)), 0)
         except ProcessLookupError:
+            _kill_inside(match.group(1))
             subprocess.run(["ip", "netns", "delete", match.group(1)], capture_output=True,
                            timeout=15)
         except PermissionError:
@@ -222,15 +238,7 @@ class Lan:
                 pass
         self.processes.clear()
         for name in reversed(self.namespaces):
-            try:
-                pids = ip("netns", "pids", name).split()
-            except NetnsError:
-                pids = []
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
+            _kill_inside(name)
             subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=15)
         self.namespaces.clear()
         self.hosts.clear()
