@@ -24,7 +24,7 @@ from zq.protocol import Cmd, Message
 
 
 def stats(router: str) -> dict[str, Any] | None:
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.DEALER)
     sock.linger = 0
     try:
         sock.connect(router)
