@@ -245,6 +245,10 @@ class Outcome:
                 f"host loss declared {lost_after}; rejoined {rejoined}")
 
 
+def listing(what: str, lines: list[str]) -> str:
+    return "\n  ".join([what + ":", *lines])
+
+
 def collect(outcome: Outcome, deployment: Deployment, log: Path) -> None:
     outcome.runs = read_runs(log)
     outcome.ended = read_runs(log.with_name(log.name + ".ended"))
@@ -359,15 +363,15 @@ def cut(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
 def test_cut_no_early_ack_task_runs_twice(cut):
     twice = [cut.describe(i) for i in cut.all_ids()
              if cut.kind[i] in EARLY_ACK and len(cut.runs_of(i)) > 1]
-    assert twice == [], f"{len(twice)} early-ack tasks ran more than once"
+    assert not twice, listing(f"{len(twice)} early-ack tasks ran more than once", twice)
 
 
 def test_cut_every_task_runs_and_ends_success(cut):
     """Nothing accepted is lost: every id ran and ended SUCCESS (every body here returns)."""
     never = [cut.describe(i) for i in cut.all_ids() if not cut.runs_of(i)]
-    assert never == [], f"{len(never)} tasks never ran"
+    assert not never, listing(f"{len(never)} tasks never ran", never)
     failed = [cut.describe(i) for i in cut.all_ids() if cut.states[i][0] != "SUCCESS"]
-    assert failed == [], f"{len(failed)} tasks did not end SUCCESS"
+    assert not failed, listing(f"{len(failed)} tasks did not end SUCCESS", failed)
 
 
 def test_cut_task_finished_on_the_cut_host_counts_as_success(cut):
@@ -377,7 +381,8 @@ def test_cut_task_finished_on_the_cut_host_counts_as_success(cut):
                             if cut.host_of(r) == "a" and r.task_id in cut.ids["running"]})
     assert finished_on_a == sorted(cut.ids["running"]), "E and L did not both finish on A"
     wrong = [cut.describe(i) for i in finished_on_a if cut.states[i][0] != "SUCCESS"]
-    assert wrong == [], f"{len(wrong)} tasks finished on the cut host are not SUCCESS"
+    assert not wrong, listing(f"{len(wrong)} tasks finished on the cut host are not SUCCESS",
+                              wrong)
 
 
 def test_cut_prefetched_tasks_never_started_on_the_cut_host_run_once_elsewhere(cut):
@@ -395,7 +400,7 @@ def test_cut_prefetched_tasks_never_started_on_the_cut_host_run_once_elsewhere(c
                                     < cut.healed_at):
             problems.append(f"not run once on B between loss and heal: "
                             f"{cut.describe(task_id)}")
-    assert problems == []
+    assert not problems, listing(f"{len(problems)} of A's 2 prefetched tasks", problems)
 
 
 def test_cut_acks_late_task_runs_twice_only_when_redelivered(cut):
@@ -417,7 +422,7 @@ def test_cut_acks_late_task_runs_twice_only_when_redelivered(cut):
         if len(runs) != 1:
             problems.append(cut.describe(task_id))
     print(f"acks_late tasks redelivered after the host loss: {redelivered}")
-    assert problems == []
+    assert not problems, listing(f"{len(problems)} acks_late tasks ran again unasked", problems)
 
 
 def test_cut_host_loss_is_declared_about_the_host_timeout_after_the_cut(cut):
