@@ -42,8 +42,6 @@ _SEND_GRACE_MS = 2000
 _ASK_LEASE_S = 0.1
 # Until the first WELCOME says otherwise.
 _DEFAULT_LEASE_S = 5.0
-# A stopping actor waits this long for the router to confirm its last DONEs.
-_LAST_CONFIRM_S = 2.0
 
 
 class Actor:
@@ -101,8 +99,9 @@ class Actor:
         while self.buffer:
             msg = self.buffer.popleft()
             self._finished.append(done_record(msg.header, requeue=True, started=False))
+        # Not waiting for the router to confirm the last DONEs: they are in its socket, and
+        # only a router that dies too loses them (then the journal replays those tasks).
         self._flush_done()
-        self._await_confirms()
         # Last on this socket, so after every DONE: the router settles this actor on it.
         self._send(Message(Cmd.BYE))
         self.app._state_sink = None
@@ -291,13 +290,6 @@ class Actor:
         for key in keys if isinstance(keys, list) else ():
             if isinstance(key, list) and len(key) == 2:
                 self.unconfirmed.pop((key[0], key[1]), None)
-
-    def _await_confirms(self) -> None:
-        """Give the router a moment to confirm the last DONEs of a stopping actor."""
-        deadline = time.monotonic() + _LAST_CONFIRM_S
-        while self.unconfirmed and time.monotonic() < deadline:
-            if self.sock.poll(int((deadline - time.monotonic()) * 1000) + 1):
-                self._drain()
 
     def _maybe_recycle(self) -> None:
         worker = self.config.worker
