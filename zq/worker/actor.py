@@ -42,6 +42,8 @@ _SEND_GRACE_MS = 2000
 _ASK_LEASE_S = 0.1
 # Until the first WELCOME says otherwise.
 _DEFAULT_LEASE_S = 5.0
+# What the router sends only to an actor it counts as alive: these renew the lease.
+_LEASE_RENEWING = frozenset({Cmd.TASK, Cmd.CONFIRM, Cmd.HEARTBEAT, Cmd.WELCOME, Cmd.CONTROL})
 
 
 class Actor:
@@ -193,7 +195,8 @@ class Actor:
 
     def _drain(self) -> None:
         for _, msg in protocol.drain(self.sock):
-            self._last_heard = time.monotonic()
+            if msg.cmd in _LEASE_RENEWING:
+                self._last_heard = time.monotonic()
             if msg.cmd is Cmd.TASK:
                 self._take(msg)
             elif msg.cmd is Cmd.CONFIRM:
@@ -210,7 +213,11 @@ class Actor:
             elif msg.cmd is Cmd.CONTROL and msg.header.get("op") == "revoke":
                 self._drop_revoked(msg.header.get("ids") or [])
             elif msg.cmd is Cmd.RESYNC:
-                logger.info("the router does not know this actor (restarted?); announcing")
+                # It counts this actor gone (restarted, or it declared the host lost): run
+                # nothing it holds until the router has taken the announcement.
+                logger.info("the router does not know this actor (restarted, or it lost "
+                            "this host); announcing")
+                self._welcomed = False
                 self._announce()
             elif msg.cmd is Cmd.ERROR:
                 logger.error("router: %s", msg.header.get("message"))
