@@ -40,6 +40,7 @@ sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
 
 import psutil
 import zq_figures
+from zq.router.journal import Replayed
 from _common import (
     BenchError,
     log,
@@ -77,13 +78,16 @@ class NullJournal:
         self.wakeup_fd = None
         self.error = None
 
-    def open(self) -> tuple[list[tuple[bytes, bytes]], list[str]]:
-        return [], []
+    def open(self) -> Replayed:
+        return Replayed()
 
     def accepted(self, raw_header: bytes, body: bytes) -> None:
         pass
 
-    def finished(self, task_id: str, retries: int) -> None:
+    def finished(self, task_id: str, retries: int, event: Any = None) -> int | None:
+        return None
+
+    def stored(self, upto: int) -> None:
         pass
 
     def revoked(self, task_id: str) -> None:
@@ -95,7 +99,8 @@ class NullJournal:
     def should_compact(self) -> bool:
         return False
 
-    def compact(self, live: list[tuple[bytes, bytes]], revoked: list[str]) -> None:
+    def compact(self, live: list[tuple[bytes, bytes]], revoked: list[str],
+                unstored: list[tuple[int, Any]]) -> None:
         pass
 
     def close(self) -> None:

@@ -264,7 +264,7 @@ def query_sock(results_endpoints: dict[str, str]) -> Iterator[zmq.Socket[Any]]:
 
 @pytest.fixture
 def ingest_sock(results_endpoints: dict[str, str]) -> Iterator[zmq.Socket[Any]]:
-    with raw_socket(zmq.PUSH, results_endpoints["ingest"]) as sock:
+    with raw_socket(zmq.DEALER, results_endpoints["ingest"]) as sock:
         yield sock
 
 

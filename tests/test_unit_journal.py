@@ -27,6 +27,11 @@ def opened(path):
 
 def replay(path):
     """What a router starting on ``path`` would replay: live (header, body) pairs, revoked."""
+    replayed = replay_all(path)
+    return replayed.live, replayed.revoked
+
+
+def replay_all(path):
     journal = Journal(path)
     try:
         return journal.open()
@@ -316,6 +321,8 @@ def test_a_commit_that_does_not_fit_leaves_nothing_of_itself_in_the_file(tmp_pat
 def test_a_failed_commit_drops_its_acceptances_and_keeps_its_other_records(tmp_path):
     """The tasks of a failed commit are refused, so they must never replay; but a task
     finishing or an id revoked must reach the file once there is room."""
+
+def test_a_final_event_is_kept_until_the_results_actor_stored_it(tmp_path):
     path = tmp_path / "journal.log"
     journal = opened(path)
     journal.accepted(header("a"), b"")
@@ -381,7 +388,7 @@ def test_no_room_to_rewrite_at_open_keeps_the_old_file_and_appends_after_its_las
     before = path.read_bytes()
     (tmp_path / "journal.tmp").mkdir()  # the rewrite cannot create its new file
     journal = Journal(path)
-    live, _ = journal.open()
+    live = journal.open().live
     assert [protocol.unpack(h)["id"] for h, _ in live] == ["b"]
     assert journal.write_error is not None
     assert before.startswith(path.read_bytes())  # the old file, only its torn tail cut
@@ -523,3 +530,33 @@ def test_a_batch_answer_names_each_task_of_a_failed_commit_as_an_error():
     assert reply.header["errors"] == [["x", "PublishError", FAILURE],
                                       ["y", "PublishError", FAILURE]]
     assert set(core.book.tasks) == {"kept"}
+
+
+def test_a_final_event_is_kept_until_the_results_actor_stored_it(tmp_path):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.accepted(header("a"), b"")
+    journal.accepted(header("b"), b"")
+    seq_a = journal.finished("a", 0, {"id": "a", "state": "SUCCESS"})
+    seq_b = journal.finished("b", 0, {"id": "b", "state": "FAILURE"})
+    journal.commit()
+    assert (seq_a, seq_b) == (1, 2)
+    journal.close()
+    replayed = replay_all(path)
+    assert replayed.live == []
+    assert [(seq, e["id"]) for seq, e in replayed.unstored] == [(1, "a"), (2, "b")]
+    journal = opened(path)  # rewritten with the unstored events as E records
+    journal.stored(1)
+    journal.commit()
+    journal.close()
+    assert [seq for seq, _ in replay_all(path).unstored] == [2]
+
+
+def test_sequences_go_on_from_the_last_unstored_event_after_a_restart(tmp_path):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.finished("a", 0, {"id": "a", "state": "SUCCESS"})
+    journal.close()
+    journal = opened(path)
+    assert journal.finished("b", 0, {"id": "b", "state": "SUCCESS"}) == 2
+    journal.close()

@@ -29,6 +29,7 @@ class MemoryJournal:
     def __init__(self) -> None:
         self.written = 0
         self.records: list[tuple[Any, ...]] = []
+        self.event_seq = 0
 
     @property
     def synced(self) -> int:
@@ -37,8 +38,16 @@ class MemoryJournal:
     def accepted(self, raw_header: bytes, body: bytes) -> None:
         self.records.append(("A", protocol.unpack(raw_header)["id"]))
 
-    def finished(self, task_id: str, retries: int) -> None:
+    def finished(self, task_id: str, retries: int, event: Any = None) -> int | None:
         self.records.append(("D", task_id, retries))
+        if event is None:
+            return None
+        self.event_seq += 1
+        self.records.append(("E", self.event_seq, event["state"]))
+        return self.event_seq
+
+    def stored(self, upto: int) -> None:
+        self.records.append(("S", upto))
 
     def revoked(self, task_id: str) -> None:
         self.records.append(("R", task_id))
@@ -63,13 +72,18 @@ class Router:
             "queues": list(queues), "credit": credit, "host": host, "pid": 1,
             "supervised": supervised, "holding": []}), now)
 
+    def heartbeat(self, actor: bytes, now: float = T0) -> None:
+        members.on_heartbeat(self.core, actor, Message(Cmd.HEARTBEAT, {}), now)
+
     def deal(self, now: float = T0) -> dict[bytes, list[str]]:
         self.core.fire(now)
         return {identity: [e.uid for e in entries]
                 for identity, entries in self.core.deal(now).items()}
 
     def done(self, actor: bytes, uid: str, retries: int = 0, now: float = T0,
-             **record: Any) -> None:
+             state: str | None = states.SUCCESS, **record: Any) -> None:
+        if state is not None and not record.get("requeue"):
+            record["event"] = protocol.state_event(uid, state, retries=retries, name="t")
         members.on_done(self.core, actor, Message(Cmd.DONE, {"id": uid, "retries": retries,
                                                              **record}), now)
 
@@ -150,7 +164,7 @@ def test_credit_bounds_what_an_actor_holds_and_done_returns_it():
     assert r.deal() == {}
     r.done(b"w", "a")
     assert r.deal() == {b"w": ["c"]}
-    assert r.journal.records[-1] == ("D", "a", 0)
+    assert ("D", "a", 0) in r.journal.records
 
 
 def test_work_is_spread_one_task_per_hungry_actor_per_pass():
@@ -373,3 +387,81 @@ def test_purge_drops_waiting_tasks_of_one_queue():
     r.submit("a"), r.submit("b", queue="other")
     assert r.control(op="purge", queue="celery").header["purged"] == 1
     assert list(r.core.book.tasks) == ["b"]
+
+
+# -- outcomes: recorded with the task's end, confirmed, handed over again ----------------
+
+def test_a_done_is_journaled_with_its_result_and_confirmed_to_the_actor():
+    r = Router()
+    _running(r, b"w", "a")
+    r.core.replies.clear()
+    r.done(b"w", "a")
+    assert r.journal.records[-2:] == [("D", "a", 0), ("E", 1, states.SUCCESS)]
+    assert r.replies_to(b"w")[0].cmd is Cmd.CONFIRM
+    assert r.replies_to(b"w")[0].header == {"done": [["a", 0]]}
+    assert list(r.core.unstored) == [1]
+    r.core.stored(1)
+    assert not r.core.unstored and r.journal.records[-1] == ("S", 1)
+
+
+def test_every_final_event_the_router_makes_is_journaled_with_the_end():
+    r = Router()
+    r.submit("gone", expires=T0 + 1)
+    r.submit("nowhere", queue="", exchange="none", rk="k")
+    r.deal(T0 + 2)
+    kinds = [rec[2] for rec in r.journal.records if rec[0] == "E"]
+    assert sorted(kinds) == [states.FAILURE, states.REVOKED]
+    assert len(r.core.unstored) == 2
+
+
+def test_an_outcome_handed_over_again_finishes_the_replayed_copy_and_is_confirmed():
+    r = Router()
+    r.submit("a")  # as replayed from the journal after a restart: queued
+    members.on_ready(r.core, b"w", Message(Cmd.READY, {
+        "queues": ["celery"], "credit": 1, "host": "h", "pid": 1, "holding": [],
+        "done": [{"id": "a", "retries": 0,
+                  "event": protocol.state_event("a", states.SUCCESS, name="t")}]}), T0)
+    welcome = r.replies_to(b"w")[-1]
+    assert welcome.header["confirm"] == [["a", 0]]
+    assert "a" not in r.core.book.tasks
+    assert r.deal() == {}
+
+
+def test_a_late_outcome_of_a_finished_attempt_is_forwarded_and_journaled():
+    r = Router(host_timeout_s=4.0)
+    _running(r, b"w", "a")
+    members.on_heartbeat(r.core, b"h", Message(Cmd.HEARTBEAT, {"host": "h",
+                                                               "actors": [b"w"]}), T0)
+    members.housekeeping(r.core, T0 + 5)
+    lost = [e for e in r.core.events if e["id"] == "a"][-1]
+    assert lost["state"] == states.FAILURE and lost["presumed"] is True
+    r.done(b"w", "a", now=T0 + 6)  # the host came back with the real outcome
+    assert [e["state"] for e in r.core.events if e["id"] == "a"][-1] == states.SUCCESS
+    assert ("E", 2, states.SUCCESS) in r.journal.records
+
+
+# -- liveness and the lease ---------------------------------------------------------------
+
+def test_an_actor_s_heartbeat_is_answered_so_that_it_keeps_its_lease():
+    r = Router(host_timeout_s=10.0)
+    r.ready(b"w")
+    assert r.replies_to(b"w")[-1].header["lease_s"] == 5.0
+    r.heartbeat(b"w")
+    assert r.replies_to(b"w")[-1].cmd is Cmd.HEARTBEAT
+    r.heartbeat(b"stranger")
+    assert r.replies_to(b"stranger")[-1].cmd is Cmd.RESYNC
+
+
+def test_an_actor_without_supervisor_that_goes_silent_loses_its_tasks():
+    r = Router(host_timeout_s=4.0)
+    for task_id in ("run", "pre"):
+        r.submit(task_id)
+    r.ready(b"liar", credit=2, now=T0)
+    assert r.deal() == {b"liar": ["run", "pre"]}
+    r.core.seen(b"liar", T0 + 1)
+    members.housekeeping(r.core, T0 + 4.5)
+    assert r.core.book.tasks["run"].state == INFLIGHT
+    members.housekeeping(r.core, T0 + 5.5)
+    assert b"liar" not in r.core.actors
+    assert r.final_exc("run")["type"] == "WorkerLostError"
+    assert r.core.book.tasks["pre"].state == QUEUED

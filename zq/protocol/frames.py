@@ -60,6 +60,11 @@ class Cmd(str, enum.Enum):
     EVENT = "EVENT"            # published: header: one state event with "seq"
     # actor -> router, its last message before a clean exit (recycling, shutdown)
     BYE = "BYE"
+    # router -> actor: these DONEs are recorded (durably, with fsync); the actor forgets
+    # their outcomes, and may start its next reserved task
+    CONFIRM = "CONFIRM"        # header: {"done": [[tracked id, retries], ...]}
+    # results actor -> router: every final event up to this journal sequence is stored
+    STORED = "STORED"          # header: {"upto": n}
 
 
 _CODES = {c: bytes([i + 1]) for i, c in enumerate(Cmd)}

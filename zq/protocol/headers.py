@@ -69,13 +69,28 @@ class ErrorHeader(TypedDict, total=False):
 
 
 class WelcomeHeader(TypedDict, total=False):
-    """WELCOME: where the results actor is, the router's start id, and what an actor
-    re-announcing after a restart must drop."""
+    """WELCOME: where the results actor is, the router's start id, what an actor
+    re-announcing after a restart must drop, which outcomes it handed over are recorded,
+    and how long it may start tasks without hearing from the router."""
 
     results: dict[str, str]      # ingest, query, pub endpoints
     epoch: str
     rid: Any
     drop: list[list[Any]]        # [tracked id, retries]
+    confirm: list[list[Any]]     # [tracked id, retries]
+    lease_s: float
+
+
+class ConfirmHeader(TypedDict):
+    """CONFIRM: the DONEs the router has recorded, by [tracked id, retries]."""
+
+    done: list[list[Any]]
+
+
+class StoredHeader(TypedDict):
+    """STORED: the results actor stored every final event up to this journal sequence."""
+
+    upto: int
 
 
 class ControlHeader(TypedDict, total=False):
@@ -103,6 +118,7 @@ class ReadyHeader(TypedDict, total=False):
     supervised: bool
     holding: list[list[Any]]     # [tracked id, retries]
     declare: list[dict[str, str]]
+    done: list[DoneRecord]       # outcomes not yet confirmed, handed over again
 
 
 class DoneRecord(TypedDict, total=False):
@@ -139,6 +155,14 @@ class ByeHeader(TypedDict, total=False):
     host: str
 
 
+class EventsHeader(TypedDict, total=False):
+    """EVENTS: state changes; from the router to the results actor with ``upto``, the
+    journal sequence of the last final event among them (answered by STORED)."""
+
+    events: list[StateEvent]
+    upto: int
+
+
 class StateEvent(TypedDict, total=False):
     """One state change of one task (EVENTS carries a list; EVENT publishes one)."""
 
@@ -154,6 +178,9 @@ class StateEvent(TypedDict, total=False):
     seq: int
     version: int
     queue: str
+    # A loss the router presumed (host timeout): a real outcome of the same attempt,
+    # reported later, wins over it.
+    presumed: bool
 
 
 class QueryHeader(TypedDict, total=False):

@@ -1,7 +1,8 @@
 """The results actor's process: its sockets, its loop and its answer to each query.
 
 Sockets:
-  * PULL ``ingest``: state events from the router and actor processes (EVENTS).
+  * ROUTER ``ingest``: state events from the router (EVENTS), each batch with ``upto``
+    answered STORED once stored.
   * ROUTER ``query``: GET, WAIT, FORGET, SNAPSHOT and EVENTS from clients.
   * XPUB ``pub``: every stored change, topic = task id (see :mod:`.stream`).
 
@@ -90,6 +91,8 @@ class ResultsActor:
         self.stream = Stream()
         self.waiters = Waiters()
         self._received: list[Row] = []  # valid events not applied yet
+        # The last journal sequence each sender asked to be told about, once stored.
+        self._acks: dict[bytes, int] = {}
         self._next_expire = 0.0
         self._handlers: dict[Cmd, Handler] = {
             Cmd.GET: self._get,
@@ -119,6 +122,7 @@ class ResultsActor:
         while self.ingest.poll(int(_LAST_EVENTS_WAIT_S * 1000)):
             self._read_ingest()
             self._apply_received()
+            self._acknowledge()
 
     def setup(self) -> None:
         self.table = StateTable(open_store(self.config))
@@ -130,7 +134,7 @@ class ResultsActor:
                                         self.config.curve_authorized_dir or ".")
             # The router forwards events with the same key pair it serves with.
             self.auth = security.start_authenticator(self.ctx, keys, (keys.public_key,))
-        self.ingest = self.ctx.socket(zmq.PULL)
+        self.ingest = self.ctx.socket(zmq.ROUTER)
         self.query = self.ctx.socket(zmq.ROUTER)
         self.pub = self.ctx.socket(zmq.XPUB)
         for sock in (self.ingest, self.query, self.pub):
@@ -172,6 +176,7 @@ class ResultsActor:
         if self.query in ready:
             self._read_queries(replies)
         self._apply_received()
+        self._acknowledge()
         for peer, reply in replies:
             self._send(peer, reply)
         now = time.time()
@@ -193,11 +198,29 @@ class ResultsActor:
                 protocol.send(self.pub, msg, identity=topic, flags=zmq.NOBLOCK)
 
     def _read_ingest(self) -> None:
-        for _, msg in protocol.drain(self.ingest, _BATCH):
+        for peer, msg in protocol.drain(self.ingest, _BATCH, routed=True):
             if msg.cmd is Cmd.EVENTS:
                 self._received.extend(_valid_events(msg.header.get("events")))
+                upto = msg.header.get("upto")
+                if peer is not None and isinstance(upto, int) and not isinstance(upto, bool):
+                    self._acks[peer] = upto
             else:
                 logger.warning("dropping %s on the event socket", msg.cmd.value)
+
+    def _acknowledge(self) -> None:
+        """Tell the router which of its final events are stored now (it keeps them in its
+        journal until then). Not while the store refuses writes: the router sends them
+        again after a restart."""
+        if not self.table.all_stored:
+            self._acks.clear()
+            return
+        for peer, upto in self._acks.items():
+            try:
+                protocol.send(self.ingest, Message(Cmd.STORED, {"upto": upto}),
+                              identity=peer, flags=zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                logger.debug("could not acknowledge to %r: %s", peer, exc)
+        self._acks.clear()
 
     def _read_queries(self, replies: list[tuple[bytes, Message]]) -> None:
         """Answer a batch of queries into ``replies`` (a WAIT may get its answer later)."""

@@ -12,7 +12,7 @@ from .store import Row, Store
 logger = logging.getLogger("zq.results")
 
 _FIELDS = ("id", "state", "retries", "name", "ts", "version", "ct", "body", "exc", "meta",
-           "copy")
+           "copy", "presumed")
 _SENT_KEPT = 1_000_000
 
 
@@ -25,7 +25,8 @@ def merge(old: Row | None, event: Row, now: float) -> Row | None:
     """
     retries = event.get("retries", 0)
     if old is not None and not states.supersedes(
-            event["state"], retries, old["state"], old.get("retries", 0)):
+            event["state"], retries, old["state"], old.get("retries", 0)) \
+            and not _corrects(old, event, retries):
         return None
     if old is not None and old["state"] in states.READY_STATES and old.get("copy") \
             and event.get("copy") != old["copy"]:
@@ -37,6 +38,14 @@ def merge(old: Row | None, event: Row, now: float) -> Row | None:
         row["name"] = old["name"]
     row["version"] = (old.get("version", 0) if old else 0) + 1
     return row
+
+
+def _corrects(old: Row, event: Row, retries: int) -> bool:
+    """Whether ``event`` is the real end of an attempt the router had presumed lost (its
+    host went silent, and came back with the outcome)."""
+    return (bool(old.get("presumed")) and not event.get("presumed")
+            and old["state"] in states.READY_STATES and event["state"] in states.READY_STATES
+            and retries == old.get("retries", 0))
 
 
 class StateTable:
@@ -51,6 +60,8 @@ class StateTable:
         self.store = store
         self._sent_kept = sent_kept
         self._sent: OrderedDict[str, Row] = OrderedDict()
+        # Whether the last write stored every row (the router is told only then).
+        self.all_stored = True
 
     def lookup(self, ids: Iterable[str]) -> dict[str, Row]:
         """The current rows of ``ids`` that have one, by id."""
@@ -103,9 +114,11 @@ class StateTable:
         self.store.close()
 
     def _store(self, rows: list[Row]) -> None:
+        self.all_stored = True
         try:
             self.store.put_many(rows)
         except Exception:
+            self.all_stored = False
             # Should a row the validation let through still be refused, keep the others.
             logger.exception("storing a batch of %d failed; storing one by one", len(rows))
             for row in rows:

@@ -137,7 +137,7 @@ class RecentKeys:
 class Records(Protocol):
     """What the task table writes down (the journal, or a stand-in in tests)."""
 
-    def finished(self, task_id: str, retries: int) -> None: ...
+    def finished(self, task_id: str, retries: int, event: Any = None) -> int | None: ...
 
     def revoked(self, task_id: str) -> None: ...
 
@@ -160,8 +160,9 @@ class Book:
         if entry.uid != entry.id:
             self.copies.setdefault(entry.id, set()).add(entry.uid)
 
-    def retire(self, entry: Entry) -> None:
-        """The entry is done with (finished, failed, revoked, expired, purged)."""
+    def retire(self, entry: Entry, event: dict[str, Any] | None = None) -> int | None:
+        """The entry is done with (finished, failed, revoked, expired, purged); its final
+        state event, when given, is recorded with it. Returns the event's sequence."""
         entry.state = DEAD
         if self.tasks.get(entry.uid) is entry:
             del self.tasks[entry.uid]
@@ -171,8 +172,15 @@ class Book:
                     copies.discard(entry.uid)
                     if not copies:
                         del self.copies[entry.id]
-        self.records.finished(entry.uid, entry.retries)
+        seq = self.records.finished(entry.uid, entry.retries, event)
         self.remember_finished(entry.key)
+        return seq
+
+    def ended_unadmitted(self, entry: Entry, event: dict[str, Any]) -> int | None:
+        """A task that ended as it came in (no route, revoked already): remembered as
+        finished, its final event recorded."""
+        self.remember_finished(entry.key)
+        return self.records.finished(entry.uid, entry.retries, event)
 
     def untrack(self, entry: Entry) -> None:
         """Forget an entry that was never accepted after all (its journal record could not

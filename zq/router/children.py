@@ -22,7 +22,8 @@ _ROLES = ("ingest", "query", "pub")
 
 
 class ResultsChild:
-    """Starts the results actor, restarts it when it dies, and pushes events to it."""
+    """Starts the results actor, restarts it when it dies, and sends events to it; the
+    results actor answers each batch that carries ``upto`` with STORED once stored."""
 
     def __init__(self, ctx: zmq.Context[Any], config: RouterConfig, endpoint: str,
                  keys: security.ServerKeys | None):
@@ -73,7 +74,7 @@ class ResultsChild:
             logger.error("cannot save the results endpoints to %s: %s", self._saved,
                          exc.strerror or exc)
         self.close(0)
-        self.push = self.ctx.socket(zmq.PUSH)
+        self.push = self.ctx.socket(zmq.DEALER)
         if self.keys is not None:
             # The router is the results actor's client, with its own key pair.
             security.secure_client(self.push, security.ClientKeys(
@@ -109,13 +110,34 @@ class ResultsChild:
     def died(self) -> bool:
         return not self.process.is_alive()
 
-    def send_events(self, events: list[dict[str, Any]]) -> None:
+    @property
+    def socket(self) -> zmq.Socket[Any]:
         assert self.push is not None
+        return self.push
+
+    def send_events(self, events: list[dict[str, Any]], upto: int | None) -> None:
+        """Send ``events``; ``upto``: the journal sequence of the last final event sent
+        so far, which the results actor acknowledges once it stored them."""
+        header: dict[str, Any] = {"events": events}
+        if upto is not None:
+            header["upto"] = upto
         try:
-            protocol.send(self.push, Message(Cmd.EVENTS, {"events": events}),
-                          flags=zmq.NOBLOCK)
+            protocol.send(self.socket, Message(Cmd.EVENTS, header), flags=zmq.NOBLOCK)
         except zmq.Again:
+            # Final events stay in the journal and are sent again to the next results
+            # actor; the rest (SENT, STARTED, progress) are superseded by later states.
             logger.error("results actor not taking events; %d dropped", len(events))
+
+    def stored(self) -> list[int]:
+        """The STORED acknowledgements waiting on the socket."""
+        out = []
+        for _, msg in protocol.drain(self.socket):
+            upto = msg.header.get("upto")
+            if msg.cmd is Cmd.STORED and isinstance(upto, int):
+                out.append(upto)
+            else:
+                logger.warning("unexpected %s from the results actor", msg.cmd.value)
+        return out
 
     def close(self, linger_s: float) -> None:
         """Close the event socket, letting what it holds leave for up to ``linger_s``

@@ -63,8 +63,7 @@ def revoke(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
         core.book.revoke(task_id)
         for entry in core.book.entries(task_id):
             if core.unqueue(entry):
-                core.revoked_event(entry, "revoked")
-                core.finish(entry)
+                core.end(entry, core.revoked_event(entry, "revoked"))
             elif entry.state == INFLIGHT:
                 _revoke_inflight(core, entry, terminate, signal_name, pulls)
     for identity, pulled in pulls.items():

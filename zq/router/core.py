@@ -10,6 +10,7 @@ collects in :attr:`Core.replies` and :attr:`Core.events`, which only the loop se
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,9 @@ class Core:
         self.max_queue_length = max_queue_length
         self.max_message_size = max_message_size
         self.host_timeout_s = host_timeout_s
+        # An actor starts a reserved task only if it heard from the router this recently
+        # (see members.on_heartbeat), well before the router would count it lost.
+        self.lease_s = host_timeout_s / 2
         self.book = Book(journal)
         self.bindings = Bindings()
         # Set when declarations changed the bindings: the loop saves them.
@@ -45,12 +49,21 @@ class Core:
         # What the loop sends: replies to peers, and state events for the results actor.
         self.replies: list[tuple[bytes, Message]] = []
         self.events: list[dict[str, Any]] = []
+        # Final events recorded in the journal that the results actor has not confirmed
+        # storing yet, by journal sequence: sent again to a restarted results actor.
+        self.unstored: OrderedDict[int, dict[str, Any]] = OrderedDict()
         # Something was queued or some actor has new credit: a dispatch round is due.
         self.dirty = False
         # What a WELCOME tells a peer: the results actor's endpoints, the router's epoch.
         self.welcome: dict[str, Any] = {}
         # What the loop adds to ``stats`` (its epoch, the journal's counts).
         self.info: Callable[[], dict[str, Any]] = dict
+
+    def seen(self, identity: bytes, now: float) -> None:
+        """A message came from ``identity``: an actor's liveness."""
+        actor = self.actors.get(identity)
+        if actor is not None:
+            actor.last_seen = now
 
     def reply(self, identity: bytes, msg: Message) -> None:
         self.replies.append((identity, msg))
@@ -84,8 +97,7 @@ class Core:
     def enqueue(self, entry: Entry, front: bool = False) -> None:
         if entry.id in self.book.revoked:
             # Handed back (prefetched, its actor gone) after a revoke the actor never read.
-            self.revoked_event(entry, "revoked")
-            self.finish(entry)
+            self.end(entry, self.revoked_event(entry, "revoked"))
             return
         self.dispatch.push(entry, front=front)
         self.schedule.watch_expiry(entry)
@@ -117,15 +129,43 @@ class Core:
     # -- ending a task ------------------------------------------------------------------
 
     def finish(self, entry: Entry) -> None:
+        """The task ended without an event of the router's (purged)."""
         self.book.retire(entry)
 
-    def fail(self, entry: Entry, kind: str, message: str) -> None:
-        self.failure_event(entry, kind, message)
-        self.finish(entry)
+    def end(self, entry: Entry, event: dict[str, Any]) -> None:
+        """The task ended with ``event``: it goes to the results actor, and is journaled
+        with the task's end, so that a kill cannot lose both the task and its result."""
+        self.events.append(event)
+        self._unstored(self.book.retire(entry, event), event)
+
+    def ended_unadmitted(self, entry: Entry, event: dict[str, Any]) -> None:
+        """A task that ended as it came in (no route, revoked already)."""
+        self.events.append(event)
+        self._unstored(self.book.ended_unadmitted(entry, event), event)
+
+    def outcome(self, uid: str, retries: int, event: dict[str, Any]) -> None:
+        """A final event reported for an attempt the router no longer tracks (a late
+        DONE): forwarded, and journaled until stored."""
+        self.events.append(event)
+        self._unstored(self.book.records.finished(uid, retries, event), event)
+
+    def _unstored(self, seq: int | None, event: dict[str, Any]) -> None:
+        if seq is not None:
+            self.unstored[seq] = event
+
+    def stored(self, upto: int) -> None:
+        """The results actor stored every final event up to ``upto``."""
+        if not self.unstored or next(iter(self.unstored)) > upto:
+            return
+        while self.unstored and next(iter(self.unstored)) <= upto:
+            self.unstored.popitem(last=False)
+        self.book.records.stored(upto)
+
+    def fail(self, entry: Entry, kind: str, message: str, *, presumed: bool = False) -> None:
+        self.end(entry, self.failure_event(entry, kind, message, presumed=presumed))
 
     def expire(self, entry: Entry) -> None:
-        self.revoked_event(entry, "expired before it could run")
-        self.finish(entry)
+        self.end(entry, self.revoked_event(entry, "expired before it could run"))
 
     def unqueue(self, entry: Entry) -> bool:
         """Take a waiting (queued or scheduled) entry out; False when it is not waiting."""
@@ -138,16 +178,24 @@ class Core:
     # -- events -------------------------------------------------------------------------
 
     def event(self, entry: Entry, state: str, **extra: Any) -> None:
+        """A state change that does not end the task (SENT)."""
+        self.events.append(self.state_event(entry, state, **extra))
+
+    @staticmethod
+    def state_event(entry: Entry, state: str, **extra: Any) -> dict[str, Any]:
         if entry.uid != entry.id:
             extra["copy"] = entry.uid
-        self.events.append(protocol.state_event(entry.id, state, retries=entry.retries,
-                                                name=entry.name, **extra))
+        return protocol.state_event(entry.id, state, retries=entry.retries, name=entry.name,
+                                    **extra)
 
-    def failure_event(self, entry: Entry, kind: str, message: str) -> None:
-        self.event(entry, states.FAILURE, exc=exception_data(kind, message))
+    def failure_event(self, entry: Entry, kind: str, message: str, *,
+                      presumed: bool = False) -> dict[str, Any]:
+        extra: dict[str, Any] = {"presumed": True} if presumed else {}
+        return self.state_event(entry, states.FAILURE, exc=exception_data(kind, message),
+                                **extra)
 
-    def revoked_event(self, entry: Entry, why: str) -> None:
-        self.event(entry, states.REVOKED, exc=exception_data(
+    def revoked_event(self, entry: Entry, why: str) -> dict[str, Any]:
+        return self.state_event(entry, states.REVOKED, exc=exception_data(
             "TaskRevokedError", f"task {entry.id} {why}", args=[why]))
 
     # -- dispatch -----------------------------------------------------------------------
@@ -191,8 +239,15 @@ class Core:
 
     # -- lost actors --------------------------------------------------------------------
 
-    def actor_lost(self, identity: bytes, reason: str, error: str | None = None) -> None:
-        """Celery's rules for the tasks of a dead actor; prefetched ones always go back."""
+    def actor_lost(self, identity: bytes, reason: str, error: str | None = None, *,
+                   presumed: bool = False) -> None:
+        """Celery's rules for the tasks of a dead actor; prefetched ones always go back.
+
+        ``presumed``: the actor may still be alive (its host went silent): a FAILURE given
+        to its running task gives way to the real outcome if the actor reports one later.
+        An actor starts a reserved task only once the router confirmed the DONE before
+        it, so the first task the router holds for it is the only one that can have
+        started."""
         actor = self.actors.pop(identity, None)
         self.dispatch.forget(identity)
         if actor is None:
@@ -203,12 +258,12 @@ class Core:
             if position > 0:  # prefetched, never started
                 self.requeue(entry, redelivered=False)
             else:
-                self._running_task_lost(entry, reason, error)
+                self._running_task_lost(entry, reason, error, presumed)
 
-    def _running_task_lost(self, entry: Entry, reason: str, error: str | None) -> None:
+    def _running_task_lost(self, entry: Entry, reason: str, error: str | None,
+                           presumed: bool) -> None:
         if entry.id in self.book.revoked:
-            self.revoked_event(entry, "revoked and terminated")
-            self.finish(entry)
+            self.end(entry, self.revoked_event(entry, "revoked and terminated"))
             return
         if error == "TimeLimitExceeded":
             limit = entry.header.get("time_limit")
@@ -224,6 +279,7 @@ class Core:
             self.fail(entry, "WorkerLostError",
                       f"Worker exited prematurely ({reason}); the task was redelivered "
                       f"{entry.redeliveries} times (max_redeliveries={limit}) and is "
-                      f"not tried again")
+                      f"not tried again", presumed=presumed)
         else:
-            self.fail(entry, "WorkerLostError", f"Worker exited prematurely: {reason}")
+            self.fail(entry, "WorkerLostError", f"Worker exited prematurely: {reason}",
+                      presumed=presumed)

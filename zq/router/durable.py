@@ -14,12 +14,13 @@ tasks are refused at once (:meth:`Durable.refusal`) until a retry of the write s
 from __future__ import annotations
 
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..protocol import Cmd, Message
 from .book import SYNCING, Entry
 
-_DURABLE_REPLIES = frozenset({Cmd.ACCEPTED, Cmd.REPLY})
+# Answers that promise something is on disk.
+_DURABLE_REPLIES = frozenset({Cmd.ACCEPTED, Cmd.REPLY, Cmd.CONFIRM})
 # While the journal cannot be written, tasks are refused at once; this often the next
 # tasks are let through to try a write again.
 JOURNAL_RETRY_S = 1.0
@@ -36,7 +37,9 @@ class Log(Protocol):
 
     def accepted(self, raw_header: bytes, body: bytes) -> None: ...
 
-    def finished(self, task_id: str, retries: int) -> None: ...
+    def finished(self, task_id: str, retries: int, event: Any = None) -> int | None: ...
+
+    def stored(self, upto: int) -> None: ...
 
     def revoked(self, task_id: str) -> None: ...
 

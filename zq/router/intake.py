@@ -80,12 +80,11 @@ def accept(core: Core, identity: bytes, header: dict[str, Any], raw_header: byte
     if not queues:
         # Not dropped in silence as AMQP would: it fails where everyone can see.
         where = f"exchange {header.get('exchange')!r} with routing key {header.get('rk')!r}"
-        core.failure_event(entry, "NoRoute", f"no queue is bound for {where}")
-        core.book.remember_finished(entry.key)
+        core.ended_unadmitted(entry, core.failure_event(
+            entry, "NoRoute", f"no queue is bound for {where}"))
         return None
     if entry.id in core.book.revoked:
-        core.revoked_event(entry, "revoked")
-        core.book.remember_finished(entry.key)
+        core.ended_unadmitted(entry, core.revoked_event(entry, "revoked"))
         return None
     failure = core.durable.refusal(now)
     if failure is not None:

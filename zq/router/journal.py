@@ -5,6 +5,11 @@ An append-only file of msgpack records:
     ["A", header, body]   accepted (header as received, so it replays byte for byte)
     ["D", uid, retries]   finished, failed, revoked, expired or purged: never replay it
                           (uid: the task id, or a copy's ``copy_id``)
+    ["D", uid, retries, seq, event]
+                          the same, with the task's final state event, numbered: kept
+                          until the results actor has stored it
+    ["E", seq, event]     a final event not yet stored (what a rewrite keeps of a D)
+    ["S", seq]            the results actor stored every final event up to ``seq``
     ["R", id]             revoked: stays in the revoked set across restarts
 
 Records of one router step are written with one ``write`` before the router answers
@@ -16,8 +21,10 @@ records are kept and written first by the next commit that succeeds. With
 router goes on, and the router holds its answers until the sync that covers their records
 is done. Whatever is written while one fsync runs is covered by the next, so under load one
 fsync serves many steps (a group commit), and an idle router syncs at once. On start the
-file is read, the live tasks are returned, and the file is rewritten with only them; when
-there is no room for the rewrite the old file is kept as it is and appended to.
+file is read, the live tasks and the final events not yet stored are returned, and the
+file is rewritten with only them; when there is no room for the rewrite the old file is
+kept as it is and appended to. A task's end and its result are written together, so a
+kill at any moment leaves either the task to replay or its result to store again.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,16 @@ logger = logging.getLogger("zq.journal")
 # Rewrite the file when it grows past this and most of it is finished work.
 _COMPACT_BYTES = 64 * 1024 * 1024
 _REVOKED_KEPT = 50_000
+
+
+@dataclass
+class Replayed:
+    """What a journal holds on opening."""
+
+    live: list[tuple[bytes, bytes]] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
+    # Final events the results actor may not have stored, by sequence, in order.
+    unstored: list[tuple[int, Any]] = field(default_factory=list)
 
 
 class Journal:
@@ -62,6 +80,8 @@ class Journal:
         # ``written`` at the time an answer was ready, ``synced`` says it may go.
         self.written = 0
         self.syncs = 0
+        # The sequence of the last final event recorded (see ``finished``).
+        self.event_seq = 0
         self._syncer: _Syncer | None = None
         # Held by the syncer around an fsync, and by a rewrite around swapping the file.
         self._swap_lock = threading.Lock()
@@ -81,10 +101,10 @@ class Journal:
         """Readable when a sync finished (with fsync); the router polls it."""
         return self._syncer.read_fd if self._syncer is not None else None
 
-    def open(self) -> tuple[list[tuple[bytes, bytes]], list[str]]:
-        """Read what was accepted and not finished, in order, and the revoked ids."""
-        live: OrderedDict[tuple[str, int], tuple[bytes, bytes]] = OrderedDict()
-        revoked: OrderedDict[str, None] = OrderedDict()
+    def open(self) -> Replayed:
+        """Read what was accepted and not finished (in order), the revoked ids, and the
+        final events not known to be stored; rewrite the file with only those."""
+        state = _ReplayState()
         whole = 0  # where the last readable record ends
         if self.path.exists():
             unpacker = msgpack.Unpacker(raw=False, strict_map_key=False,
@@ -93,11 +113,13 @@ class Journal:
                 while chunk := f.read(1 << 20):
                     unpacker.feed(chunk)
                     for record in _records(unpacker, self.path):
-                        _replay(record, live, revoked)
+                        state.replay(record)
                         whole = unpacker.tell()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = list(revoked)[-_REVOKED_KEPT:]
-        failed = self._rewrite(list(live.values()), kept)
+        replayed = Replayed(list(state.live.values()), list(state.revoked)[-_REVOKED_KEPT:],
+                            list(state.unstored.items()))
+        self.event_seq = state.event_seq
+        failed = self._rewrite(replayed)
         if failed is not None:
             # No room for a new file (or no writing at all): the first commits will meet
             # the same disk, so the router starts out refusing tasks until one is written.
@@ -106,18 +128,20 @@ class Journal:
         if self.fsync:
             self._syncer = _Syncer(self)
             self._syncer.start()
-        return list(live.values()), kept
+        return replayed
 
-    def _rewrite(self, live: list[tuple[bytes, bytes]], revoked: list[str]) -> OSError | None:
+    def _rewrite(self, replayed: Replayed) -> OSError | None:
         """Replace the file with only these records; or the error the new one could not be
         written with (the old file is left as it was)."""
         tmp = self.path.with_suffix(".tmp")
         try:
             with open(tmp, "wb") as f:
-                for header, body in live:
+                for header, body in replayed.live:
                     f.write(msgpack.packb(["A", header, body], use_bin_type=True))
-                for task_id in revoked:
+                for task_id in replayed.revoked:
                     f.write(msgpack.packb(["R", task_id], use_bin_type=True))
+                for seq, event in replayed.unstored:
+                    f.write(msgpack.packb(["E", seq, event], use_bin_type=True))
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:
@@ -163,8 +187,22 @@ class Journal:
     def accepted(self, raw_header: bytes, body: bytes) -> None:
         self._buffer.append((True, msgpack.packb(["A", raw_header, body], use_bin_type=True)))
 
-    def finished(self, task_id: str, retries: int) -> None:
-        self._buffer.append((False, msgpack.packb(["D", task_id, retries], use_bin_type=True)))
+    def finished(self, task_id: str, retries: int, event: Any = None) -> int | None:
+        """Record a task's end, with its final state event when there is one; returns
+        that event's sequence (acknowledged by ``stored`` once the results actor has
+        it), or None."""
+        if event is None:
+            self._buffer.append((False, msgpack.packb(["D", task_id, retries],
+                                                      use_bin_type=True)))
+            return None
+        self.event_seq += 1
+        self._buffer.append((False, msgpack.packb(
+            ["D", task_id, retries, self.event_seq, event], use_bin_type=True)))
+        return self.event_seq
+
+    def stored(self, upto: int) -> None:
+        """The results actor stored every final event up to sequence ``upto``."""
+        self._buffer.append((False, msgpack.packb(["S", upto], use_bin_type=True)))
 
     def revoked(self, task_id: str) -> None:
         self._buffer.append((False, msgpack.packb(["R", task_id], use_bin_type=True)))
@@ -222,14 +260,15 @@ class Journal:
     def should_compact(self) -> bool:
         return self._live_bytes > self._compact_bytes
 
-    def compact(self, live: list[tuple[bytes, bytes]], revoked: list[str]) -> bool:
-        """Rewrite the file with only ``live`` and ``revoked`` (the router's memory, which
-        holds everything committed). False when it was not rewritten: a commit could not
+    def compact(self, live: list[tuple[bytes, bytes]], revoked: list[str],
+                unstored: list[tuple[int, Any]] | None = None) -> bool:
+        """Rewrite the file with only ``live``, ``revoked`` and the ``unstored`` final
+        events (the router's memory, which holds everything committed). False when it was not rewritten: a commit could not
         be written, or there is no room for the new file (then the old one stays, and the
         next try waits until the file has grown as much again)."""
         if not self.commit():
             return False
-        if self._rewrite(live, revoked[-_REVOKED_KEPT:]) is None:
+        if self._rewrite(Replayed(live, revoked[-_REVOKED_KEPT:], list(unstored or ()))) is None:
             self._compact_bytes = _COMPACT_BYTES
             return True
         self._compact_bytes = self._live_bytes + _COMPACT_BYTES
@@ -335,19 +374,39 @@ def _records(unpacker: msgpack.Unpacker, path: Path) -> Any:
             return
 
 
-def _replay(record: Any, live: OrderedDict[tuple[str, int], tuple[bytes, bytes]],
-            revoked: OrderedDict[str, None]) -> None:
-    if not isinstance(record, list) or not record:
-        return
-    kind = record[0]
-    if kind == "A" and len(record) == 3:
-        try:
-            header = msgpack.unpackb(record[1], raw=False, strict_map_key=False)
-            key = (tracked_id(header), header.get("retries", 0))
-        except Exception:
+class _ReplayState:
+    """What the records read so far leave: live tasks, revoked ids, unstored events."""
+
+    def __init__(self) -> None:
+        self.live: OrderedDict[tuple[str, int], tuple[bytes, bytes]] = OrderedDict()
+        self.revoked: OrderedDict[str, None] = OrderedDict()
+        self.unstored: OrderedDict[int, Any] = OrderedDict()
+        self.event_seq = 0
+
+    def replay(self, record: Any) -> None:
+        if not isinstance(record, list) or not record:
             return
-        live[key] = (record[1], record[2])
-    elif kind == "D" and len(record) == 3:
-        live.pop((record[1], record[2]), None)
-    elif kind == "R" and len(record) == 2:
-        revoked[record[1]] = None
+        kind, size = record[0], len(record)
+        if kind == "A" and size == 3:
+            try:
+                header = msgpack.unpackb(record[1], raw=False, strict_map_key=False)
+                key = (tracked_id(header), header.get("retries", 0))
+            except Exception:
+                return
+            self.live[key] = (record[1], record[2])
+        elif kind == "D" and size in (3, 5):
+            self.live.pop((record[1], record[2]), None)
+            if size == 5:
+                self._event(record[3], record[4])
+        elif kind == "E" and size == 3:
+            self._event(record[1], record[2])
+        elif kind == "S" and size == 2 and isinstance(record[1], int):
+            while self.unstored and next(iter(self.unstored)) <= record[1]:
+                self.unstored.popitem(last=False)
+        elif kind == "R" and size == 2:
+            self.revoked[record[1]] = None
+
+    def _event(self, seq: Any, event: Any) -> None:
+        if isinstance(seq, int) and isinstance(event, dict):
+            self.unstored[seq] = event
+            self.event_seq = max(self.event_seq, seq)

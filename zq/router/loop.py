@@ -115,6 +115,7 @@ class Router:
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
         self.poller.register(self.results.sentinel, zmq.POLLIN)
+        self.poller.register(self.results.socket, zmq.POLLIN)
         if self.wakeup is not None:
             self.poller.register(self.wakeup.fd, zmq.POLLIN)
         if self.journal.wakeup_fd is not None:
@@ -163,17 +164,25 @@ class Router:
             tmp.unlink(missing_ok=True)
 
     def _replay(self) -> None:
-        live, revoked = self.journal.open()
-        for task_id in revoked:
+        replayed = self.journal.open()
+        for task_id in replayed.revoked:
             self.core.book.revoke(task_id, record=False)
         now = time.time()
-        for raw_header, body in live:
+        for raw_header, body in replayed.live:
             entry = Entry(protocol.unpack(raw_header), raw_header, body)
             self.core.book.track(entry)
             self.core.place(entry, now)
-        if live:
-            logger.info("replayed %d accepted tasks from the journal", len(live))
+        if replayed.live:
+            logger.info("replayed %d accepted tasks from the journal", len(replayed.live))
             self._dispatch_after = time.monotonic() + self.config.resync_grace_s
+        if replayed.unstored:
+            # Ended before the last stop, their results perhaps not stored: sent again
+            # (the results actor keeps the first final state of an attempt).
+            logger.info("sending %d results the results actor may not have stored",
+                        len(replayed.unstored))
+            for seq, event in replayed.unstored:
+                self.core.unstored[seq] = event
+            self.core.events.extend(self.core.unstored.values())
 
     def teardown(self) -> None:
         try:
@@ -244,6 +253,9 @@ class Router:
             if self.journal.error is not None:
                 raise JournalFailed(f"the journal could not be synced: {self.journal.error}")
         handled = self._drain() if self.sock in ready else 0
+        if self.results.socket in ready:
+            for upto in self.results.stored():
+                core.stored(upto)
         if self.results.sentinel in ready and self.results.died():
             self._restart_results()
         now = time.time()
@@ -257,7 +269,7 @@ class Router:
         if self.journal.write_error is None and self.journal.should_compact():
             self.journal.compact([(e.raw_header or protocol.pack(e.header), e.body)
                                   for e in core.book.tasks.values()],
-                                 list(core.book.revoked))
+                                 list(core.book.revoked), list(core.unstored.items()))
         self._answer()
         if core.dirty and time.monotonic() >= self._dispatch_after:
             core.dirty = False
@@ -283,8 +295,10 @@ class Router:
             logger.warning("unexpected %s from %r", msg.cmd.value, identity)
             self.core.refuse(identity, f"the router does not take {msg.cmd.value}")
             return
+        now = time.time()
+        self.core.seen(identity, now)
         try:
-            handler(self.core, identity, msg, time.time())
+            handler(self.core, identity, msg, now)
         except Exception as exc:
             logger.exception("error handling %s from %r", msg.cmd.value, identity)
             self.core.reply(identity, protocol.error(
@@ -361,15 +375,21 @@ class Router:
         if self.core.events:
             self._last_flush = time.monotonic()
             events, self.core.events = self.core.events, []
-            self.results.send_events(events)
+            unstored = self.core.unstored
+            self.results.send_events(events, next(reversed(unstored)) if unstored else None)
 
     def _restart_results(self) -> None:
         logger.error("the results actor exited with %s; restarting it",
                      self.results.process.exitcode)
         self.poller.unregister(self.results.sentinel)
+        self.poller.unregister(self.results.socket)
         self.results.start()
         self._welcome()
         self.poller.register(self.results.sentinel, zmq.POLLIN)
+        self.poller.register(self.results.socket, zmq.POLLIN)
+        # What the old one may not have stored goes to the new one, before newer events
+        # (some twice, which the results actor takes as the same final state).
+        self.core.events[:0] = list(self.core.unstored.values())
 
     def _info(self) -> dict[str, Any]:
         return {

@@ -32,6 +32,8 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
     queues = h.get("queues")
     credit = h.get("credit")
     holding = h.get("holding") or []
+    outcomes = [r for r in h.get("done") or [] if isinstance(r, dict)] \
+        if isinstance(h.get("done") or [], list) else []
     problem = protocol.ready_problem(queues, credit, holding)
     if problem is not None:
         core.refuse(identity, problem)
@@ -39,13 +41,17 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
     actor = core.actors.get(identity)
     if actor is None:
         actor = ActorState(identity, str(h.get("host", "")), int(h.get("pid", 0)),
-                           tuple(queues), credit, bool(h.get("supervised")), now)
+                           tuple(queues), credit, bool(h.get("supervised")), now,
+                           last_seen=now)
         core.actors[identity] = actor
         logger.info("actor %s ready for %s with credit %d", actor.name, ",".join(queues),
                     credit)
     else:
         actor.queues, actor.credit = tuple(queues), credit
         actor.placeholder = False
+    # Outcomes it could not be sure the router recorded (it reconnected, or was told to
+    # announce itself): taken first, so that a replayed copy of a finished task never runs.
+    confirmed = [_outcome(core, record) for record in outcomes]
     # Held tasks the router places elsewhere by now (handed out again after a restart
     # while this actor was busy) or that finished: the actor must drop them.
     disowned = [[uid, retries] for uid, retries in holding
@@ -58,6 +64,9 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
     if actor.supervised and actor.host not in core.hosts:
         core.hosts[actor.host] = HostState(actor.host, b"", now)
     welcome = core.welcome_for(msg)
+    welcome["lease_s"] = core.lease_s
+    if confirmed:
+        welcome["confirm"] = confirmed
     if disowned:
         logger.warning("actor %s holds %d task(s) placed elsewhere or finished; it drops "
                        "them", actor.name, len(disowned))
@@ -74,15 +83,16 @@ def on_done(core: Core, identity: bytes, msg: Message, now: float) -> None:
     if actor is None:
         # From before a router restart (queued in the actor's socket while the router was
         # down): the tasks are done, so the journal's replayed copies must not run.
+        # Not confirmed: it hands them over again with the READY it sends on RESYNC.
         for record in items:
             if isinstance(record, dict):
-                _forward(core, record)
-                _late_done(core, record)
+                _outcome(core, record)
         core.reply(identity, Message(Cmd.RESYNC))
         return
-    for record in items:
-        if isinstance(record, dict):
-            _done_one(core, actor, record)
+    confirmed = [_done_one(core, actor, record) for record in items if isinstance(record, dict)]
+    # Recorded now (journaled in this step; with fsync, sent once synced): the actor may
+    # forget these outcomes and start its next reserved task.
+    core.reply(identity, Message(Cmd.CONFIRM, {"done": confirmed}))
     if actor.placeholder:
         actor.credit = 0
         core.reply(identity, Message(Cmd.RESYNC))
@@ -90,46 +100,62 @@ def on_done(core: Core, identity: bytes, msg: Message, now: float) -> None:
     core.set_hungry(actor)
 
 
-def _forward(core: Core, record: dict[str, Any]) -> None:
-    """The final state event a DONE carries goes on to the results actor."""
+def _final_event(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The final state event a DONE carries, when it is a valid one."""
     event = record.get("event")
-    if event is not None and protocol.event_problem(event) is None:
-        core.events.append(event)
+    if isinstance(event, dict) and protocol.event_problem(event) is None:
+        return event
+    return None
 
 
-def _done_one(core: Core, actor: ActorState, record: dict[str, Any]) -> None:
+def _key(record: dict[str, Any]) -> list[Any]:
+    return [record.get("id"), record.get("retries", 0)]
+
+
+def _done_one(core: Core, actor: ActorState, record: dict[str, Any]) -> list[Any]:
     key = (record.get("id"), record.get("retries", 0))
     entry = actor.inflight.pop(key, None)  # type: ignore[arg-type]
     actor.credit += 1
-    # Forwarded even for a task given up on: the results actor keeps the first final
-    # state of an attempt, so a late result is never applied twice.
-    _forward(core, record)
     if entry is None:
-        _late_done(core, record)
-        return
-    if not record.get("requeue"):
-        core.finish(entry)
-        return
-    started = bool(record.get("started"))
-    limit = core.redelivery_limit(entry)
-    if started and entry.redeliveries >= limit:
-        core.fail(entry, "Reject", f"the task rejected itself {entry.redeliveries + 1} times "
-                                   f"(max_redeliveries={limit}); not requeued again")
-    else:
-        core.requeue(entry, redelivered=started)
-
-
-def _late_done(core: Core, record: dict[str, Any]) -> None:
-    """A DONE for a task the router no longer places with that actor (it gave the actor
-    up, or restarted): if the task finished, its queued copy need not run. A task handed
-    back unfinished (requeue) keeps its copy."""
+        _outcome(core, record)
+        return _key(record)
     if record.get("requeue"):
-        return
+        started = bool(record.get("started"))
+        limit = core.redelivery_limit(entry)
+        if started and entry.redeliveries >= limit:
+            core.fail(entry, "Reject", f"the task rejected itself {entry.redeliveries + 1} "
+                                       f"times (max_redeliveries={limit}); not requeued again")
+        else:
+            core.requeue(entry, redelivered=started)
+        return _key(record)
+    event = _final_event(record)
+    if event is None:
+        core.finish(entry)
+    else:
+        core.end(entry, event)
+    return _key(record)
+
+
+def _outcome(core: Core, record: dict[str, Any]) -> list[Any]:
+    """A DONE for a task the router no longer places with that actor (it gave the actor
+    up, or restarted, or the actor hands it over again): its event is forwarded and
+    journaled (the results actor keeps the first final state of an attempt, and a real
+    outcome wins over a presumed loss), and a replayed copy still waiting need not run.
+    A task handed back unfinished (requeue) keeps its copy."""
+    if record.get("requeue"):
+        return _key(record)
     uid, retries = record.get("id"), record.get("retries", 0)
+    event = _final_event(record)
     entry = core.book.tasks.get(uid) if isinstance(uid, str) else None
     if entry is not None and entry.retries == retries and entry.state in (QUEUED, SCHEDULED):
         core.unqueue(entry)
-        core.finish(entry)
+        if event is None:
+            core.finish(entry)
+        else:
+            core.end(entry, event)
+    elif event is not None and isinstance(uid, str) and isinstance(retries, int):
+        core.outcome(uid, retries, event)
+    return _key(record)
 
 
 def on_events(core: Core, identity: bytes, msg: Message, now: float) -> None:
@@ -152,8 +178,10 @@ def on_events(core: Core, identity: bytes, msg: Message, now: float) -> None:
 
 def on_heartbeat(core: Core, identity: bytes, msg: Message, now: float) -> None:
     if "actors" not in msg.header:
-        if identity not in core.actors:
-            core.reply(identity, Message(Cmd.RESYNC))
+        # An actor's: answered, so that it knows the router still counts it alive (its
+        # lease to start reserved tasks), or told to announce itself.
+        known = identity in core.actors
+        core.reply(identity, Message(Cmd.HEARTBEAT if known else Cmd.RESYNC))
         return
     problem = protocol.heartbeat_problem(msg.header)
     if problem is not None:
@@ -248,5 +276,10 @@ def housekeeping(core: Core, now: float) -> None:
                        now - host.last_seen)
         del core.hosts[host.host]
         for actor in [a for a in core.actors.values() if a.host == host.host]:
-            core.actor_lost(actor.identity, f"host {host.host} lost")
+            core.actor_lost(actor.identity, f"host {host.host} lost", presumed=True)
+    # An actor with no supervisor speaks for itself: silent past the host timeout, lost.
+    for actor in [a for a in core.actors.values() if not a.supervised
+                  and now - a.last_seen > core.host_timeout_s]:
+        core.actor_lost(actor.identity, f"silent for {now - actor.last_seen:.1f}s",
+                        presumed=True)
     core.schedule.compact_expiries(list(core.book.tasks.values()))

@@ -26,6 +26,8 @@ class ActorState:
     placeholder: bool = False
     # Where the next turn over its queues starts, so that each gets served in rotation.
     turn: int = 0
+    # When the router last heard from it (any message).
+    last_seen: float = 0.0
 
     @property
     def name(self) -> str:

@@ -38,6 +38,12 @@ logger = logging.getLogger("zq.actor")
 
 _SEND_WAIT_MS = 500
 _SEND_GRACE_MS = 2000
+# With reserved tasks waiting and no word from the router for the lease, ask this often.
+_ASK_LEASE_S = 0.1
+# Until the first WELCOME says otherwise.
+_DEFAULT_LEASE_S = 5.0
+# What the router sends only to an actor it counts as alive: these renew the lease.
+_LEASE_RENEWING = frozenset({Cmd.TASK, Cmd.CONFIRM, Cmd.HEARTBEAT, Cmd.WELCOME, Cmd.CONTROL})
 
 
 class Actor:
@@ -56,6 +62,12 @@ class Actor:
         self.tasks_run = 0
         self._last_sent = 0.0
         self._welcomed = False
+        # Outcomes sent in DONEs that the router has not confirmed recording, by (tracked
+        # id, retries): handed over again after a reconnection.
+        self.unconfirmed: dict[tuple[Any, Any], dict[str, Any]] = {}
+        # The lease: reserved tasks start only within lease_s of the router's last word.
+        self._last_heard = 0.0
+        self.lease_s = _DEFAULT_LEASE_S
         self._finished: list[dict[str, Any]] = []
 
     def setup(self) -> None:
@@ -89,6 +101,8 @@ class Actor:
         while self.buffer:
             msg = self.buffer.popleft()
             self._finished.append(done_record(msg.header, requeue=True, started=False))
+        # Not waiting for the router to confirm the last DONEs: they are in its socket, and
+        # only a router that dies too loses them (then the journal replays those tasks).
         self._flush_done()
         # Last on this socket, so after every DONE: the router settles this actor on it.
         self._send(Message(Cmd.BYE))
@@ -114,6 +128,8 @@ class Actor:
             "holding": [[tracked_id(m.header), m.header.get("retries", 0)] for m in self.buffer],
             "declare": declarations(self.app.settings.task_queues),
         }
+        if self.unconfirmed:
+            header["done"] = list(self.unconfirmed.values())
         self._send(Message(Cmd.READY, header))
 
     def _send(self, msg: Message) -> None:
@@ -138,8 +154,18 @@ class Actor:
         """Send a state change to the router, which forwards it to the results actor."""
         self._send(Message(Cmd.EVENTS, {"events": [event]}))
 
+    def _may_start(self) -> bool:
+        """Whether the next reserved task may start: the router welcomed this actor, has
+        confirmed every DONE it sent (so it counts that task as the one running), and was
+        heard from within the lease (so it does not count this actor lost yet)."""
+        return (self._welcomed and not self.unconfirmed
+                and time.monotonic() - self._last_heard < self.lease_s)
+
     def step(self, timeout_s: float) -> None:
-        wait_ms = 0 if (self.buffer and self._welcomed) else int(timeout_s * 1000)
+        may_start = bool(self.buffer) and self._may_start()
+        if self.buffer and not may_start and self._welcomed and not self.unconfirmed:
+            timeout_s = min(timeout_s, _ASK_LEASE_S)
+        wait_ms = 0 if may_start else int(timeout_s * 1000)
         ready = dict(self.poller.poll(wait_ms))
         if self.wakeup is not None and self.wakeup.fd in ready:
             self.wakeup.drain()
@@ -153,27 +179,45 @@ class Actor:
                 self._announce()
         if self.sock in ready:
             self._drain()
-        if self.buffer and self._welcomed and not self.stopping:
+        if self.buffer and self._may_start() and not self.stopping:
             self._run(self.buffer.popleft())
             self.tasks_run += 1
             # DONE goes before the next task starts: however long that one runs, this
             # result must not wait for it.
             self._flush_done()
             self._maybe_recycle()
-        elif time.monotonic() - self._last_sent >= self.config.worker.heartbeat_interval_s:
-            self._send(Message(Cmd.HEARTBEAT))
+        else:
+            since_sent = time.monotonic() - self._last_sent
+            # Reserved tasks wait for the lease: ask the router for a word now.
+            asking = bool(self.buffer) and self._welcomed and not self.unconfirmed
+            if since_sent >= (_ASK_LEASE_S if asking else self.config.worker.heartbeat_interval_s):
+                self._send(Message(Cmd.HEARTBEAT))
 
     def _drain(self) -> None:
         for _, msg in protocol.drain(self.sock):
+            if msg.cmd in _LEASE_RENEWING:
+                self._last_heard = time.monotonic()
             if msg.cmd is Cmd.TASK:
                 self._take(msg)
+            elif msg.cmd is Cmd.CONFIRM:
+                self._confirmed(msg.header.get("done"))
+            elif msg.cmd is Cmd.HEARTBEAT:
+                pass  # the router's answer to ours: the lease goes on
             elif msg.cmd is Cmd.WELCOME:
                 self._welcomed = True
+                lease_s = msg.header.get("lease_s")
+                if isinstance(lease_s, (int, float)) and lease_s > 0:
+                    self.lease_s = float(lease_s)
+                self._confirmed(msg.header.get("confirm"))
                 self._drop_disowned(msg.header.get("drop"))
             elif msg.cmd is Cmd.CONTROL and msg.header.get("op") == "revoke":
                 self._drop_revoked(msg.header.get("ids") or [])
             elif msg.cmd is Cmd.RESYNC:
-                logger.info("the router does not know this actor (restarted?); announcing")
+                # It counts this actor gone (restarted, or it declared the host lost): run
+                # nothing it holds until the router has taken the announcement.
+                logger.info("the router does not know this actor (restarted, or it lost "
+                            "this host); announcing")
+                self._welcomed = False
                 self._announce()
             elif msg.cmd is Cmd.ERROR:
                 logger.error("router: %s", msg.header.get("message"))
@@ -244,7 +288,15 @@ class Actor:
             self._send(Message(Cmd.DONE, self._finished[0]))
         elif self._finished:
             self._send(Message(Cmd.DONE, {"done": self._finished}))
+        for record in self._finished:
+            self.unconfirmed[(record.get("id"), record.get("retries", 0))] = record
         self._finished = []
+
+    def _confirmed(self, keys: Any) -> None:
+        """The router recorded these outcomes: they need not be handed over again."""
+        for key in keys if isinstance(keys, list) else ():
+            if isinstance(key, list) and len(key) == 2:
+                self.unconfirmed.pop((key[0], key[1]), None)
 
     def _maybe_recycle(self) -> None:
         worker = self.config.worker
