@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from .. import protocol, security, states
+from .. import _lifeline, protocol, security, states
 from .._signals import Wakeup
 from ..errors import ProtocolError
 from ..log import setup_logging
@@ -83,9 +83,11 @@ class ResultsActor:
     table: StateTable
     endpoints: dict[str, str]
 
-    def __init__(self, config: ResultsConfig, wakeup: Wakeup | None = None) -> None:
+    def __init__(self, config: ResultsConfig, wakeup: Wakeup | None = None,
+                 lifeline: _lifeline.Lifeline | None = None) -> None:
         self.config = config
         self.wakeup = wakeup
+        self.lifeline = lifeline
         self.stopping = False
         self.stream = Stream()
         self.waiters = Waiters()
@@ -161,6 +163,10 @@ class ResultsActor:
 
     def step(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` for messages, handle a batch, expire what is due."""
+        if self.lifeline is not None and not self.lifeline.parent_alive():
+            logger.warning("the router (pid %d) is gone; stopping", self.lifeline.parent_pid)
+            self.stopping = True
+            return
         ready = dict(self.poller.poll(int(timeout_s * 1000)))
         if self.wakeup is not None and self.wakeup.fd in ready:
             self.wakeup.drain()
@@ -365,8 +371,11 @@ def main(config: ResultsConfig, conn: Any, log_level: str = "INFO") -> None:
     """Entry point of the results actor process: binds, reports its endpoints on ``conn``
     (a multiprocessing pipe), runs until SIGTERM."""
     setup_logging(log_level)
+    # SIGTERM when the router dies, whatever kills it: this process stops as if the router
+    # had stopped it, storing what reached it and releasing its endpoints for the next one.
+    lifeline = _lifeline.attach(signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    actor = ResultsActor(config, Wakeup())
+    actor = ResultsActor(config, Wakeup(), lifeline)
 
     def stop(signum: int, frame: Any) -> None:
         actor.stopping = True
