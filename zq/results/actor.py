@@ -46,6 +46,9 @@ _MAX_WAIT_S = 3600.0
 _STEP_S = 1.0
 # How long a stopping results actor waits for events still on their way.
 _LAST_EVENTS_WAIT_S = 0.2
+# How long a remembered port is tried again while taken (by a results actor of a killed
+# router that is still on its way out) before another is chosen.
+_BIND_RETRY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -141,10 +144,11 @@ class ResultsActor:
         self.query.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.ingest.rcvhwm = 0
         self.pub.sndhwm = 100_000
+        give_up = time.monotonic() + _BIND_RETRY_S
         self.endpoints = {
-            "ingest": _bind(self.ingest, self.config.ingest),
-            "query": _bind(self.query, self.config.query),
-            "pub": _bind(self.pub, self.config.pub),
+            "ingest": _bind(self.ingest, self.config.ingest, give_up),
+            "query": _bind(self.query, self.config.query, give_up),
+            "pub": _bind(self.pub, self.config.pub, give_up),
         }
         self.poller = zmq.Poller()
         for sock in (self.ingest, self.query, self.pub):
@@ -355,16 +359,32 @@ def _error(message: str, rid: Any) -> Message:
     return msg
 
 
-def _bind(sock: zmq.Socket[bytes], endpoint: str) -> str:
-    """Bind, falling back to a random port when a remembered one is taken."""
-    try:
-        sock.bind(endpoint)
-    except zmq.ZMQError:
-        if not endpoint.startswith("tcp://") or endpoint.endswith(":*"):
-            raise
-        endpoint = endpoint.rsplit(":", 1)[0] + ":*"
-        sock.bind(endpoint)
-    return str(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+def _bind(sock: zmq.Socket[bytes], endpoint: str, give_up: float) -> str:
+    """Bind; a remembered port that is taken is tried again until ``give_up`` (a
+    monotonic time), then a random port is taken instead.
+
+    Clients and workers reconnect by themselves only to the endpoints they knew, so a new
+    port strands them; it is the last resort. (An ipc:// path needs no retry: binding
+    replaces a socket file left behind.)
+    """
+    fixed = endpoint.startswith("tcp://") and not endpoint.endswith(":*")
+    while True:
+        try:
+            sock.bind(endpoint)
+            return str(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+        except zmq.ZMQError as exc:
+            if not fixed:
+                raise
+            if exc.errno == zmq.EADDRINUSE and time.monotonic() < give_up:
+                time.sleep(0.1)
+                continue
+            failure = exc
+            break
+    sock.bind(endpoint.rsplit(":", 1)[0] + ":*")
+    bound = str(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+    logger.warning("could not bind %s again (%s); bound %s instead: clients that knew "
+                   "the old endpoint will not find this one", endpoint, failure, bound)
+    return bound
 
 
 def main(config: ResultsConfig, conn: Any, log_level: str = "INFO") -> None:
