@@ -5,10 +5,11 @@ Two mechanisms, because neither is enough alone:
 * Linux's ``PR_SET_PDEATHSIG``: the kernel sends the child a signal the moment its parent
   exits, however it exits (SIGKILL included). It is set in the child at start-up, so a
   parent that died before that is missed; :func:`attach` checks for that right after.
-* :meth:`Lifeline.parent_alive`, a cheap check the child's loop makes each step: the parent
-  it was started by is no longer its parent once that one has died (the child is adopted
-  by init or a subreaper, and a PID is never handed back to the adopted child's parent
-  slot). It covers systems without ``prctl``.
+  The kernel watches the *thread* that started the child: start children from a thread
+  that lives as long as the process (zq's routers and supervisors use their main thread).
+* :meth:`Lifeline.parent_alive`, a cheap check the child's loop makes each step: once its
+  parent has died, a child is adopted (by init or a subreaper) and its parent PID is never
+  the dead parent's again. It covers systems without ``prctl``.
 
 The parent's PID comes from :mod:`multiprocessing` (the spawn start method passes it on
 the command line), not from ``os.getppid()`` at start-up: that would already be the
