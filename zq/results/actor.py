@@ -24,7 +24,7 @@ from typing import Any
 
 import zmq
 
-from .. import protocol, security, states
+from .. import _lifeline, protocol, security, states
 from .._signals import Wakeup
 from ..errors import ProtocolError
 from ..log import setup_logging
@@ -47,6 +47,9 @@ _MAX_WAIT_S = 3600.0
 _STEP_S = 1.0
 # How long a stopping results actor waits for events still on their way.
 _LAST_EVENTS_WAIT_S = 0.2
+# How long a remembered port is tried again while taken (by a results actor of a killed
+# router that is still on its way out) before another is chosen.
+_BIND_RETRY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,11 @@ class ResultsActor:
     table: StateTable
     endpoints: dict[str, str]
 
-    def __init__(self, config: ResultsConfig, wakeup: Wakeup | None = None) -> None:
+    def __init__(self, config: ResultsConfig, wakeup: Wakeup | None = None,
+                 lifeline: _lifeline.Lifeline | None = None) -> None:
         self.config = config
         self.wakeup = wakeup
+        self.lifeline = lifeline
         self.stopping = False
         self.stream = Stream()
         self.waiters = Waiters()
@@ -143,10 +148,11 @@ class ResultsActor:
         self.query.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.ingest.rcvhwm = 0
         self.pub.sndhwm = 100_000
+        give_up = time.monotonic() + _BIND_RETRY_S
         self.endpoints = {
-            "ingest": _bind(self.ingest, self.config.ingest),
-            "query": _bind(self.query, self.config.query),
-            "pub": _bind(self.pub, self.config.pub),
+            "ingest": _bind(self.ingest, self.config.ingest, give_up),
+            "query": _bind(self.query, self.config.query, give_up),
+            "pub": _bind(self.pub, self.config.pub, give_up),
         }
         self.poller = zmq.Poller()
         for sock in (self.ingest, self.query, self.pub):
@@ -165,6 +171,10 @@ class ResultsActor:
 
     def step(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` for messages, handle a batch, expire what is due."""
+        if self.lifeline is not None and not self.lifeline.parent_alive():
+            logger.warning("the router (pid %d) is gone; stopping", self.lifeline.parent_pid)
+            self.stopping = True
+            return
         ready = dict(self.poller.poll(int(timeout_s * 1000)))
         if self.wakeup is not None and self.wakeup.fd in ready:
             self.wakeup.drain()
@@ -372,24 +382,43 @@ def _error(message: str, rid: Any) -> Message:
     return msg
 
 
-def _bind(sock: zmq.Socket[bytes], endpoint: str) -> str:
-    """Bind, falling back to a random port when a remembered one is taken."""
-    try:
-        sock.bind(endpoint)
-    except zmq.ZMQError:
-        if not endpoint.startswith("tcp://") or endpoint.endswith(":*"):
-            raise
-        endpoint = endpoint.rsplit(":", 1)[0] + ":*"
-        sock.bind(endpoint)
-    return str(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+def _bind(sock: zmq.Socket[bytes], endpoint: str, give_up: float) -> str:
+    """Bind; a remembered port that is taken is tried again until ``give_up`` (a
+    monotonic time), then a random port is taken instead.
+
+    Clients and workers reconnect by themselves only to the endpoints they knew, so a new
+    port strands them; it is the last resort. (An ipc:// path needs no retry: binding
+    replaces a socket file left behind.)
+    """
+    fixed = endpoint.startswith("tcp://") and not endpoint.endswith(":*")
+    while True:
+        try:
+            sock.bind(endpoint)
+            return str(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+        except zmq.ZMQError as exc:
+            if not fixed:
+                raise
+            if exc.errno == zmq.EADDRINUSE and time.monotonic() < give_up:
+                time.sleep(0.1)
+                continue
+            failure = exc
+            break
+    sock.bind(endpoint.rsplit(":", 1)[0] + ":*")
+    bound = str(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+    logger.warning("could not bind %s again (%s); bound %s instead: clients that knew "
+                   "the old endpoint will not find this one", endpoint, failure, bound)
+    return bound
 
 
 def main(config: ResultsConfig, conn: Any, log_level: str = "INFO") -> None:
     """Entry point of the results actor process: binds, reports its endpoints on ``conn``
     (a multiprocessing pipe), runs until SIGTERM."""
     setup_logging(log_level)
+    # SIGTERM when the router dies, whatever kills it: this process stops as if the router
+    # had stopped it, storing what reached it and releasing its endpoints for the next one.
+    lifeline = _lifeline.attach(signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    actor = ResultsActor(config, Wakeup())
+    actor = ResultsActor(config, Wakeup(), lifeline)
 
     def stop(signum: int, frame: Any) -> None:
         actor.stopping = True

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import zmq
 
 from .. import protocol, results, security
@@ -18,7 +21,25 @@ from .config import RouterConfig
 logger = logging.getLogger("zq.router")
 
 _START_TIMEOUT_S = 30.0
+# How long a results actor left by a killed router gets to store what reached it and
+# exit (it is told to when its router dies) before it is killed.
+_PREVIOUS_EXIT_S = 5.0
 _ROLES = ("ingest", "query", "pub")
+
+
+def _exited(process: psutil.Process, timeout_s: float) -> bool:
+    """Wait until ``process`` has exited (a zombie has: its adopter may be slow to reap
+    it); False if it still runs after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 class ResultsChild:
@@ -40,6 +61,7 @@ class ResultsChild:
         return self.config.data_dir / "results-endpoints.msgpack"
 
     def start(self) -> None:
+        self._wait_for_previous()
         wanted = self._wanted()
         cfg = results.ResultsConfig(
             ingest=wanted["ingest"], query=wanted["query"], pub=wanted["pub"],
@@ -69,7 +91,7 @@ class ResultsChild:
         finally:
             parent.close()
         try:
-            self._saved.write_bytes(protocol.pack(self.endpoints))
+            self._remember()
         except OSError as exc:  # a full disk: they are remembered in memory meanwhile
             logger.error("cannot save the results endpoints to %s: %s", self._saved,
                          exc.strerror or exc)
@@ -94,14 +116,65 @@ class ResultsChild:
             return dict(remembered)
         return {role: f"{host}:*" for role in _ROLES}
 
+    def _remember(self) -> None:
+        """Write the endpoints, and who holds them, for the next router on this data dir."""
+        saved = {**self.endpoints, "pid": self.process.pid, "router": os.getpid()}
+        try:
+            saved["created"] = psutil.Process(self.process.pid).create_time()
+        except psutil.Error:
+            pass
+        tmp = self._saved.with_suffix(".tmp")
+        tmp.write_bytes(protocol.pack(saved))
+        tmp.replace(self._saved)
+
     def _remembered(self) -> dict[str, str] | None:
+        found = self._read_saved()
+        if all(isinstance(found.get(role), str) for role in _ROLES):
+            return {role: found[role] for role in _ROLES}
+        return None
+
+    def _read_saved(self) -> dict[str, Any]:
         try:
             found = protocol.unpack(self._saved.read_bytes())
         except (OSError, ValueError):
-            return None
-        if isinstance(found, dict) and set(found) == set(_ROLES):
-            return found
-        return None
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def _wait_for_previous(self) -> None:
+        """Wait until the results actor of a router that was killed has exited.
+
+        It holds the endpoints the new one must bind: its tcp ports cannot be bound
+        meanwhile, and an ipc:// path bound anew would leave the clients still connected
+        to it talking to it. It exits by itself once its router is gone (it stores what
+        reached it first); one that does not is killed.
+        """
+        saved = self._read_saved()
+        pid, created = saved.get("pid"), saved.get("created")
+        if not isinstance(pid, int) or not isinstance(created, float) \
+                or (self.process is not None and self.process.pid == pid):
+            return
+        try:
+            previous = psutil.Process(pid)
+            if previous.create_time() != created:
+                return  # the PID was reused
+            if previous.ppid() == saved.get("router") and previous.ppid() != os.getpid():
+                logger.error("router %d, alive, uses this data dir too; its results actor "
+                             "%d holds the endpoints in %s", previous.ppid(), pid,
+                             self._saved)
+                return
+            if _exited(previous, 0):
+                return
+            logger.warning("waiting for the results actor %d of the previous router to "
+                           "exit", pid)
+            if not _exited(previous, _PREVIOUS_EXIT_S):
+                logger.error("the results actor %d of the previous router did not exit "
+                             "within %.0f s; killing it", pid, _PREVIOUS_EXIT_S)
+                previous.kill()
+                _exited(previous, _PREVIOUS_EXIT_S)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.Error as exc:
+            logger.error("could not check the previous results actor %d: %s", pid, exc)
 
     @property
     def sentinel(self) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import zmq
 
-from .. import protocol
+from .. import _lifeline, protocol
 from .._signals import Wakeup
 from ..errors import SoftTimeLimitExceeded
 from ..log import setup_logging
@@ -52,9 +52,11 @@ class Actor:
     :class:`~zq.worker.execute.Executor`)."""
 
     def __init__(self, config: ActorConfig, wakeup: Wakeup | None = None,
-                 deadline: SharedFloat | None = None, current: SharedBytes | None = None):
+                 deadline: SharedFloat | None = None, current: SharedBytes | None = None,
+                 lifeline: _lifeline.Lifeline | None = None):
         self.config = config
         self.wakeup = wakeup
+        self.lifeline = lifeline
         self.deadline = deadline
         self.current = current
         self.stopping = False
@@ -162,6 +164,13 @@ class Actor:
                 and time.monotonic() - self._last_heard < self.lease_s)
 
     def step(self, timeout_s: float) -> None:
+        if self.lifeline is not None and not self.lifeline.parent_alive():
+            # No one would enforce time limits or report this actor's death: stop before
+            # the next task, handing back what was prefetched.
+            logger.warning("the supervisor (pid %d) is gone; stopping",
+                           self.lifeline.parent_pid)
+            self.stopping = True
+            return
         may_start = bool(self.buffer) and self._may_start()
         if self.buffer and not may_start and self._welcomed and not self.unconfirmed:
             timeout_s = min(timeout_s, _ASK_LEASE_S)
@@ -319,7 +328,10 @@ def main(config: ActorConfig, deadline: SharedFloat | None = None,
          current: SharedBytes | None = None) -> None:
     """Entry point of an actor process started by the supervisor."""
     setup_logging(config.worker.log_level)
-    actor = Actor(config, Wakeup(), deadline, current)
+    # Killed when the supervisor dies, even in the middle of a task: the router then
+    # applies its rules for a lost actor, as for any actor killed mid-task.
+    lifeline = _lifeline.attach(signal.SIGKILL)
+    actor = Actor(config, Wakeup(), deadline, current, lifeline)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         actor.stopping = True
