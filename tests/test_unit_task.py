@@ -5,7 +5,7 @@ import random
 import pytest
 
 from zq import App
-from zq.task import backoff_countdown
+from zq.trace import backoff_countdown
 
 app = App("unit-task", router="ipc:///nonexistent/zq-unit-tests.sock")
 

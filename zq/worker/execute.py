@@ -25,7 +25,8 @@ from ..app import App
 from ..canvas import Signature
 from ..errors import NotRegistered, SerializationError
 from ..protocol import Message, attempt_label, exception_data, tracked_id
-from ..task import IGNORED, Outcome, Request, Task, trace
+from ..task import Request, Task
+from ..trace import IGNORED, Outcome, trace
 
 logger = logging.getLogger("zq.actor")
 
