@@ -15,6 +15,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -23,13 +24,12 @@ from .. import protocol, security
 from .._signals import Wakeup
 from ..errors import ConfigurationError, ProtocolError
 from ..protocol import Cmd, Message
-from . import control, intake, members
+from . import control, files, intake, members
 from .book import Entry
 from .children import ResultsChild
 from .config import RouterConfig
 from .core import Core
 from .datadir import DataDir
-from .durable import JOURNAL_RETRY_S
 from .journal import Journal
 
 logger = logging.getLogger("zq.router")
@@ -103,15 +103,17 @@ class Router:
                          host_timeout_s=config.host_timeout_s)
         self.core.info = self._info
         self._welcome()
-        self._load_bindings()
+        files.load_bindings(self.core, self._bindings_path)
         try:
-            self._replay()
+            if files.replay(self.core, self.journal):
+                # Actors still holding replayed tasks re-announce them meanwhile.
+                self._dispatch_after = time.monotonic() + config.resync_grace_s
         except OSError as exc:
             raise ConfigurationError(f"journal {self.journal.path}: "
                                      f"{exc.strerror or exc}") from None
-        self.core.durable.failure = self._journal_failure()  # no room to rewrite it
+        self.core.durable.failure = files.failure(self.journal)  # no room to rewrite it
         if self.core.durable.failure is not None:
-            self._journal_changed(None)
+            files.changed(self.core, self.journal, None)
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
         self.poller.register(self.results.sentinel, zmq.POLLIN)
@@ -140,54 +142,17 @@ class Router:
             raise ConfigurationError(f"cannot listen on {self.config.bind}: {exc}") from None
         return sock
 
+    @property
+    def _bindings_path(self) -> Path:
+        return self.config.data_dir / "bindings.msgpack"
+
     def _welcome(self) -> None:
         self.core.welcome = {"results": self.results.endpoints, "epoch": self.epoch}
-
-    def _load_bindings(self) -> None:
-        path = self.config.data_dir / "bindings.msgpack"
-        if path.exists():
-            try:
-                self.core.bindings.declare(protocol.unpack(path.read_bytes()))
-            except Exception as exc:
-                logger.error("ignoring unreadable %s: %s", path, exc)
-
-    def _save_bindings(self) -> None:
-        self.core.bindings_changed = False
-        path = self.config.data_dir / "bindings.msgpack"
-        tmp = path.with_suffix(".tmp")
-        try:
-            tmp.write_bytes(protocol.pack(self.core.bindings.to_list()))
-            tmp.replace(path)
-        except OSError as exc:
-            # They hold in memory; clients declare them again after a restart.
-            logger.error("cannot save the bindings to %s: %s", path, exc.strerror or exc)
-            tmp.unlink(missing_ok=True)
-
-    def _replay(self) -> None:
-        replayed = self.journal.open()
-        for task_id in replayed.revoked:
-            self.core.book.revoke(task_id, record=False)
-        now = time.time()
-        for raw_header, body in replayed.live:
-            entry = Entry(protocol.unpack(raw_header), raw_header, body)
-            self.core.book.track(entry)
-            self.core.place(entry, now)
-        if replayed.live:
-            logger.info("replayed %d accepted tasks from the journal", len(replayed.live))
-            self._dispatch_after = time.monotonic() + self.config.resync_grace_s
-        if replayed.unstored:
-            # Ended before the last stop, their results perhaps not stored: sent again
-            # (the results actor keeps the first final state of an attempt).
-            logger.info("sending %d results the results actor may not have stored",
-                        len(replayed.unstored))
-            for seq, event in replayed.unstored:
-                self.core.unstored[seq] = event
-            self.core.events.extend(self.core.unstored.values())
 
     def teardown(self) -> None:
         try:
             if self.journal.error is None:
-                self._commit(time.time(), retry=True)
+                files.commit(self.core, self.journal, time.time(), retry=True)
             if self.journal.pending:
                 logger.critical("%s: %d records (tasks finished or revoked) are lost; those "
                                 "tasks may run again after a restart",
@@ -264,8 +229,8 @@ class Router:
             self._next_housekeeping = now + _HOUSEKEEPING_S
             members.housekeeping(core, now)
         if core.bindings_changed:
-            self._save_bindings()
-        self._commit(now)
+            files.save_bindings(self.core, self._bindings_path)
+        files.commit(self.core, self.journal, now)
         if self.journal.write_error is None and self.journal.should_compact():
             self.journal.compact([(e.raw_header or protocol.pack(e.header), e.body)
                                   for e in core.book.tasks.values()],
@@ -308,37 +273,6 @@ class Router:
         logger.warning("malformed message from %r: %s", identity, exc)
         if identity is not None:
             self.core.refuse(identity, str(exc))
-
-    def _commit(self, now: float, retry: bool = False) -> None:
-        """Write the journal's records. Tasks whose records could not be written are
-        refused, never answered ACCEPTED; while it fails new ones are refused at once,
-        and the write is tried again every JOURNAL_RETRY_S (or now, with ``retry``)."""
-        durable = self.core.durable
-        if not (retry or durable.due(now)):
-            return
-        before = durable.failure
-        written = self.journal.commit()
-        refused = durable.committed(written, self._journal_failure(), now)
-        if refused:
-            intake.unwritten(self.core, refused, durable.failure or "journal not written")
-        if durable.failure != before:
-            self._journal_changed(before)
-
-    def _journal_failure(self) -> str | None:
-        error = self.journal.write_error
-        if error is None:
-            return None
-        return f"journal {self.journal.path}: {error.strerror or error}"
-
-    def _journal_changed(self, before: str | None) -> None:
-        """Log a change of the journal's state: once, not once per task refused."""
-        failure = self.core.durable.failure
-        if failure is not None:
-            logger.error("%s: refusing new tasks until it can be written (trying again "
-                         "every %.0f s); serving the %d tasks held", failure,
-                         JOURNAL_RETRY_S, len(self.core.book.tasks))
-        elif before is not None:
-            logger.warning("journal %s is written again: taking new tasks", self.journal.path)
 
     def _answer(self) -> None:
         """Send what may leave now; place the accepted tasks whose commit is on disk."""
