@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +18,26 @@ from zq import App
 from zq.testing import Cluster
 
 BASIC_APP = "tests.apps.basic"
+
+# A Unix socket path holds at most 107 bytes, and the clusters of the tests bind ipc://
+# endpoints under their tmp_path (the results actor's add ".results-ingest"). Under a
+# $TMPDIR longer than this, the suite's temporary directory is made under /tmp instead.
+_LONGEST_TMPDIR = 12
+_SHORT_BASETEMP = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if config.option.basetemp is None and len(tempfile.gettempdir()) > _LONGEST_TMPDIR \
+            and os.path.isdir("/tmp"):
+        config.option.basetemp = config.stash[_SHORT_BASETEMP] = tempfile.mkdtemp(
+            prefix="zq-tests-", dir="/tmp")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    made = config.stash.get(_SHORT_BASETEMP, None)
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def connect(app: App, cluster: Cluster) -> None:

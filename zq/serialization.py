@@ -60,8 +60,9 @@ def _msgpack_default(obj: Any) -> msgpack.ExtType:
     if isinstance(obj, Decimal):
         return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
     # strict_types sends subclasses of builtins here (OrderedDict, str and int enums).
-    for base in (dict, list, str, bytes, float, int):
-        if isinstance(obj, base) and not isinstance(obj, bool):
+    bases: tuple[Callable[[Any], Any], ...] = (dict, list, str, bytes, float, int)
+    for base in bases:
+        if isinstance(obj, base) and not isinstance(obj, bool):  # type: ignore[arg-type]
             return base(obj)
     raise TypeError(f"cannot serialize object of type {type(obj).__name__}")
 
@@ -88,7 +89,9 @@ def _msgpack_ext_hook(code: int, data: bytes) -> Any:
 
 def _pack(obj: Any) -> bytes:
     # strict_types so that tuples reach _msgpack_default instead of becoming lists.
-    return msgpack.packb(obj, default=_msgpack_default, use_bin_type=True, strict_types=True)
+    packed: bytes = msgpack.packb(obj, default=_msgpack_default, use_bin_type=True,
+                                  strict_types=True)
+    return packed
 
 
 def _unpack(data: bytes) -> Any:

@@ -157,7 +157,7 @@ class Cluster:
 
     def stats(self, timeout_s: float = 2.0) -> dict[str, Any] | None:
         """The router's stats, or None when it does not answer in time."""
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[Any] = zmq.Context.instance()
         sock = ctx.socket(zmq.DEALER)
         sock.linger = 0
         secure_client(sock, self.client_keys)

@@ -141,6 +141,8 @@ class Records(Protocol):
 
     def revoked(self, task_id: str) -> None: ...
 
+    def stored(self, upto: int) -> None: ...
+
 
 class Book:
     """Accepted, unfinished tasks by uid; the uids of a fanout task's copies by its id;

@@ -121,10 +121,10 @@ class Core:
             else:
                 self.place(entry, now)
         for uid, retries in self.schedule.expired(now):
-            entry = self.book.tasks.get(uid)
-            if entry is not None and entry.retries == retries and entry.state == QUEUED:
-                self.dispatch.discard(entry)
-                self.expire(entry)
+            waiting = self.book.tasks.get(uid)
+            if waiting is not None and waiting.retries == retries and waiting.state == QUEUED:
+                self.dispatch.discard(waiting)
+                self.expire(waiting)
 
     # -- ending a task ------------------------------------------------------------------
 

@@ -125,7 +125,7 @@ class Router:
         logger.info("router %s listening on %s", self.epoch, self.endpoint)
 
     def _bind(self) -> zmq.Socket[Any]:
-        sock = self.ctx.socket(zmq.ROUTER)
+        sock: zmq.Socket[Any] = self.ctx.socket(zmq.ROUTER)
         security.secure_server(sock, self.keys)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.linger = 0
@@ -210,7 +210,7 @@ class Router:
             timeout_s = max(0.0, min(timeout_s, deadline - now))
         if core.events:
             timeout_s = min(timeout_s, _EVENT_FLUSH_S)
-        ready = dict(self.poller.poll(timeout_s * 1000))
+        ready = dict(self.poller.poll(int(timeout_s * 1000)))
         if self.wakeup is not None and self.wakeup.fd in ready:
             self.wakeup.drain()
         if self.journal.wakeup_fd is not None and self.journal.wakeup_fd in ready:

@@ -38,16 +38,17 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
     if problem is not None:
         core.refuse(identity, problem)
         return
+    names: tuple[str, ...] = tuple(h["queues"])
+    credit = int(h["credit"])
     actor = core.actors.get(identity)
     if actor is None:
         actor = ActorState(identity, str(h.get("host", "")), int(h.get("pid", 0)),
-                           tuple(queues), credit, bool(h.get("supervised")), now,
-                           last_seen=now)
+                           names, credit, bool(h.get("supervised")), now, last_seen=now)
         core.actors[identity] = actor
-        logger.info("actor %s ready for %s with credit %d", actor.name, ",".join(queues),
+        logger.info("actor %s ready for %s with credit %d", actor.name, ",".join(names),
                     credit)
     else:
-        actor.queues, actor.credit = tuple(queues), credit
+        actor.queues, actor.credit = names, credit
         actor.placeholder = False
     # Outcomes it could not be sure the router recorded (it reconnected, or was told to
     # announce itself): taken first, so that a replayed copy of a finished task never runs.
@@ -257,12 +258,12 @@ def on_bye(core: Core, identity: bytes, msg: Message, now: float) -> None:
             core.actor_lost(actor.identity, "its worker host shut down")
         logger.info("host %s left", host)
         return
-    actor = core.actors.pop(identity, None)
+    leaving = core.actors.pop(identity, None)
     core.dispatch.forget(identity)
-    if actor is None:
+    if leaving is None:
         return
-    logger.info("actor %s left", actor.name)
-    for entry in reversed(actor.inflight.values()):
+    logger.info("actor %s left", leaving.name)
+    for entry in reversed(leaving.inflight.values()):
         core.enqueue(entry, front=True)
 
 
