@@ -97,7 +97,10 @@ class ResultsActor:
         self.waiters = Waiters()
         self._received: list[Row] = []  # valid events not applied yet
         # The last journal sequence each sender asked to be told about, once stored.
-        self._acks: dict[bytes, int] = {}
+        self._acks: list[tuple[bytes, int, bool, bool]] = []  # peer, upto, resync, complete
+        # Set when the store refused a write: acknowledgements wait until the router has
+        # sent again, and this actor stored, every final event it was not told stored.
+        self._withholding = False
         self._next_expire = 0.0
         self._handlers: dict[Cmd, Handler] = {
             Cmd.GET: self._get,
@@ -209,28 +212,41 @@ class ResultsActor:
 
     def _read_ingest(self) -> None:
         for peer, msg in protocol.drain(self.ingest, _BATCH, routed=True):
-            if msg.cmd is Cmd.EVENTS:
-                self._received.extend(_valid_events(msg.header.get("events")))
-                upto = msg.header.get("upto")
-                if peer is not None and isinstance(upto, int) and not isinstance(upto, bool):
-                    self._acks[peer] = upto
-            else:
+            if msg.cmd is not Cmd.EVENTS:
                 logger.warning("dropping %s on the event socket", msg.cmd.value)
+                continue
+            self._received.extend(_valid_events(msg.header.get("events")))
+            upto = msg.header.get("upto")
+            if peer is not None and isinstance(upto, int) and not isinstance(upto, bool):
+                self._acks.append((peer, upto, msg.header.get("resync") is True,
+                                   msg.header.get("complete") is True))
 
     def _acknowledge(self) -> None:
-        """Tell the router which of its final events are stored now (it keeps them in its
-        journal until then). Not while the store refuses writes: the router sends them
-        again after a restart."""
+        """Tell the router which of its final events are stored now (its journal keeps
+        them until then). After the store refused a write, a later batch's ``upto`` would
+        cover the events lost with it, so nothing is acknowledged until the router's
+        resend (``resync``) of them is stored; the one that covers every unacknowledged
+        event (``complete``) ends the wait."""
+        acks, self._acks = self._acks, []
         if not self.table.all_stored:
-            self._acks.clear()
+            if not self._withholding:
+                logger.error("the store refused a write: holding back acknowledgements "
+                             "until the router sends those results again")
+            self._withholding = True
             return
-        for peer, upto in self._acks.items():
+        stored: dict[bytes, int] = {}
+        for peer, upto, resync, complete in acks:
+            if self._withholding and not resync:
+                continue
+            stored[peer] = max(upto, stored.get(peer, upto))
+            if complete:
+                self._withholding = False
+        for peer, upto in stored.items():
             try:
                 protocol.send(self.ingest, Message(Cmd.STORED, {"upto": upto}),
                               identity=peer, flags=zmq.NOBLOCK)
             except zmq.ZMQError as exc:
                 logger.debug("could not acknowledge to %r: %s", peer, exc)
-        self._acks.clear()
 
     def _read_queries(self, replies: list[tuple[bytes, Message]]) -> None:
         """Answer a batch of queries into ``replies`` (a WAIT may get its answer later)."""

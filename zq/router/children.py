@@ -188,12 +188,17 @@ class ResultsChild:
         assert self.push is not None
         return self.push
 
-    def send_events(self, events: list[dict[str, Any]], upto: int | None) -> None:
+    def send_events(self, events: list[dict[str, Any]], upto: int | None, *,
+                    resync: bool = False, complete: bool = False) -> None:
         """Send ``events``; ``upto``: the journal sequence of the last final event sent
-        so far, which the results actor acknowledges once it stored them."""
+        so far, which the results actor acknowledges once it stored them. ``resync``
+        marks a resend of the oldest unacknowledged ones (``complete``: all of them)."""
         header: dict[str, Any] = {"events": events}
         if upto is not None:
             header["upto"] = upto
+        if resync:
+            header["resync"] = True
+            header["complete"] = complete
         try:
             protocol.send(self.socket, Message(Cmd.EVENTS, header), flags=zmq.NOBLOCK)
         except zmq.Again:

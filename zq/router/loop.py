@@ -9,6 +9,7 @@ hands out tasks, and passes state events on to the results actor (:mod:`.childre
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -41,6 +42,8 @@ _BATCH = 1000
 _EVENT_FLUSH_S = 0.001
 _HOUSEKEEPING_S = 1.0
 _LAST_EVENTS_LINGER_S = 5.0
+_RESEND_UNSTORED_S = 5.0
+_RESEND_BATCH = 1000
 
 # Exit statuses of ``zq router`` besides 0.
 EXIT_CANNOT_START = 2  # the data dir or an endpoint cannot be used: one line says why
@@ -66,6 +69,8 @@ class Router:
         self.stopping = False
         self.epoch = uuid.uuid4().hex[:12]
         self._last_flush = 0.0
+        # When the results actor last said it stored something (see _resend_unstored).
+        self._stored_at = time.monotonic()
         self._next_housekeeping = 0.0
         self._dispatch_after = 0.0
 
@@ -221,6 +226,7 @@ class Router:
         if self.results.socket in ready:
             for upto in self.results.stored():
                 core.stored(upto)
+                self._stored_at = time.monotonic()
         if self.results.sentinel in ready and self.results.died():
             self._restart_results()
         now = time.time()
@@ -228,6 +234,7 @@ class Router:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + _HOUSEKEEPING_S
             members.housekeeping(core, now)
+            self._resend_unstored()
         if core.bindings_changed:
             files.save_bindings(self.core, self._bindings_path)
         files.commit(self.core, self.journal, now)
@@ -311,6 +318,21 @@ class Router:
             events, self.core.events = self.core.events, []
             unstored = self.core.unstored
             self.results.send_events(events, next(reversed(unstored)) if unstored else None)
+
+    def _resend_unstored(self) -> None:
+        """Results the results actor has not confirmed storing for a while (its store
+        refused them: a full disk) are sent again, the oldest first, a bounded batch at a
+        time, marked as a resend so that it acknowledges them once stored."""
+        unstored = self.core.unstored
+        if not unstored or time.monotonic() - self._stored_at < _RESEND_UNSTORED_S:
+            return
+        self._stored_at = time.monotonic()
+        self._flush_events()  # newer events keep their place behind the older ones
+        batch = list(itertools.islice(unstored.items(), _RESEND_BATCH))
+        logger.warning("the results actor has not confirmed storing %d results; sending "
+                       "%d again", len(unstored), len(batch))
+        self.results.send_events([event for _, event in batch], batch[-1][0], resync=True,
+                                 complete=len(batch) == len(unstored))
 
     def _restart_results(self) -> None:
         logger.error("the results actor exited with %s; restarting it",
