@@ -465,3 +465,19 @@ def test_an_actor_without_supervisor_that_goes_silent_loses_its_tasks():
     assert b"liar" not in r.core.actors
     assert r.final_exc("run")["type"] == "WorkerLostError"
     assert r.core.book.tasks["pre"].state == QUEUED
+
+
+def test_an_actor_known_only_from_its_supervisor_gets_no_word_but_resync():
+    """A host back from a cut: its supervisor's heartbeat names what a busy actor runs,
+    and the router keeps a placeholder for that actor. Neither its DONE nor its heartbeat
+    may renew its lease before it has announced itself: only RESYNC answers them."""
+    r = Router()
+    r.submit("a")
+    members.on_heartbeat(r.core, b"h", Message(Cmd.HEARTBEAT, {
+        "host": "h", "actors": [b"w"], "running": [[b"w", "a", 0]]}), T0)
+    assert r.core.actors[b"w"].placeholder
+    r.core.replies.clear()
+    r.done(b"w", "a")
+    r.heartbeat(b"w")
+    assert [m.cmd for m in r.replies_to(b"w")] == [Cmd.RESYNC, Cmd.RESYNC]
+    assert "a" not in r.core.book.tasks

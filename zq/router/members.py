@@ -91,13 +91,15 @@ def on_done(core: Core, identity: bytes, msg: Message, now: float) -> None:
         core.reply(identity, Message(Cmd.RESYNC))
         return
     confirmed = [_done_one(core, actor, record) for record in items if isinstance(record, dict)]
-    # Recorded now (journaled in this step; with fsync, sent once synced): the actor may
-    # forget these outcomes and start its next reserved task.
-    core.reply(identity, Message(Cmd.CONFIRM, {"done": confirmed}))
     if actor.placeholder:
+        # Known only from its supervisor's word: it must announce itself (handing these
+        # outcomes over again) before it may start anything, so no CONFIRM yet.
         actor.credit = 0
         core.reply(identity, Message(Cmd.RESYNC))
         return
+    # Recorded now (journaled in this step; with fsync, sent once synced): the actor may
+    # forget these outcomes and start its next reserved task.
+    core.reply(identity, Message(Cmd.CONFIRM, {"done": confirmed}))
     core.set_hungry(actor)
 
 
@@ -181,7 +183,8 @@ def on_heartbeat(core: Core, identity: bytes, msg: Message, now: float) -> None:
     if "actors" not in msg.header:
         # An actor's: answered, so that it knows the router still counts it alive (its
         # lease to start reserved tasks), or told to announce itself.
-        known = identity in core.actors
+        actor = core.actors.get(identity)
+        known = actor is not None and not actor.placeholder
         core.reply(identity, Message(Cmd.HEARTBEAT if known else Cmd.RESYNC))
         return
     problem = protocol.heartbeat_problem(msg.header)

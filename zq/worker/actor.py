@@ -69,6 +69,7 @@ class Actor:
         self.unconfirmed: dict[tuple[Any, Any], dict[str, Any]] = {}
         # The lease: reserved tasks start only within lease_s of the router's last word.
         self._last_heard = 0.0
+        self._last_announced = 0.0
         self.lease_s = _DEFAULT_LEASE_S
         self._finished: list[dict[str, Any]] = []
 
@@ -132,6 +133,7 @@ class Actor:
         }
         if self.unconfirmed:
             header["done"] = list(self.unconfirmed.values())
+        self._last_announced = time.monotonic()
         self._send(Message(Cmd.READY, header))
 
     def _send(self, msg: Message) -> None:
@@ -156,6 +158,21 @@ class Actor:
         """Send a state change to the router, which forwards it to the results actor."""
         self._send(Message(Cmd.EVENTS, {"events": [event]}))
 
+    def _renew_if_lapsed(self) -> None:
+        """With reserved tasks waiting and no word from the router for the lease, the
+        router may have counted this actor lost and placed them elsewhere: announce again
+        (holding them) and start nothing until the router has answered which it keeps."""
+        if not self.buffer:
+            return
+        now = time.monotonic()
+        lapsed = now - self._last_heard >= self.lease_s
+        if lapsed and (self._welcomed or now - self._last_announced >= self.lease_s):
+            if self._welcomed:
+                logger.warning("no word from the router for %.1fs; announcing again before "
+                               "starting a reserved task", now - self._last_heard)
+            self._welcomed = False
+            self._announce()
+
     def _may_start(self) -> bool:
         """Whether the next reserved task may start: the router welcomed this actor, has
         confirmed every DONE it sent (so it counts that task as the one running), and was
@@ -171,6 +188,7 @@ class Actor:
                            self.lifeline.parent_pid)
             self.stopping = True
             return
+        self._renew_if_lapsed()
         may_start = bool(self.buffer) and self._may_start()
         if self.buffer and not may_start and self._welcomed and not self.unconfirmed:
             timeout_s = min(timeout_s, _ASK_LEASE_S)
