@@ -31,12 +31,16 @@ _ERRORS: dict[str, type[PublishError]] = {"QueueFull": QueueFull, "NoRoute": NoR
 
 # How long one send waits for the router's answer before it is sent again.
 _RESEND_AFTER_S = 2.0
-# A WAIT lasts this long at the results actor; the client renews it, which also carries
-# waiters across a restart of the results actor.
+# A WAIT lasts twice this long at the results actor (which ends it unanswered after at
+# most 30 s); the client renews it, which also carries waiters across a restart of the
+# results actor.
 _WAIT_RENEW_S = 10.0
 # Ready results kept for AsyncResults other than the one that asked.
 _READY_CACHE = 10_000
-_MAX_IDS_PER_WAIT = 10_000
+# The waits a client keeps at the results actor at once (and so the most ids in one
+# WAIT): half of what it lets one peer hold (10,000), which leaves room for the waits it
+# still holds for results this client asked for and no longer tracks.
+_MAX_WAITS = 5_000
 # Tasks whose last version a watcher remembers, to spot events it missed.
 _WATCH_MEMORY = 100_000
 
@@ -366,14 +370,15 @@ class ResultsClient:
         if self._asked.get(task_id, 0.0) > stale:
             return
         ids = [task_id]
+        room = _MAX_WAITS - 1 - sum(1 for asked in self._asked.values() if asked > stale)
         for other in self._pending.keys():
-            if len(ids) >= _MAX_IDS_PER_WAIT:
+            if len(ids) > room:
                 break
             if other != task_id and self._asked.get(other, 0.0) <= stale:
                 ids.append(other)
         for asked in ids:
             self._asked[asked] = now
-        if len(self._asked) > 4 * _MAX_IDS_PER_WAIT:
+        if len(self._asked) > 4 * _MAX_WAITS:
             self._asked = {k: v for k, v in self._asked.items() if v > stale}
         _send_within(self._sock, Message(Cmd.WAIT, {"ids": ids, "timeout_s": _WAIT_RENEW_S * 2}),
                      _WAIT_RENEW_S)

@@ -41,8 +41,10 @@ _BATCH = 2000
 _EXPIRE_EVERY_S = 60.0
 _MAX_IDS_PER_REQUEST = 10_000
 _SNAPSHOT_LIMIT = 10_000
-_DEFAULT_WAIT_S = 60.0
-_MAX_WAIT_S = 3600.0
+# A client renews its waits every 10 s (zq.client), so a wait never needs to last long;
+# one a peer forgets ends within this and frees its place.
+_DEFAULT_WAIT_S = 20.0
+_MAX_WAIT_S = 30.0
 _STEP_S = 1.0
 # How long a stopping results actor waits for events still on their way.
 _LAST_EVENTS_WAIT_S = 0.2
@@ -64,7 +66,7 @@ class Refused(Exception):
     """A query answered with an error: it asks for something the results actor refuses."""
 
 
-Handler = Callable[[bytes, Message], Message | None]
+Handler = Callable[[bytes, Message], Message | list[Message] | None]
 
 
 class ResultsActor:
@@ -174,12 +176,7 @@ class ResultsActor:
         self._apply_received()
         for peer, reply in replies:
             self._send(peer, reply)
-        now = time.time()
-        if now >= self._next_expire:
-            # Often enough that a short result_expires is kept to within a tenth of it.
-            self._next_expire = now + min(_EXPIRE_EVERY_S,
-                                          max(1.0, self.config.result_expires_s / 10))
-            self._expire(now)
+        self._expire(time.time())
 
     def _read_subscriptions(self) -> None:
         while True:
@@ -210,7 +207,7 @@ class ResultsActor:
             assert peer is not None
             rid = msg.header.get("rid")
             handler = self._handlers.get(msg.cmd)
-            reply: Message | None
+            reply: Message | list[Message] | None
             if handler is None:
                 logger.warning("unexpected %s on the query socket", msg.cmd.value)
                 reply = _error(f"the results actor does not take {msg.cmd.value}", rid)
@@ -222,7 +219,9 @@ class ResultsActor:
                 except Exception as exc:  # one bad request never ends the results actor
                     logger.exception("error handling %s", msg.cmd.value)
                     reply = _error(f"error handling {msg.cmd.value}: {exc}", rid)
-            if reply is not None:
+            if isinstance(reply, list):
+                replies.extend((peer, one) for one in reply)
+            elif reply is not None:
                 replies.append((peer, reply))
 
     def _apply_received(self) -> None:
@@ -253,10 +252,16 @@ class ResultsActor:
             logger.debug("could not answer %r: %s", peer, exc)
 
     def _expire(self, now: float) -> None:
+        """Drop the waits that ended (each step: it costs only those), and when due the
+        results older than ``result_expires``."""
+        self.waiters.expire(now)
+        if now < self._next_expire:
+            return
+        # Often enough that a short result_expires is kept to within a tenth of it.
+        self._next_expire = now + min(_EXPIRE_EVERY_S, max(1.0, self.config.result_expires_s / 10))
         removed = self.table.expire(now - self.config.result_expires_s)
         if removed:
             logger.info("expired %d results", removed)
-        self.waiters.expire(now)
 
     # -- one handler per query -------------------------------------------------------------
 
@@ -267,23 +272,38 @@ class ResultsActor:
         rows = [found.get(i) or {"id": i, "state": states.PENDING} for i in ids]
         return Message(Cmd.STATES, {"states": rows, "rid": msg.header.get("rid")})
 
-    def _wait(self, peer: bytes, msg: Message) -> Message | None:
-        """The finished ones of ``ids`` now; each of the others once it finishes."""
+    def _wait(self, peer: bytes, msg: Message) -> list[Message]:
+        """The finished ones of ``ids`` now; each of the others once it finishes, if it
+        does within ``timeout_s`` (at most ``_MAX_WAIT_S``) and there is room to wait."""
         ids = _ids(msg)
         self._apply_received()
         timeout_s = msg.header.get("timeout_s", _DEFAULT_WAIT_S)
-        if not isinstance(timeout_s, (int, float)):
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) \
+                or not timeout_s > 0:
             timeout_s = _DEFAULT_WAIT_S
         deadline = time.time() + min(float(timeout_s), _MAX_WAIT_S)
         found = self.table.lookup(ids)
         ready = []
+        refused = 0
         for task_id in ids:
             row = found.get(task_id)
             if row is not None and row["state"] in states.READY_STATES:
                 ready.append(row)
-            else:
-                self.waiters.add(task_id, peer, deadline)
-        return Message(Cmd.STATES, {"states": ready}) if ready else None
+            elif not self.waiters.add(task_id, peer, deadline):
+                refused += 1
+        replies = [Message(Cmd.STATES, {"states": ready})] if ready else []
+        if refused:
+            replies.append(_error(self._no_room(peer, refused, len(ids)), None))
+        return replies
+
+    def _no_room(self, peer: bytes, refused: int, asked: int) -> str:
+        if self.waiters.held_by(peer) >= self.waiters.per_peer:
+            why = (f"this peer already waits for {self.waiters.per_peer} tasks, "
+                   f"the most one peer may")
+        else:
+            why = f"{self.waiters.limit} waits are held, the most the results actor keeps"
+        return (f"WAIT refused for {refused} of {asked} ids: {why}; ask again once "
+                f"some have finished")
 
     def _forget(self, peer: bytes, msg: Message) -> Message:
         ids = _ids(msg)
