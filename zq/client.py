@@ -41,6 +41,9 @@ _READY_CACHE = 10_000
 # WAIT): half of what it lets one peer hold (10,000), which leaves room for the waits it
 # still holds for results this client asked for and no longer tracks.
 _MAX_WAITS = 5_000
+# Queries to the results actor that can be sent again until answered: the results actor
+# drops answers to a peer that has too many unread (a client busy elsewhere).
+_RESENT_QUERIES = frozenset({Cmd.GET, Cmd.SNAPSHOT, Cmd.FORGET})
 # Tasks whose last version a watcher remembers, to spot events it missed.
 _WATCH_MEMORY = 100_000
 
@@ -271,6 +274,7 @@ class ResultsClient:
         self._asked: dict[str, float] = {}
         self._ready: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._replies: dict[int, dict[str, Any]] = {}
+        self._awaited: set[int] = set()  # the rids of requests not answered yet
 
     def close(self) -> None:
         self._reconnections.close()
@@ -284,11 +288,13 @@ class ResultsClient:
         if msg.cmd is not Cmd.STATES:
             if msg.cmd is Cmd.ERROR:
                 logger.warning("results actor: %s", msg.header.get("message"))
-                if "rid" in msg.header:
+                if msg.header.get("rid") in self._awaited:
                     self._replies[msg.header["rid"]] = msg.header
             return
         if "rid" in msg.header:
-            self._replies[msg.header["rid"]] = msg.header
+            # A second answer to a request sent twice, or a late one, is dropped.
+            if msg.header["rid"] in self._awaited:
+                self._replies[msg.header["rid"]] = msg.header
             return
         for meta in msg.header.get("states", ()):
             task_id = meta.get("id")
@@ -317,17 +323,28 @@ class ResultsClient:
         return True
 
     def request(self, cmd: Cmd, header: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Send a query and return its answer; a GET, SNAPSHOT or FORGET is sent again
+        every ``_RESEND_AFTER_S`` until answered (the first answer counts)."""
         rid = next(self._rids)
+        msg = Message(cmd, {**header, "rid": rid})
         deadline = time.monotonic() + timeout_s
-        if not _send_within(self._sock, Message(cmd, {**header, "rid": rid}), timeout_s):
+        if not _send_within(self._sock, msg, timeout_s):
             raise ZqTimeoutError(f"the results actor at {self.query_endpoint} cannot be "
                                  f"reached within {timeout_s:g}s")
-        while rid not in self._replies:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ZqTimeoutError(f"the results actor at {self.query_endpoint} did not "
-                                     f"answer within {timeout_s:g}s")
-            self._pump(remaining)
+        resend_at = time.monotonic() + _RESEND_AFTER_S if cmd in _RESENT_QUERIES else None
+        self._awaited.add(rid)
+        try:
+            while rid not in self._replies:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise ZqTimeoutError(f"the results actor at {self.query_endpoint} did "
+                                         f"not answer within {timeout_s:g}s")
+                if resend_at is not None and now >= resend_at:
+                    _send_within(self._sock, msg, 0)
+                    resend_at = now + _RESEND_AFTER_S
+                self._pump(min(deadline, resend_at or deadline) - now)
+        finally:
+            self._awaited.discard(rid)
         reply = self._replies.pop(rid)
         if "error" in reply:
             raise PublishError(reply.get("message", "the results actor refused the request"))
