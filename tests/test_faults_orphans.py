@@ -38,7 +38,7 @@ from tests.test_faults import (
     wait_for_run,
 )
 from zq import protocol, states
-from zq.results.actor import _bind
+from zq.results.sockets import bind
 from zq.testing import Cluster, Process
 
 pytestmark = pytest.mark.faults
@@ -208,7 +208,7 @@ def test_results_actor_binds_a_remembered_port_once_it_is_released():
     sock.linger = 0
     try:
         endpoint = f"tcp://127.0.0.1:{port}"
-        assert _bind(sock, endpoint, time.monotonic() + 5.0) == endpoint
+        assert bind(sock, endpoint, time.monotonic() + 5.0) == endpoint
     finally:
         sock.close()
 
@@ -222,7 +222,7 @@ def test_results_actor_takes_another_port_when_a_remembered_one_stays_taken(capl
     try:
         endpoint = f"tcp://127.0.0.1:{port}"
         started = time.monotonic()
-        bound = _bind(sock, endpoint, started + 0.5)
+        bound = bind(sock, endpoint, started + 0.5)
         assert 0.5 <= time.monotonic() - started < 2.0
         assert bound.startswith("tcp://127.0.0.1:") and bound != endpoint
         assert f"could not bind {endpoint} again" in caplog.text

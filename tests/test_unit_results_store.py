@@ -14,7 +14,7 @@ import pytest
 
 from zq import protocol
 from zq.results import MemoryStore, ResultsConfig, SQLiteStore, Store
-from zq.results.actor import open_store
+from zq.results.config import open_store
 from zq.results.sqlite import FILENAME
 from zq.results.table import StateTable
 from zq.states import FAILURE, PENDING, RETRY, SENT, STARTED, SUCCESS

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import zmq
-from tenacity import Retrying, retry_if_exception_type, wait_fixed
 
 from . import protocol, states
 from .errors import ConfigurationError, NoRoute, ProtocolError, PublishError, QueueFull
@@ -32,12 +31,19 @@ _ERRORS: dict[str, type[PublishError]] = {"QueueFull": QueueFull, "NoRoute": NoR
 
 # How long one send waits for the router's answer before it is sent again.
 _RESEND_AFTER_S = 2.0
-# A WAIT lasts this long at the results actor; the client renews it, which also carries
-# waiters across a restart of the results actor.
+# A WAIT lasts twice this long at the results actor (which ends it unanswered after at
+# most 30 s); the client renews it, which also carries waiters across a restart of the
+# results actor.
 _WAIT_RENEW_S = 10.0
 # Ready results kept for AsyncResults other than the one that asked.
 _READY_CACHE = 10_000
-_MAX_IDS_PER_WAIT = 10_000
+# The waits a client keeps at the results actor at once (and so the most ids in one
+# WAIT): half of what it lets one peer hold (10,000), which leaves room for the waits it
+# still holds for results this client asked for and no longer tracks.
+_MAX_WAITS = 5_000
+# Queries to the results actor that can be sent again until answered: the results actor
+# drops answers to a peer that has too many unread (a client busy elsewhere).
+_RESENT_QUERIES = frozenset({Cmd.GET, Cmd.SNAPSHOT, Cmd.FORGET})
 # Tasks whose last version a watcher remembers, to spot events it missed.
 _WATCH_MEMORY = 100_000
 
@@ -48,7 +54,11 @@ def _ms(seconds: float) -> int:
 
 
 class _NoAnswer(Exception):
-    pass
+    """No answer came; ``sent`` says whether the message left this client at all."""
+
+    def __init__(self, sent: bool) -> None:
+        super().__init__()
+        self.sent = sent
 
 
 class Pending(Protocol):
@@ -78,11 +88,22 @@ def _socket(ctx: zmq.Context[Any], kind: int, endpoint: str,
     return sock
 
 
+def _immediate(sock: zmq.Socket[Any]) -> None:
+    """Queue messages only on a connection that is up (ZMQ_IMMEDIATE).
+
+    Otherwise a DEALER keeps what is sent while the router is down and delivers it when
+    the router comes back, however long after the caller gave up on it. With this option
+    a send that cannot go out fails, so the client knows the message never left.
+    """
+    sock.immediate = True
+
+
 def _send_within(sock: zmq.Socket[Any], msg: Message, timeout_s: float) -> bool:
     """Send unless no peer can take it within ``timeout_s``.
 
-    A DEALER with no connected peer (the router down, a CURVE handshake refused) blocks
-    in send; this waits for room instead, within the caller's deadline.
+    A DEALER with no peer to take the message (the router down with ``immediate`` set,
+    a CURVE handshake refused, a full queue) blocks in send; this waits for room instead,
+    within the caller's deadline. False means the message was not queued.
     """
     try:
         protocol.send(sock, msg, flags=zmq.NOBLOCK)
@@ -99,12 +120,23 @@ def _send_within(sock: zmq.Socket[Any], msg: Message, timeout_s: float) -> bool:
 
 
 class RouterClient:
-    """Submits tasks and control requests to the router and waits for its answers."""
+    """Submits tasks and control requests to the router and waits for its answers.
+
+    A request that gets no answer in time is given up for good: the socket is closed with
+    whatever it still queues and a new one (a new identity) takes the next request, so
+    nothing the caller was told failed reaches the router later.
+    """
 
     def __init__(self, ctx: zmq.Context[Any], endpoint: str, keys: ClientKeys | None = None):
         self.endpoint = endpoint
-        self._sock = _socket(ctx, zmq.DEALER, endpoint, keys)
+        self._ctx = ctx
+        self._keys = keys
+        self._sock = self._connect()
         self._rids = itertools.count(1)
+
+    def _connect(self) -> zmq.Socket[Any]:
+        return _socket(self._ctx, zmq.DEALER, self.endpoint, self._keys,
+                       before_connect=_immediate)
 
     def close(self) -> None:
         self._sock.close(linger=0)
@@ -113,11 +145,11 @@ class RouterClient:
         """Send ``msg`` and return the first answer whose ``key`` equals ``value``."""
         deadline = time.monotonic() + timeout_s
         if not _send_within(self._sock, msg, timeout_s):
-            raise _NoAnswer()
+            raise _NoAnswer(sent=False)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._sock.poll(_ms(remaining)):
-                raise _NoAnswer()
+                raise _NoAnswer(sent=True)
             try:
                 _, reply = protocol.recv(self._sock)
             except ProtocolError as exc:
@@ -130,30 +162,49 @@ class RouterClient:
         """Like ``_exchange``, sending again until ``timeout_s`` when no answer comes.
 
         Sending again is safe: the router recognizes a task id it has accepted already.
+        Raises ``_NoAnswer`` once the time is up, after dropping the socket with what it
+        still queues.
         """
         deadline = time.monotonic() + timeout_s
+        sent = False
+        while True:
+            try:
+                return self._exchange(msg, key, value,
+                                      max(min(_RESEND_AFTER_S, deadline - time.monotonic()), 0))
+            except _NoAnswer as exc:
+                sent = sent or exc.sent
+            if time.monotonic() >= deadline:
+                break
+        self._reset()
+        raise _NoAnswer(sent)
 
-        def per_try() -> float:
-            return max(min(_RESEND_AFTER_S, deadline - time.monotonic()), 0.0)
+    def _reset(self) -> None:
+        """Replace the socket, dropping every message it still holds: linger 0 discards
+        them, and the new socket is a new peer to the router, so no late answer or queued
+        resend of the old one can be mistaken for the next request's."""
+        self._sock.close(linger=0)
+        self._sock = self._connect()
 
-        try:
-            return self._exchange(msg, key, value, per_try())
-        except _NoAnswer:
-            pass
-        retrying = Retrying(stop=lambda state: time.monotonic() >= deadline,
-                            wait=wait_fixed(0), retry=retry_if_exception_type(_NoAnswer),
-                            reraise=True)
-        try:
-            for attempt in retrying:
-                with attempt:
-                    return self._exchange(msg, key, value, per_try())
-        except _NoAnswer:
-            raise PublishError(f"no answer from the router at {self.endpoint} "
-                               f"within {timeout_s:g}s") from None
-        raise AssertionError("unreachable")
+    def _unanswered(self, what: str, sent: bool, timeout_s: float) -> PublishError:
+        """The error for a request given up on: sent or not, in words a caller can act on."""
+        if not sent:
+            return PublishError(f"{what} was NOT sent: no answer from the router at "
+                                f"{self.endpoint} within {timeout_s:g}s (it could not be "
+                                f"reached); nothing was queued to be sent later")
+        return PublishError(f"{what}: outcome unknown: no answer from the router at "
+                            f"{self.endpoint} within {timeout_s:g}s after it was sent; "
+                            f"it may have been accepted")
 
     def submit(self, header: dict[str, Any], body: bytes, timeout_s: float) -> None:
-        reply = self._request(Message(Cmd.SUBMIT, header, body), "id", header["id"], timeout_s)
+        task_id = header["id"]
+        try:
+            reply = self._request(Message(Cmd.SUBMIT, header, body), "id", task_id, timeout_s)
+        except _NoAnswer as exc:
+            error = self._unanswered(f"task {task_id}", exc.sent, timeout_s)
+            if exc.sent:
+                error = PublishError(f"{error}; sending it again with task_id={task_id!r} "
+                                     f"is safe: the router drops a task id it already holds")
+            raise error from None
         if reply.cmd is Cmd.ERROR:
             raise _ERRORS.get(reply.header.get("error", ""), PublishError)(
                 reply.header.get("message", "the router refused the task"))
@@ -162,8 +213,17 @@ class RouterClient:
         """Submit tasks in one message; raises for the first one the router refused."""
         batch_id = str(uuid.uuid4())
         tasks = [[protocol.pack(header), body] for header, body in items]
-        reply = self._request(Message(Cmd.SUBMIT, {"id": batch_id, "tasks": tasks}),
-                              "id", batch_id, timeout_s)
+        try:
+            reply = self._request(Message(Cmd.SUBMIT, {"id": batch_id, "tasks": tasks}),
+                                  "id", batch_id, timeout_s)
+        except _NoAnswer as exc:
+            ids = [header["id"] for header, _ in items]
+            named = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+            error = self._unanswered(f"{len(ids)} tasks ({named})", exc.sent, timeout_s)
+            if exc.sent:
+                error = PublishError(f"{error}; sending them again with the same task ids "
+                                     f"is safe: the router drops a task id it already holds")
+            raise error from None
         if reply.cmd is Cmd.ERROR:
             raise PublishError(reply.header.get("message", "the router refused the tasks"))
         errors = reply.header.get("errors") or []
@@ -175,7 +235,11 @@ class RouterClient:
     def call(self, cmd: Cmd, header: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """A control or hello request; returns the reply header."""
         rid = next(self._rids)
-        reply = self._request(Message(cmd, {**header, "rid": rid}), "rid", rid, timeout_s)
+        try:
+            reply = self._request(Message(cmd, {**header, "rid": rid}), "rid", rid, timeout_s)
+        except _NoAnswer as exc:
+            what = f"{cmd.value} {header['op']}" if "op" in header else cmd.value
+            raise self._unanswered(f"the request {what}", exc.sent, timeout_s) from None
         if reply.cmd is Cmd.ERROR:
             raise PublishError(reply.header.get("message", "the router refused the request"))
         return reply.header
@@ -210,6 +274,7 @@ class ResultsClient:
         self._asked: dict[str, float] = {}
         self._ready: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._replies: dict[int, dict[str, Any]] = {}
+        self._awaited: set[int] = set()  # the rids of requests not answered yet
 
     def close(self) -> None:
         self._reconnections.close()
@@ -223,11 +288,13 @@ class ResultsClient:
         if msg.cmd is not Cmd.STATES:
             if msg.cmd is Cmd.ERROR:
                 logger.warning("results actor: %s", msg.header.get("message"))
-                if "rid" in msg.header:
+                if msg.header.get("rid") in self._awaited:
                     self._replies[msg.header["rid"]] = msg.header
             return
         if "rid" in msg.header:
-            self._replies[msg.header["rid"]] = msg.header
+            # A second answer to a request sent twice, or a late one, is dropped.
+            if msg.header["rid"] in self._awaited:
+                self._replies[msg.header["rid"]] = msg.header
             return
         for meta in msg.header.get("states", ()):
             task_id = meta.get("id")
@@ -256,17 +323,28 @@ class ResultsClient:
         return True
 
     def request(self, cmd: Cmd, header: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Send a query and return its answer; a GET, SNAPSHOT or FORGET is sent again
+        every ``_RESEND_AFTER_S`` until answered (the first answer counts)."""
         rid = next(self._rids)
+        msg = Message(cmd, {**header, "rid": rid})
         deadline = time.monotonic() + timeout_s
-        if not _send_within(self._sock, Message(cmd, {**header, "rid": rid}), timeout_s):
+        if not _send_within(self._sock, msg, timeout_s):
             raise ZqTimeoutError(f"the results actor at {self.query_endpoint} cannot be "
                                  f"reached within {timeout_s:g}s")
-        while rid not in self._replies:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ZqTimeoutError(f"the results actor at {self.query_endpoint} did not "
-                                     f"answer within {timeout_s:g}s")
-            self._pump(remaining)
+        resend_at = time.monotonic() + _RESEND_AFTER_S if cmd in _RESENT_QUERIES else None
+        self._awaited.add(rid)
+        try:
+            while rid not in self._replies:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise ZqTimeoutError(f"the results actor at {self.query_endpoint} did "
+                                         f"not answer within {timeout_s:g}s")
+                if resend_at is not None and now >= resend_at:
+                    _send_within(self._sock, msg, 0)
+                    resend_at = now + _RESEND_AFTER_S
+                self._pump(min(deadline, resend_at or deadline) - now)
+        finally:
+            self._awaited.discard(rid)
         reply = self._replies.pop(rid)
         if "error" in reply:
             raise PublishError(reply.get("message", "the results actor refused the request"))
@@ -309,14 +387,15 @@ class ResultsClient:
         if self._asked.get(task_id, 0.0) > stale:
             return
         ids = [task_id]
+        room = _MAX_WAITS - 1 - sum(1 for asked in self._asked.values() if asked > stale)
         for other in self._pending.keys():
-            if len(ids) >= _MAX_IDS_PER_WAIT:
+            if len(ids) > room:
                 break
             if other != task_id and self._asked.get(other, 0.0) <= stale:
                 ids.append(other)
         for asked in ids:
             self._asked[asked] = now
-        if len(self._asked) > 4 * _MAX_IDS_PER_WAIT:
+        if len(self._asked) > 4 * _MAX_WAITS:
             self._asked = {k: v for k, v in self._asked.items() if v > stale}
         _send_within(self._sock, Message(Cmd.WAIT, {"ids": ids, "timeout_s": _WAIT_RENEW_S * 2}),
                      _WAIT_RENEW_S)

@@ -4,7 +4,9 @@ The router starts it as a child process (``main``) and forwards the actors' stat
 to it; clients ask it for states (GET, WAIT, SNAPSHOT), forget them (FORGET) and watch
 its stream of changes. Its parts:
 
-* :mod:`.actor`: the process, its sockets and loop, one handler per query;
+* :mod:`.actor`: the process and its loop; :mod:`.queries`, one handler per query;
+  :mod:`.sockets`, binding the endpoints clients know and bounding each peer;
+  :mod:`.config`, what it is started with and the store it opens;
 * :mod:`.table`: the latest row of every task and the rule for which state stands;
 * :mod:`.stream`: the published changes, numbered for late and slow subscribers;
 * :mod:`.waiters`: the clients blocked in WAIT;
@@ -12,7 +14,8 @@ its stream of changes. Its parts:
   :mod:`.memory`.
 """
 
-from .actor import ResultsActor, ResultsConfig, main
+from .actor import ResultsActor, main
+from .config import ResultsConfig
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 from .store import Store

@@ -18,8 +18,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import zmq
@@ -29,9 +27,10 @@ from .._signals import Wakeup
 from ..errors import ProtocolError
 from ..log import setup_logging
 from ..protocol import Cmd, Message
-from .memory import MemoryStore
-from .sqlite import FILENAME, SQLiteStore
-from .store import Row, Store
+from . import sockets
+from .config import ResultsConfig, open_store
+from .queries import Queries, Refused, error, valid_events
+from .store import Row
 from .stream import Stream
 from .table import StateTable
 from .waiters import Waiters
@@ -42,33 +41,11 @@ _BATCH = 2000
 _EXPIRE_EVERY_S = 60.0
 _MAX_IDS_PER_REQUEST = 10_000
 _SNAPSHOT_LIMIT = 10_000
-_DEFAULT_WAIT_S = 60.0
-_MAX_WAIT_S = 3600.0
 _STEP_S = 1.0
 # How long a stopping results actor waits for events still on their way.
 _LAST_EVENTS_WAIT_S = 0.2
-# How long a remembered port is tried again while taken (by a results actor of a killed
-# router that is still on its way out) before another is chosen.
-_BIND_RETRY_S = 5.0
 
 
-@dataclass(frozen=True)
-class ResultsConfig:
-    ingest: str
-    query: str
-    pub: str
-    data_dir: Path | None
-    backend: str = "sqlite"
-    result_expires_s: float = 86400.0
-    curve_secret_key: str | None = None
-    curve_authorized_dir: str | None = None
-
-
-class Refused(Exception):
-    """A query answered with an error: it asks for something the results actor refuses."""
-
-
-Handler = Callable[[bytes, Message], Message | None]
 
 
 class ResultsActor:
@@ -85,6 +62,7 @@ class ResultsActor:
     poller: zmq.Poller
     auth: Any
     table: StateTable
+    queries: Queries
     endpoints: dict[str, str]
 
     def __init__(self, config: ResultsConfig, wakeup: Wakeup | None = None,
@@ -102,13 +80,7 @@ class ResultsActor:
         # sent again, and this actor stored, every final event it was not told stored.
         self._withholding = False
         self._next_expire = 0.0
-        self._handlers: dict[Cmd, Handler] = {
-            Cmd.GET: self._get,
-            Cmd.WAIT: self._wait,
-            Cmd.FORGET: self._forget,
-            Cmd.SNAPSHOT: self._snapshot,
-            Cmd.EVENTS: self._events,
-        }
+        self._next_trim = 0.0
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -134,6 +106,8 @@ class ResultsActor:
 
     def setup(self) -> None:
         self.table = StateTable(open_store(self.config))
+        self.queries = Queries(self.table, self.waiters, self.stream, self._apply_received,
+                               self._received.extend)
         self.ctx = zmq.Context()
         self.auth = None
         keys = None
@@ -149,13 +123,14 @@ class ResultsActor:
             security.secure_server(sock, keys)
             sock.linger = 0
         self.query.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sockets.bound_peers(self.query)
         self.ingest.rcvhwm = 0
         self.pub.sndhwm = 100_000
-        give_up = time.monotonic() + _BIND_RETRY_S
+        give_up = time.monotonic() + sockets.BIND_RETRY_S
         self.endpoints = {
-            "ingest": _bind(self.ingest, self.config.ingest, give_up),
-            "query": _bind(self.query, self.config.query, give_up),
-            "pub": _bind(self.pub, self.config.pub, give_up),
+            "ingest": sockets.bind(self.ingest, self.config.ingest, give_up),
+            "query": sockets.bind(self.query, self.config.query, give_up),
+            "pub": sockets.bind(self.pub, self.config.pub, give_up),
         }
         self.poller = zmq.Poller()
         for sock in (self.ingest, self.query, self.pub):
@@ -192,12 +167,7 @@ class ResultsActor:
         self._acknowledge()
         for peer, reply in replies:
             self._send(peer, reply)
-        now = time.time()
-        if now >= self._next_expire:
-            # Often enough that a short result_expires is kept to within a tenth of it.
-            self._next_expire = now + min(_EXPIRE_EVERY_S,
-                                          max(1.0, self.config.result_expires_s / 10))
-            self._expire(now)
+        self._expire(time.time())
 
     def _read_subscriptions(self) -> None:
         while True:
@@ -215,7 +185,7 @@ class ResultsActor:
             if msg.cmd is not Cmd.EVENTS:
                 logger.warning("dropping %s on the event socket", msg.cmd.value)
                 continue
-            self._received.extend(_valid_events(msg.header.get("events")))
+            self._received.extend(valid_events(msg.header.get("events")))
             upto = msg.header.get("upto")
             if peer is not None and isinstance(upto, int) and not isinstance(upto, bool):
                 self._acks.append((peer, upto, msg.header.get("resync") is True,
@@ -249,7 +219,8 @@ class ResultsActor:
                 logger.debug("could not acknowledge to %r: %s", peer, exc)
 
     def _read_queries(self, replies: list[tuple[bytes, Message]]) -> None:
-        """Answer a batch of queries into ``replies`` (a WAIT may get its answer later)."""
+        """Answer a batch of queries, each at once unless events it sent still wait to
+        be stored: those answers go into ``replies``. A WAIT may get its answer later."""
         def refuse(sender: bytes | None, exc: ProtocolError) -> None:
             logger.warning("malformed query: %s", exc)
             if sender is not None:
@@ -258,21 +229,30 @@ class ResultsActor:
         for peer, msg in protocol.drain(self.query, _BATCH, routed=True, on_error=refuse):
             assert peer is not None
             rid = msg.header.get("rid")
-            handler = self._handlers.get(msg.cmd)
-            reply: Message | None
+            handler = self.queries.handlers.get(msg.cmd)
+            reply: Message | list[Message] | None
             if handler is None:
                 logger.warning("unexpected %s on the query socket", msg.cmd.value)
-                reply = _error(f"the results actor does not take {msg.cmd.value}", rid)
+                reply = error(f"the results actor does not take {msg.cmd.value}", rid)
             else:
                 try:
                     reply = handler(peer, msg)
                 except Refused as exc:
-                    reply = _error(str(exc), rid)
+                    reply = error(str(exc), rid)
                 except Exception as exc:  # one bad request never ends the results actor
                     logger.exception("error handling %s", msg.cmd.value)
-                    reply = _error(f"error handling {msg.cmd.value}: {exc}", rid)
-            if reply is not None:
+                    reply = error(f"error handling {msg.cmd.value}: {exc}", rid)
+            if isinstance(reply, list):
+                replies.extend((peer, one) for one in reply)
+            elif reply is not None:
                 replies.append((peer, reply))
+            if not self._received:
+                # Nothing waits to be stored before these answers: send them now, so
+                # that a batch of large answers (a GET can be half a megabyte) is never
+                # held all at once.
+                for answer in replies:
+                    self._send(*answer)
+                replies.clear()
 
     def _apply_received(self) -> None:
         """Apply the events received so far; publish the changes, answer their waiters."""
@@ -302,129 +282,19 @@ class ResultsActor:
             logger.debug("could not answer %r: %s", peer, exc)
 
     def _expire(self, now: float) -> None:
+        """Drop the waits that ended (each step: it costs only those), and when due the
+        results older than ``result_expires``."""
+        self.waiters.expire(now)
+        if now >= self._next_trim:
+            self._next_trim = now + sockets.TRIM_EVERY_S
+            sockets.give_back_freed_memory()
+        if now < self._next_expire:
+            return
+        # Often enough that a short result_expires is kept to within a tenth of it.
+        self._next_expire = now + min(_EXPIRE_EVERY_S, max(1.0, self.config.result_expires_s / 10))
         removed = self.table.expire(now - self.config.result_expires_s)
         if removed:
             logger.info("expired %d results", removed)
-        self.waiters.expire(now)
-
-    # -- one handler per query -------------------------------------------------------------
-
-    def _get(self, peer: bytes, msg: Message) -> Message:
-        ids = _ids(msg)
-        self._apply_received()
-        found = self.table.lookup(ids)
-        rows = [found.get(i) or {"id": i, "state": states.PENDING} for i in ids]
-        return Message(Cmd.STATES, {"states": rows, "rid": msg.header.get("rid")})
-
-    def _wait(self, peer: bytes, msg: Message) -> Message | None:
-        """The finished ones of ``ids`` now; each of the others once it finishes."""
-        ids = _ids(msg)
-        self._apply_received()
-        timeout_s = msg.header.get("timeout_s", _DEFAULT_WAIT_S)
-        if not isinstance(timeout_s, (int, float)):
-            timeout_s = _DEFAULT_WAIT_S
-        deadline = time.time() + min(float(timeout_s), _MAX_WAIT_S)
-        found = self.table.lookup(ids)
-        ready = []
-        for task_id in ids:
-            row = found.get(task_id)
-            if row is not None and row["state"] in states.READY_STATES:
-                ready.append(row)
-            else:
-                self.waiters.add(task_id, peer, deadline)
-        return Message(Cmd.STATES, {"states": ready}) if ready else None
-
-    def _forget(self, peer: bytes, msg: Message) -> Message:
-        ids = _ids(msg)
-        self._apply_received()
-        self.table.forget(ids)
-        return Message(Cmd.STATES, {"states": [], "rid": msg.header.get("rid")})
-
-    def _snapshot(self, peer: bytes, msg: Message) -> Message:
-        """The rows of ``ids``, or of the unfinished tasks, and the ``seq`` they are
-        current to: a subscriber applies the stream's events after that ``seq``."""
-        ids = _ids(msg) if msg.header.get("ids") else None
-        self._apply_received()
-        rows = self.table.snapshot(ids, _SNAPSHOT_LIMIT)
-        return Message(Cmd.STATES, {"states": rows, "seq": self.stream.seq,
-                                    "rid": msg.header.get("rid")})
-
-    def _events(self, peer: bytes, msg: Message) -> Message:
-        """State events from a client (``update_state`` outside a worker): all or none."""
-        events = msg.header.get("events")
-        good = _valid_events(events)
-        if not isinstance(events, list) or len(good) != len(events):
-            raise Refused("EVENTS needs 'events', a list of valid state events; refused")
-        self._received.extend(good)
-        return Message(Cmd.STATES, {"states": [], "rid": msg.header.get("rid")})
-
-
-def open_store(config: ResultsConfig) -> Store:
-    """The store ``config`` asks for: SQLite in the data dir unless memory is asked for."""
-    if config.backend == "memory" or config.data_dir is None:
-        return MemoryStore()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    return SQLiteStore(config.data_dir / FILENAME)
-
-
-def _ids(msg: Message) -> list[str]:
-    ids = msg.header.get("ids")
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) \
-            or len(ids) > _MAX_IDS_PER_REQUEST:
-        raise Refused(f"{msg.cmd.value} needs 'ids': a list of at most "
-                      f"{_MAX_IDS_PER_REQUEST} task ids")
-    return ids
-
-
-def _valid_events(events: Any) -> list[Row]:
-    """The events that can be stored; each other one is logged and dropped."""
-    if not isinstance(events, list):
-        logger.warning("dropping EVENTS without an event list")
-        return []
-    good = []
-    for event in events:
-        problem = protocol.event_problem(event)
-        if problem:
-            logger.warning("dropping event: %s", problem)
-        else:
-            good.append(event)
-    return good
-
-
-def _error(message: str, rid: Any) -> Message:
-    msg = protocol.error(message)
-    if rid is not None:
-        msg.header["rid"] = rid
-    return msg
-
-
-def _bind(sock: zmq.Socket[bytes], endpoint: str, give_up: float) -> str:
-    """Bind; a remembered port that is taken is tried again until ``give_up`` (a
-    monotonic time), then a random port is taken instead.
-
-    Clients and workers reconnect by themselves only to the endpoints they knew, so a new
-    port strands them; it is the last resort. (An ipc:// path needs no retry: binding
-    replaces a socket file left behind.)
-    """
-    fixed = endpoint.startswith("tcp://") and not endpoint.endswith(":*")
-    while True:
-        try:
-            sock.bind(endpoint)
-            return str(sock.getsockopt_string(zmq.LAST_ENDPOINT))
-        except zmq.ZMQError as exc:
-            if not fixed:
-                raise
-            if exc.errno == zmq.EADDRINUSE and time.monotonic() < give_up:
-                time.sleep(0.1)
-                continue
-            failure = exc
-            break
-    sock.bind(endpoint.rsplit(":", 1)[0] + ":*")
-    bound = str(sock.getsockopt_string(zmq.LAST_ENDPOINT))
-    logger.warning("could not bind %s again (%s); bound %s instead: clients that knew "
-                   "the old endpoint will not find this one", endpoint, failure, bound)
-    return bound
-
 
 def main(config: ResultsConfig, conn: Any, log_level: str = "INFO") -> None:
     """Entry point of the results actor process: binds, reports its endpoints on ``conn``
