@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import zmq
 
-from . import protocol, states
+from . import protocol, states, watch
 from .errors import ConfigurationError, NoRoute, ProtocolError, PublishError, QueueFull
 from .errors import TimeoutError as ZqTimeoutError
 from .protocol import Cmd, Message
@@ -45,7 +45,6 @@ _MAX_WAITS = 5_000
 # drops answers to a peer that has too many unread (a client busy elsewhere).
 _RESENT_QUERIES = frozenset({Cmd.GET, Cmd.SNAPSHOT, Cmd.FORGET})
 # Tasks whose last version a watcher remembers, to spot events it missed.
-_WATCH_MEMORY = 100_000
 
 
 def _ms(seconds: float) -> int:
@@ -400,73 +399,11 @@ class ResultsClient:
         _send_within(self._sock, Message(Cmd.WAIT, {"ids": ids, "timeout_s": _WAIT_RENEW_S * 2}),
                      _WAIT_RENEW_S)
 
+    def subscriber(self) -> zmq.Socket[Any]:
+        """A SUB socket to the results actor's stream (the caller closes it)."""
+        return _socket(self._ctx, zmq.SUB, self.pub_endpoint, self._keys)
+
     def watch(self, ids: list[str] | None, timeout_s: float | None = None,
               ) -> Iterator[dict[str, Any]]:
         """Yield the current state of what is watched, then every change in order."""
-        sub = _socket(self._ctx, zmq.SUB, self.pub_endpoint, self._keys)
-        try:
-            token = b"\x00hello:" + uuid.uuid4().hex.encode()
-            sub.setsockopt(zmq.SUBSCRIBE, token)
-            for topic in ([i.encode() for i in ids] if ids else [b""]):
-                sub.setsockopt(zmq.SUBSCRIBE, topic)
-            # The hello on our own topic proves every subscription above is in place, so
-            # nothing published after the snapshot below can be missed.
-            _await_hello(sub, token, deadline=time.monotonic() + 10.0)
-            snap = self.snapshot(ids)
-            last_seq = snap["seq"]
-            versions: OrderedDict[str, int] = OrderedDict()
-            for meta in snap["states"]:
-                versions[meta["id"]] = meta.get("version", 0)
-                yield meta
-            yield from _stream(sub, last_seq, versions, self, timeout_s)
-        finally:
-            sub.close(linger=0)
-
-
-def _await_hello(sub: zmq.Socket[Any], token: bytes, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if sub.poll(100):
-            frames = sub.recv_multipart()
-            if frames[0] == token:
-                return
-    raise ZqTimeoutError("the results actor did not confirm the subscription")
-
-
-def _stream(sub: zmq.Socket[Any], last_seq: int, versions: OrderedDict[str, int],
-            results: ResultsClient, timeout_s: float | None) -> Iterator[dict[str, Any]]:
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        wait_s = 1.0 if deadline is None else deadline - time.monotonic()
-        if wait_s <= 0:
-            return
-        if not sub.poll(_ms(wait_s)):
-            continue
-        try:
-            _, msg = protocol.recv(sub, routed=True)
-        except ProtocolError as exc:
-            logger.warning("dropping malformed published message: %s", exc)
-            continue
-        if msg.cmd is not Cmd.EVENT:
-            continue
-        event = msg.header
-        if event.get("seq", 0) <= last_seq:
-            continue
-        task_id = event.get("id")
-        if not isinstance(task_id, str):
-            continue
-        known = versions.get(task_id, 0)
-        version = event.get("version", 0)
-        if version <= known:
-            continue
-        if known and version > known + 1:
-            # Dropped under load (the PUB high-water mark): fetch what we missed.
-            for meta in results.get([task_id]):
-                if meta.get("version", 0) > known:
-                    versions[task_id] = meta.get("version", 0)
-                    yield meta
-            continue
-        versions[task_id] = version
-        versions.move_to_end(task_id)
-        if len(versions) > _WATCH_MEMORY:
-            versions.popitem(last=False)
-        yield event
+        return watch.watch(self, ids, timeout_s)

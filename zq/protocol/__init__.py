@@ -38,6 +38,7 @@ from .ids import (
     MAX_MESSAGE_SIZE,
     MAX_QUEUE_NAME,
     MAX_TASK_ID,
+    WATCH_HELLO,
     attempt_label,
     copy_id,
     parse_attempt_label,
@@ -56,6 +57,6 @@ __all__ = [
     "QueryHeader", "ReadyHeader", "StateEvent", "StoredHeader", "TaskHeader",
     "WelcomeHeader",
     # ids and limits
-    "EXCHANGE_TYPES", "MAX_MESSAGE_SIZE", "MAX_QUEUE_NAME", "MAX_TASK_ID",
+    "EXCHANGE_TYPES", "MAX_MESSAGE_SIZE", "MAX_QUEUE_NAME", "MAX_TASK_ID", "WATCH_HELLO",
     "attempt_label", "copy_id", "parse_attempt_label", "tracked_id",
 ]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from ..protocol import Cmd, Message
+from ..protocol import WATCH_HELLO, Cmd, Message
 from .store import Row
 
 # A watcher subscribes to HELLO + a token of its own and is answered on that topic,
 # which tells it that its subscriptions are in place.
-HELLO = b"\x00hello:"
+HELLO = WATCH_HELLO
 
 
 class Stream:
