@@ -28,8 +28,7 @@ from .errors import (
 from .log import get_task_logger
 from .result import AsyncResult, EagerResult, GroupResult
 from .routing import Exchange, Queue
-from .task import Task
-from .trace import current_task
+from .task import Task, current_task
 
 __version__ = "0.1.0"
 

@@ -8,30 +8,27 @@ imported, as Celery's default app comes into being on first use.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    # For the annotations only: the slot holds whatever the App module puts in it, and a
-    # Protocol in its place would have to repeat the App's whole surface.
-    from .app import App
-
-_app: App | None = None
-_make_default: Callable[[], App] | None = None
+# The slot holds whatever the App module puts in it; each module that asks for it says
+# what it needs of it with a Protocol of its own (zq.canvas.CanvasApp, zq.result.ResultsApp).
+_app: Any = None
+_make_default: Callable[[], Any] | None = None
 
 
-def set_current_app(app: App) -> None:
+def set_current_app(app: Any) -> None:
     """Make ``app`` the one used where no App is given (the last App made is)."""
     global _app
     _app = app
 
 
-def set_default_factory(make: Callable[[], App]) -> None:
+def set_default_factory(make: Callable[[], Any]) -> None:
     """How to make an App when one is asked for before any was made."""
     global _make_default
     _make_default = make
 
 
-def current_app() -> App:
+def current_app() -> Any:
     """The App in use: the last one made, else a default one made now."""
     if _app is None:
         if _make_default is None:

@@ -20,8 +20,7 @@ from .errors import ConfigurationError, PublishError
 from .protocol import Cmd
 from .result import AsyncResult, value_of
 from .routing import TaskRoutes, declarations
-from .task import Task
-from .trace import current_request
+from .task import Task, current_request
 from .utils import new_id, to_timestamp
 
 logger = logging.getLogger("zq.app")

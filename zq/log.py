@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from .trace import current_request, current_task
+from .task import current_request, current_task
 
 _FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s"
 _TASK_FORMAT = ("[%(asctime)s: %(levelname)s/%(processName)s] "

@@ -15,6 +15,7 @@ from . import states
 from .canvas import CanvasApp, Signature
 from .errors import MaxRetriesExceededError, Retry
 from .result import AsyncResult, EagerResult
+from . import _running
 from .trace import trace
 from .utils import new_id
 
@@ -29,6 +30,18 @@ class TaskApp(CanvasApp, Protocol):
 
     def register_task_class(self, cls: type[Task]) -> Task: ...
 
+
+
+def current_request() -> Request | None:
+    """The request of the task running in this thread, if one is."""
+    request: Request | None = _running.innermost_request()
+    return request
+
+
+def current_task() -> Task | None:
+    """The task running in this thread, if one is."""
+    task: Task | None = _running.innermost_task()
+    return task
 
 
 class Request:

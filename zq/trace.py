@@ -2,40 +2,73 @@
 
 :func:`trace` runs a task's body once with its request pushed, and says how it ended
 (:class:`Outcome`); the worker reports that outcome, and ``Task.apply`` turns it into an
-eager result. The tasks running in this thread are kept here, for ``current_task``.
+eager result. It takes the task through :class:`Traced`, what it uses of a task.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import threading
 import traceback as tb_module
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from . import states
+from . import _running, states
 from .errors import Ignore, Reject, Retry, SerializationError
-
-if TYPE_CHECKING:
-    from .task import Request, Task
 
 logger = logging.getLogger("zq.task")
 
-_running = threading.local()
+
+class Call(Protocol):
+    """What ``trace`` reads of a call's request (zq.task.Request)."""
+
+    @property
+    def id(self) -> str | None: ...
+
+    @property
+    def retries(self) -> int: ...
 
 
-def current_request() -> Request | None:
-    """The request of the task running in this thread, if one is."""
-    stack: list[Request] = getattr(_running, "stack", [])
-    return stack[-1] if stack else None
+class Traced(Protocol):
+    """What ``trace`` uses of a task (zq.task.Task); handlers are looked up by name."""
 
+    @property
+    def name(self) -> str | None: ...
 
-def current_task() -> Task | None:
-    """The task running in this thread, if one is."""
-    tasks: list[Task] = getattr(_running, "tasks", [])
-    return tasks[-1] if tasks else None
+    @property
+    def autoretry_for(self) -> tuple[type[BaseException], ...]: ...
+
+    @property
+    def dont_autoretry_for(self) -> tuple[type[BaseException], ...]: ...
+
+    @property
+    def retry_kwargs(self) -> dict[str, Any]: ...
+
+    @property
+    def retry_backoff(self) -> bool | float: ...
+
+    @property
+    def retry_backoff_max(self) -> float: ...
+
+    @property
+    def retry_jitter(self) -> bool: ...
+
+    @property
+    def throws(self) -> tuple[type[BaseException], ...]: ...
+
+    @property
+    def request(self) -> Any: ...
+
+    def run(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def push_request(self, request: Any) -> None: ...
+
+    def pop_request(self) -> None: ...
+
+    def before_start(self, task_id: str, args: Sequence[Any], kwargs: dict[str, Any]) -> None: ...
+
+    def retry(self, *, exc: BaseException | None = ..., **options: Any) -> Retry: ...
 
 
 class ExceptionInfo:
@@ -66,7 +99,7 @@ IGNORED = "IGNORED"
 Report = Callable[[Outcome], None]
 
 
-def backoff_countdown(task: Task, retries: int) -> float:
+def backoff_countdown(task: Traced, retries: int) -> float:
     """Celery's exponential backoff: min(max, factor * 2**retries), jittered down to 0..that."""
     factor = 1 if task.retry_backoff is True else float(task.retry_backoff)
     countdown = min(task.retry_backoff_max, factor * (2.0 ** retries))
@@ -75,7 +108,7 @@ def backoff_countdown(task: Task, retries: int) -> float:
     return max(0.0, countdown)
 
 
-def _run(task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+def _run(task: Traced, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     try:
         return task.run(*args, **kwargs)
     except (Retry, Ignore, Reject):
@@ -91,7 +124,7 @@ def _run(task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         raise task.retry(exc=exc, **retry_kwargs) from None
 
 
-def _call_handler(task: Task, handler: str, task_id: str, *args: Any) -> None:
+def _call_handler(task: Traced, handler: str, task_id: str, *args: Any) -> None:
     """Run a handler; what it raises is logged and never ends the worker."""
     try:
         getattr(task, handler)(*args)
@@ -99,7 +132,7 @@ def _call_handler(task: Task, handler: str, task_id: str, *args: Any) -> None:
         logger.exception("%s handler of task %s[%s] raised", handler, task.name, task_id)
 
 
-def trace(task: Task, request: Request, args: Sequence[Any], kwargs: dict[str, Any],
+def trace(task: Traced, request: Call, args: Sequence[Any], kwargs: dict[str, Any],
           report: Report | None = None) -> Outcome:
     """Run one call of ``task`` with Celery's rules for states, retries and handlers.
 
@@ -109,8 +142,7 @@ def trace(task: Task, request: Request, args: Sequence[Any], kwargs: dict[str, A
     """
     task_id = request.id or ""
     task.push_request(request)
-    _running.__dict__.setdefault("stack", []).append(request)
-    _running.__dict__.setdefault("tasks", []).append(task)
+    _running.push(task, request)
     try:
         try:
             task.before_start(task_id, args, kwargs)
@@ -142,11 +174,10 @@ def trace(task: Task, request: Request, args: Sequence[Any], kwargs: dict[str, A
         return _finish(task, request, args, kwargs, outcome)
     finally:
         task.pop_request()
-        _running.stack.pop()
-        _running.tasks.pop()
+        _running.pop()
 
 
-def _finish(task: Task, request: Request, args: Sequence[Any], kwargs: dict[str, Any],
+def _finish(task: Traced, request: Call, args: Sequence[Any], kwargs: dict[str, Any],
             outcome: Outcome) -> Outcome:
     if outcome.state != IGNORED:
         einfo = (ExceptionInfo(outcome.retval, outcome.traceback or "")
@@ -157,7 +188,7 @@ def _finish(task: Task, request: Request, args: Sequence[Any], kwargs: dict[str,
     return outcome
 
 
-def _failure(task: Task, task_id: str, args: Sequence[Any], kwargs: dict[str, Any],
+def _failure(task: Traced, task_id: str, args: Sequence[Any], kwargs: dict[str, Any],
              exc: BaseException, report: Report | None) -> Outcome:
     text = _format(exc)
     outcome = Outcome(states.FAILURE, exc, text)

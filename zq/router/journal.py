@@ -80,12 +80,21 @@ class Journal:
         # Commits written, and (with fsync) how many of them are on disk; compared with
         # ``written`` at the time an answer was ready, ``synced`` says it may go.
         self.written = 0
-        self.syncs = 0
         # The sequence of the last final event recorded (see ``finished``).
         self.event_seq = 0
         self._syncer: Syncer | None = None
         # Held by the syncer around an fsync, and by a rewrite around swapping the file.
         self._swap_lock = threading.Lock()
+
+    @property
+    def syncs(self) -> int:
+        """fsyncs done (with fsync): each covers every commit written before it began."""
+        return self._syncer.syncs if self._syncer is not None else 0
+
+    def _sync_file(self) -> None:
+        # Not while a rewrite swaps the file: what was to be synced is in the new one.
+        with self._swap_lock:
+            os.fsync(self._file.fileno())
 
     @property
     def synced(self) -> int:
@@ -127,7 +136,7 @@ class Journal:
             self.write_error = failed
             self._append_to_old(whole)
         if self.fsync:
-            self._syncer = Syncer(self)
+            self._syncer = Syncer(self._sync_file, self.written, f"journal {self.path}")
             self._syncer.start()
         return replayed
 

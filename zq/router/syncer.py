@@ -5,10 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .journal import Journal
+from collections.abc import Callable
 
 logger = logging.getLogger("zq.journal")
 
@@ -17,12 +14,16 @@ class Syncer(threading.Thread):
     """Runs the journal's fsyncs off the router's loop, each covering every commit written
     before it started; a byte on ``read_fd`` tells the router that one finished."""
 
-    def __init__(self, journal: Journal):
+    def __init__(self, fsync: Callable[[], None], written: int, what: str):
+        """``fsync`` syncs the file (an OSError says it failed); ``written`` commits are
+        on disk already; ``what`` names the file in messages."""
         super().__init__(name="zq-journal-sync", daemon=True)
-        self.journal = journal
-        self.done = journal.written
+        self._fsync = fsync
+        self._what = what
+        self.done = written
+        self.syncs = 0
         self.error: OSError | None = None
-        self._wanted = journal.written
+        self._wanted = written
         self._stopping = False
         self._cond = threading.Condition()
         self.read_fd, self._write_fd = os.pipe()
@@ -48,14 +49,13 @@ class Syncer(threading.Thread):
                     return
                 target = self._wanted
             try:
-                with self.journal._swap_lock:
-                    os.fsync(self.journal._file.fileno())
+                self._fsync()
             except OSError as exc:
-                logger.critical("journal %s: fsync failed: %s", self.journal.path, exc)
+                logger.critical("%s: fsync failed: %s", self._what, exc)
                 self.error = exc
                 self._notify()
                 return
-            self.journal.syncs += 1
+            self.syncs += 1
             with self._cond:
                 self.done = max(self.done, target)
             self._notify()
