@@ -848,7 +848,7 @@ def test_warm_shutdown_takes_no_new_task(tmp_path, log, gate):
         gate.touch()
         assert running.get(timeout=10) == "released"
         assert exit_code(host, 10) == 0
-        assert later.state == states.SENT
+        assert later.state == states.PENDING
         other = cluster.start_workers(concurrency=1)
         assert later.get(timeout=10) == "later"
         assert runs_of(log, later.id)[0].pid in spawned_children(other.pid)

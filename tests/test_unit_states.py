@@ -43,6 +43,7 @@ def test_an_earlier_attempt_loses():
 
 
 def test_state_sets():
-    assert states.READY_STATES == {SUCCESS, FAILURE, REVOKED}
+    # REJECTED is final here: a task that rejected its message for good.
+    assert states.READY_STATES == {SUCCESS, FAILURE, REVOKED, states.REJECTED}
     assert states.PROPAGATE_STATES <= states.READY_STATES
     assert not states.READY_STATES & states.UNREADY_STATES

@@ -2,8 +2,9 @@
 
 from . import states
 from .app import App
-from .canvas import Signature, chain, group, signature
+from .canvas import Signature, chain, chord, chunks, group, maybe_signature, signature, xmap, xstarmap
 from .errors import (
+    CanvasNotSupported,
     ConfigurationError,
     ContentDisallowed,
     DecodeError,
@@ -26,7 +27,8 @@ from .errors import (
     ZqError,
 )
 from .log import get_task_logger
-from .result import AsyncResult, EagerResult, GroupResult
+from .result import AsyncResult, EagerResult
+from .result_set import GroupResult, ResultSet
 from .routing import Exchange, Queue
 from .task import Task, current_task
 
@@ -42,15 +44,22 @@ __all__ = [
     "AsyncResult",
     "EagerResult",
     "GroupResult",
+    "ResultSet",
     "Signature",
     "chain",
+    "chord",
+    "chunks",
     "group",
+    "maybe_signature",
     "signature",
     "states",
+    "xmap",
+    "xstarmap",
     # routing
     "Exchange",
     "Queue",
     # errors
+    "CanvasNotSupported",
     "ConfigurationError",
     "ContentDisallowed",
     "DecodeError",

@@ -20,7 +20,8 @@ from .errors import ConfigurationError, PublishError
 from .protocol import Cmd
 from .result import AsyncResult, value_of
 from .routing import TaskRoutes, declarations
-from .task import Task, current_request
+from .canvas import register_builtins
+from .task import Task, check_time_limits, current_request
 from .utils import new_id, to_timestamp
 
 logger = logging.getLogger("zq.app")
@@ -69,6 +70,7 @@ class App:
         self._clients = _Clients()
         self._state_sink: StateSink | None = None
         self.control = Control(self)
+        register_builtins(self)
         _current.set_current_app(self)
 
     @property
@@ -131,8 +133,17 @@ class App:
         return task
 
     def register_task(self, task: Task | type[Task]) -> Task:
-        """Register a task instance or class made outside the decorator (Celery's API)."""
-        cls = task if isinstance(task, type) else type(task)
+        """Register a task instance or class made outside the decorator (Celery's API).
+
+        An instance is bound to this App and registered itself, as Celery binds it."""
+        if not isinstance(task, type):
+            if task.name is None:
+                setattr(task, "name", self.gen_task_name(type(task).__name__,
+                                                         type(task).__module__))
+            setattr(task, "app", self)
+            self.tasks[task.name or ""] = task
+            return task
+        cls = task
         if cls.app is not self:
             cls = type(cls.__name__, (cls,), {"app": self, "__module__": cls.__module__,
                                                "name": cls.name})
@@ -155,6 +166,9 @@ class App:
         timeout_s = publish_timeout_s if publish_timeout_s is not None \
             else self.settings.publish_timeout_s
         self.router_client().submit(header, body, timeout_s)
+        if header.get("ignore_result"):
+            # Nothing will be stored: get() returns None at once, as in Celery.
+            return AsyncResult(header["id"], app=self, task_name=name, ignored=True)
         return self.track(AsyncResult(header["id"], app=self, task_name=name))
 
     def track(self, result: AsyncResult) -> AsyncResult:
@@ -234,6 +248,7 @@ class App:
             "rate_limit": opt("rate_limit", settings.task_default_rate_limit),
             "mandatory": mandatory or None, "immediate": immediate or None,
         }
+        check_time_limits(optional["soft_time_limit"], optional["time_limit"], name)
         header.update((k, v) for k, v in optional.items() if v is not None)
         for key, value in options.items():
             if key in ("link", "link_error", "chain", "group_id", "copy_id") and value:

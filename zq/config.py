@@ -38,6 +38,8 @@ class Settings:
     result_expires: float = 86400.0
     task_ignore_result: bool = False
     task_track_started: bool = False
+    # A task accepted and not started reads SENT instead of Celery's PENDING.
+    task_track_sent: bool = False
     task_acks_late: bool = False
     task_reject_on_worker_lost: bool | None = None
     task_default_queue: str = "celery"

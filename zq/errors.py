@@ -19,6 +19,7 @@
     ├── SoftTimeLimitExceeded       raised inside a task at its soft time limit
     ├── MaxRetriesExceededError     retry() past max_retries with no exc
     ├── TaskRevokedError            the task was revoked or expired
+    ├── CanvasNotSupported          a canvas shape zq cannot run yet (a chord)
     └── control flow signals, raised by task code and handled by the worker:
         ├── Retry
         ├── Ignore
@@ -72,6 +73,10 @@ class TimeoutError(ZqError):  # noqa: A001 - mirrors celery.exceptions.TimeoutEr
 
 class NotRegistered(ZqError):
     """A task name that is not in the registry."""
+
+
+class CanvasNotSupported(ZqError, NotImplementedError):
+    """A canvas shape zq cannot run yet: a chord, or a group after a task in a chain."""
 
 
 class WorkerLostError(ZqError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
@@ -13,6 +12,7 @@ from ._remote import data_to_exception
 from .config import Settings
 from .control import Control
 from .errors import SerializationError, TaskRevokedError
+from . import _running
 from .utils import from_timestamp
 
 
@@ -65,6 +65,14 @@ def value_of(meta: dict[str, Any], content_types: Iterable[str], *,
         raise
 
 
+def assert_will_not_block(disable_sync_subtasks: bool = True) -> None:
+    """Celery's rule: no waiting for a result inside a task running on a worker."""
+    request = _running.innermost_request()
+    if disable_sync_subtasks and request is not None and not request.is_eager:
+        raise RuntimeError("Never call result.get() within a task! It can deadlock the "
+                           "worker; pass disable_sync_subtasks=False if you must")
+
+
 class AsyncResult:
     """A task's state and result, fetched from the results actor.
 
@@ -72,11 +80,19 @@ class AsyncResult:
     """
 
     def __init__(self, id: str, app: ResultsApp | None = None,  # noqa: A002
-                 task_name: str | None = None):
+                 task_name: str | None = None, parent: AsyncResult | None = None,
+                 ignored: bool = False):
         self.id = id
         self.app: ResultsApp = app if app is not None else current_app()
         self._task_name = task_name
         self._meta: dict[str, Any] | None = None
+        # The chain link before this one, where this client sent the chain.
+        self.parent = parent
+        # The results this task leads to, where this client knows them (the next link of
+        # a chain it sent); None where they are not known here.
+        self.children: list[Any] | None = None
+        # Sent with ignore_result: nothing will be stored, so get() returns None at once.
+        self.ignored = ignored
 
     @property
     def task_id(self) -> str:
@@ -98,7 +114,12 @@ class AsyncResult:
 
     @property
     def state(self) -> str:
-        return str(self._get_meta().get("state", states.PENDING))
+        """The task's state; one accepted but not started reads PENDING, as in Celery,
+        unless the App sets ``task_track_sent`` (then SENT)."""
+        state = str(self._get_meta().get("state", states.PENDING))
+        if state == states.SENT and not self.app.settings.task_track_sent:
+            return states.PENDING
+        return state
 
     status = state
 
@@ -144,7 +165,13 @@ class AsyncResult:
         Woken by the results actor's push, not by polling (``interval`` is accepted for
         Celery's sake and unused). With ``propagate`` a failed task's exception is raised
         here as its own class where it can be imported, else as :class:`zq.TaskError`.
+
+        Inside a running task it raises RuntimeError, as Celery does: a worker waiting on
+        another task can deadlock the pool. ``disable_sync_subtasks=False`` allows it.
         """
+        if self.ignored:
+            return None
+        assert_will_not_block(disable_sync_subtasks)
         if self._meta is None:
             results = self.app.results_client()
             results.track(self)
@@ -157,6 +184,16 @@ class AsyncResult:
         return value
 
     wait = get
+
+    def collect(self, intermediate: bool = False, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
+        """``(result, value)`` for this result and then the children known here,
+        breadth first, waiting for each (``get(**kwargs)``)."""
+        kwargs.setdefault("disable_sync_subtasks", False)
+        queue: list[Any] = [self]
+        while queue:
+            node = queue.pop(0)
+            yield node, node.get(**kwargs)
+            queue.extend(getattr(node, "children", None) or [])
 
     def forget(self) -> None:
         """Delete the stored result."""
@@ -232,53 +269,3 @@ class EagerResult(AsyncResult):
 
     def _decode(self, meta: dict[str, Any]) -> Any:
         return self._retval
-
-
-class GroupResult:
-    """The results of a group, in the order its tasks were given."""
-
-    def __init__(self, id: str, results: list[AsyncResult],  # noqa: A002
-                 app: ResultsApp | None = None):
-        self.id = id
-        self.results = results
-        self.app = app
-
-    def get(self, timeout: float | None = None, propagate: bool = True,
-            **_ignored: Any) -> list[Any]:
-        """Every task's value, in order; ``timeout`` bounds the whole wait."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        values: list[Any] = []
-        for result in self.results:
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            values.append(result.get(timeout=remaining, propagate=propagate))
-        return values
-
-    join = get
-
-    def ready(self) -> bool:
-        return all(r.ready() for r in self.results)
-
-    def successful(self) -> bool:
-        return all(r.successful() for r in self.results)
-
-    def failed(self) -> bool:
-        return any(r.failed() for r in self.results)
-
-    def completed_count(self) -> int:
-        return sum(1 for r in self.results if r.successful())
-
-    def forget(self) -> None:
-        for result in self.results:
-            result.forget()
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __iter__(self) -> Iterator[AsyncResult]:
-        return iter(self.results)
-
-    def __getitem__(self, index: int) -> AsyncResult:
-        return self.results[index]
-
-    def __repr__(self) -> str:
-        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"

@@ -133,7 +133,7 @@ def _json_tag(o: Any) -> Any:
     if isinstance(o, list):
         return [_json_tag(x) for x in o]
     if isinstance(o, dict):
-        for key in o:
+        for key in o.keys():
             if not isinstance(key, str):
                 raise TypeError(f"json keeps only string keys, not {type(key).__name__} "
                                 f"{key!r} (msgpack keeps them)")

@@ -12,16 +12,19 @@ REVOKED = "REVOKED"
 RETRY = "RETRY"
 REJECTED = "REJECTED"
 
-READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
-UNREADY_STATES = frozenset({PENDING, SENT, RECEIVED, STARTED, RETRY, REJECTED})
-EXCEPTION_STATES = frozenset({RETRY, FAILURE, REVOKED})
-PROPAGATE_STATES = frozenset({FAILURE, REVOKED})
+# REJECTED is recorded only for a task that rejected its message for good (Reject with
+# requeue=False, or without acks_late): final here, where Celery leaves it unready and a
+# get() on it waits forever.
+READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED, REJECTED})
+UNREADY_STATES = frozenset({PENDING, SENT, RECEIVED, STARTED, RETRY})
+EXCEPTION_STATES = frozenset({RETRY, FAILURE, REVOKED, REJECTED})
+PROPAGATE_STATES = frozenset({FAILURE, REVOKED, REJECTED})
 ALL_STATES = READY_STATES | UNREADY_STATES
 
 # Within one attempt (one value of request.retries) a task moves through these phases.
 # Custom states (PROGRESS, ...) sit between STARTED and RETRY and may repeat.
-_PHASES = {PENDING: 0, SENT: 1, RECEIVED: 2, STARTED: 3, RETRY: 5, REJECTED: 5,
-           SUCCESS: 6, FAILURE: 6, REVOKED: 6}
+_PHASES = {PENDING: 0, SENT: 1, RECEIVED: 2, STARTED: 3, RETRY: 5,
+           SUCCESS: 6, FAILURE: 6, REVOKED: 6, REJECTED: 6}
 _CUSTOM_PHASE = 4
 
 

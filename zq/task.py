@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
 from . import states
-from .canvas import CanvasApp, Signature
+from .canvas import CanvasApp, Signature, chunks, xmap, xstarmap
 from .errors import MaxRetriesExceededError, Retry
 from .result import AsyncResult, EagerResult
 from . import _running
@@ -44,6 +44,13 @@ def current_task() -> Task | None:
     return task
 
 
+def check_time_limits(soft: float | None, hard: float | None, name: str | None) -> None:
+    """Celery's rule: the soft time limit may not be past the hard one."""
+    if soft and hard and soft > hard:
+        raise ValueError(f"soft_time_limit ({soft}) must be less than or equal to "
+                         f"time_limit ({hard}) for task {name}")
+
+
 class Request:
     """What a running task knows of its own call: ``self.request`` inside a bound task."""
 
@@ -61,6 +68,7 @@ class Request:
         self.called_directly = True
         self.root_id: str | None = None
         self.parent_id: str | None = None
+        self.group: str | None = None
         self.headers: dict[str, Any] = {}
         self.ignore_result = False
         self.time_limit: float | None = None
@@ -113,6 +121,7 @@ class Task:
         super().__init_subclass__(**kwargs)
         if "abstract" not in cls.__dict__:
             cls.abstract = False
+        check_time_limits(cls.soft_time_limit, cls.time_limit, cls.__name__)
         if cls.app is not None and not cls.abstract and cls.run is not Task.run:
             cls.app.register_task_class(cls)
 
@@ -123,11 +132,15 @@ class Task:
 
     @property
     def request_stack(self) -> list[Request]:
+        # A subclass's own __init__ need not call this class's (Celery's tasks need not).
+        local = self.__dict__.get("_local")
+        if local is None:
+            local = self.__dict__.setdefault("_local", threading.local())
         try:
-            return self._local.stack  # type: ignore[no-any-return]
+            return local.stack  # type: ignore[no-any-return]
         except AttributeError:
-            self._local.stack = []
-            return self._local.stack  # type: ignore[no-any-return]
+            local.stack = []
+            return local.stack  # type: ignore[no-any-return]
 
     @property
     def request(self) -> Request:
@@ -170,9 +183,14 @@ class Task:
         """Run the task here and now, as a worker would, and return its result."""
         args, kwargs = tuple(args or ()), dict(kwargs or {})
         task_id = task_id or new_id()
+        parent = current_request()
+        root_id = options.get("root_id") or (
+            (parent.root_id or parent.id) if parent is not None else None) or task_id
+        parent_id = options.get("parent_id") or (parent.id if parent is not None else None)
         request = Request(id=task_id, task=self.name, args=args, kwargs=kwargs,
                           retries=retries, is_eager=True, called_directly=False,
-                          headers=options.get("headers") or {},
+                          headers=options.get("headers") or {}, root_id=root_id,
+                          parent_id=parent_id, group=options.get("group_id"),
                           delivery_info={"is_eager": True})
         outcome = trace(self, request, args, kwargs)
         result = EagerResult(task_id, outcome.retval, outcome.state, outcome.traceback,
@@ -205,10 +223,23 @@ class Task:
 
     def signature(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
                   **options: Any) -> Signature:
+        immutable = bool(options.pop("immutable", False))
         return Signature(self.name or "", args or (), kwargs or {}, options=options,
-                         app=self._app())
+                         immutable=immutable, app=self._app())
 
     subtask = signature
+
+    def map(self, it: Any) -> xmap:
+        """One task message that calls this task with each item of ``it`` on a worker."""
+        return xmap(self.s(), it, app=self._app())
+
+    def starmap(self, it: Any) -> xstarmap:
+        """As :meth:`map`, each item being the arguments."""
+        return xstarmap(self.s(), it, app=self._app())
+
+    def chunks(self, it: Any, n: int) -> chunks:
+        """``it`` (argument tuples) split into parts of ``n``, one message per part."""
+        return chunks(self.s(), it, n, app=self._app())
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return self._app().AsyncResult(task_id)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tests.apps import _shared
 from tests.apps._shared import wait_for
+import zq
 from zq import App
 
 app = App("basic")
@@ -108,3 +109,54 @@ def request_info(self):
     return {"id": request.id, "retries": request.retries, "headers": request.headers,
             "queue": request.delivery_info.get("queue"), "is_eager": request.is_eager,
             "called_directly": request.called_directly}
+
+
+# -- canvas ------------------------------------------------------------------------------
+
+
+@app.task(bind=True)
+def lineage(self, *args):
+    """Where the running task sits in a workflow: its ids, and what it was given."""
+    request = self.request
+    return {"id": request.id, "root_id": request.root_id, "parent_id": request.parent_id,
+            "group": request.group, "args": list(args)}
+
+
+@app.task
+def xsum(values):
+    return sum(values)
+
+
+@app.task
+def run_signature(sig):
+    """Rebuild a signature that travelled as an argument, and call it here."""
+    return zq.signature(sig)()
+
+
+@app.task
+def make_signature(x, y):
+    """Return a signature, for the caller to rebuild and send."""
+    return add.s(x, y)
+
+
+@app.task
+def reject_for_good():
+    raise zq.Reject("not for me", requeue=False)
+
+
+@app.task
+def wait_inside(allow=False):
+    """Wait for another task's result inside a task: Celery refuses unless allowed."""
+    return add.delay(1, 1).get(timeout=10, disable_sync_subtasks=not allow)
+
+
+class Counter(app.Task):
+    name = "basic.Counter"
+
+    def __init__(self):
+        # A task's own __init__ need not call the base class's (as in Celery).
+        self.start = 10
+
+    def run(self, step):
+        self.start += step
+        return self.start

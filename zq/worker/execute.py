@@ -147,6 +147,11 @@ class Executor:
                 logger.warning("task %s[%s] asked to be requeued, but it was acknowledged on "
                                "receipt (not acks_late): dropped", task.name, request.id)
                 requeue = False
+            if outcome.state == states.REJECTED and not requeue:
+                self._final = self._tagged(protocol.state_event(
+                    request.id or "", states.REJECTED, retries=request.retries,
+                    name=task.name, ts=time.time(),
+                    exc=exception_to_data(outcome.retval, outcome.traceback)))
             return Executed(done_record(header, self._take_final(), requeue=requeue),
                             executed.events, executed.next_task)
         except (Exception, SystemExit) as exc:
@@ -242,7 +247,8 @@ class Executor:
                            "queue": h.get("queue"), "priority": h.get("priority"),
                            "redelivered": bool(h.get("redelivered"))},
             is_eager=False, called_directly=False, root_id=h.get("root_id") or h["id"],
-            parent_id=h.get("parent_id"), headers=h.get("headers") or {},
+            parent_id=h.get("parent_id"), group=h.get("group_id"),
+            headers=h.get("headers") or {},
             ignore_result=bool(ignore), time_limit=h.get("time_limit"),
             soft_time_limit=h.get("soft_time_limit"), content_type=h.get("ct"),
             acks_late=bool(h.get("acks_late")), copy_id=h.get("copy_id"))

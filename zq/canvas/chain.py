@@ -1,0 +1,178 @@
+"""chain: tasks run one after another, each given the result of the one before."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .. import states
+from ..errors import CanvasNotSupported
+from ..result import AsyncResult
+from .. import _running
+from ..utils import new_id
+from .signature import _KINDS, CanvasApp, Signature, _kind, _wire_options, maybe_signature
+
+
+def _members(tasks: tuple[Any, ...]) -> Iterable[Any]:
+    """``chain(a, b)`` and ``chain([a, b])`` (or a generator) both give ``a, b``."""
+    if len(tasks) == 1 and not isinstance(tasks[0], dict):
+        return tuple(tasks[0])
+    return tasks
+
+
+@_kind
+class chain(Signature):  # noqa: N801 - Celery's name
+    """Tasks run one after another, each given the result of the one before.
+
+    A chain inside a chain is flattened into it, and a group followed by a task becomes a
+    chord, as in Celery. The first task is sent with the rest of the chain in its message;
+    the worker that finishes a link sends the next one with the result put before its
+    arguments (not for an immutable one). Every link knows the chain's first task as its
+    ``root_id`` and the link before it as its ``parent_id``.
+    """
+
+    kind = "chain"
+
+    def __init__(self, *tasks: Any, app: CanvasApp | None = None, **options: Any):
+        flat: list[Signature] = []
+        for task in _members(tasks):
+            sig = maybe_signature(task, app)
+            if sig is None:
+                continue
+            if isinstance(sig, chain):
+                for inner in sig.tasks:
+                    _append(flat, inner)
+            else:
+                _append(flat, sig)
+        first_app = app or next((t.app for t in flat if t.app is not None), None)
+        super().__init__("zq.chain", (), {"tasks": flat}, options, app=first_app)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], app: CanvasApp | None = None) -> Signature:
+        return cls(*data["kwargs"]["tasks"], app=app, **(data.get("options") or {}))
+
+    @property
+    def tasks(self) -> tuple[Signature, ...]:
+        return tuple(self.kwargs["tasks"])
+
+    def __or__(self, other: Any) -> Signature:  # type: ignore[override]
+        if isinstance(other, Signature):
+            return chain(*self.tasks, other, app=self.app, **self.options)
+        return NotImplemented
+
+    def _prepared(self, args: Sequence[Any] | None, kwargs: dict[str, Any] | None,
+                  options: dict[str, Any]) -> list[Signature]:
+        """The links with their ids, root and parent ids fixed, the chain's options given
+        out as Celery does: ``link`` to the last, ``link_error`` to every link, others to
+        the first."""
+        args, kwargs = self._partial(args, kwargs, "tasks")
+        options = {**self.options, **options}
+        links = [t.clone() for t in self.tasks]
+        if not links:
+            raise ValueError("a chain needs at least one task")
+        last_id = options.pop("task_id", None)
+        if last_id:
+            links[-1].options["task_id"] = last_id
+        for link in links:
+            link.options.setdefault("task_id", new_id())
+        parent = _running.innermost_request()
+        root_id = options.pop("root_id", None) or (
+            (parent.root_id or parent.id) if parent is not None else None) or links[0].id
+        parent_id = options.pop("parent_id", None) or (parent.id if parent is not None else None)
+        for link in links:
+            link.options["root_id"] = root_id
+            if parent_id:
+                link.options["parent_id"] = parent_id
+            parent_id = link.id
+        for errback in _as_list(options.pop("link_error", None)):
+            for link in links:
+                link.link_error(errback)
+        for callback in _as_list(options.pop("link", None)):
+            links[-1].link(callback)
+        group_id = options.pop("group_id", None)
+        if group_id:
+            links[-1].options["group_id"] = group_id
+        links[0] = links[0].clone(args, kwargs, **options)
+        return links
+
+    def apply_async(self, args: Sequence[Any] | None = None,
+                    kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        """Send the first link; returns the last link's result, whose ``parent`` walks
+        back along the chain (as Celery does)."""
+        app = self._app()
+        if app.settings.task_always_eager:
+            return self.apply(args, kwargs, **options)
+        if len(self.tasks) == 1 and self.tasks[0].kind in ("group", "chord", "chunks"):
+            return self.tasks[0].apply_async(args, kwargs, **options)
+        links = self._prepared(args, kwargs, options)
+        for link in links:
+            if link.kind in ("group", "chord", "chunks"):
+                raise CanvasNotSupported(
+                    f"a {link.kind} inside a chain ({link!r}) is not supported yet: a group "
+                    f"followed by a task is a chord, and zq runs no chords yet")
+        first, rest = links[0], links[1:]
+        if rest:
+            first.options["chain"] = [
+                dict(link.to_dict(), options=_wire_options(link.to_dict()["options"]))
+                for link in rest]
+        first.apply_async()
+        return _results(links, app)
+
+    def apply(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+              **options: Any) -> Any:
+        """Run every link here, one after another; stops at the first that does not
+        succeed and returns its result (its ``parent`` walks back)."""
+        links = self._prepared(args, kwargs, options)
+        previous: Any = None
+        for index, link in enumerate(links):
+            if index == 0:
+                result = link.apply()
+            else:
+                result = link.apply((previous.get(),))
+            if previous is not None:
+                result.parent = previous
+                previous.children = [result]
+            previous = result
+            if not _succeeded(result):
+                break
+        return previous
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+    def __repr__(self) -> str:
+        return " | ".join(map(repr, self.tasks)) or "chain()"
+
+
+def _append(flat: list[Signature], sig: Signature) -> None:
+    """Add ``sig`` to a chain's links: after a group it makes a chord with that group."""
+    if flat and flat[-1].kind == "group" and sig.kind not in ("group",):
+        chord: Any = _KINDS["chord"]
+        flat[-1] = chord(flat[-1], sig)
+    else:
+        flat.append(sig)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _succeeded(result: Any) -> bool:
+    if hasattr(result, "results"):
+        return all(_succeeded(r) for r in result.results)
+    return bool(result.state == states.SUCCESS)
+
+
+def _results(links: list[Signature], app: CanvasApp) -> AsyncResult:
+    """The links' results, each knowing the one before (``parent``) and after."""
+    previous: AsyncResult | None = None
+    for link in links:
+        result = AsyncResult(link.id or "", app=app, task_name=link.task, parent=previous)
+        if previous is not None:
+            previous.children = [result]
+        previous = result
+    assert previous is not None
+    app.track(previous)
+    return previous
