@@ -397,11 +397,32 @@ def test_a_done_is_journaled_with_its_result_and_confirmed_to_the_actor():
     r.core.replies.clear()
     r.done(b"w", "a")
     assert r.journal.records[-2:] == [("D", "a", 0), ("E", 1, states.SUCCESS)]
-    assert r.replies_to(b"w")[0].cmd is Cmd.CONFIRM
-    assert r.replies_to(b"w")[0].header == {"done": [["a", 0]]}
+    # Nothing reserved behind it: the confirmation waits for the next TASK (or the next
+    # housekeeping), a message saved per task.
+    assert r.replies_to(b"w") == []
+    assert r.core.take_confirms(b"w") == [["a", 0]]
     assert list(r.core.unstored) == [1]
     r.core.stored(1)
     assert not r.core.unstored and r.journal.records[-1] == ("S", 1)
+
+
+def test_a_done_is_confirmed_at_once_to_an_actor_with_a_reserved_task_waiting():
+    r = Router()
+    _running(r, b"w", "a", "b")
+    r.core.replies.clear()
+    r.done(b"w", "a")
+    assert [(m.cmd, m.header) for m in r.replies_to(b"w")] == [
+        (Cmd.CONFIRM, {"done": [["a", 0]]})]
+
+
+def test_confirmations_not_sent_with_a_task_go_at_housekeeping():
+    r = Router()
+    _running(r, b"w", "a")
+    r.core.replies.clear()
+    r.done(b"w", "a")
+    r.core.flush_confirms()
+    assert [m.cmd for m in r.replies_to(b"w")] == [Cmd.CONFIRM]
+    assert r.core.take_confirms(b"w") is None
 
 
 def test_every_final_event_the_router_makes_is_journaled_with_the_end():

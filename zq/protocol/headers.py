@@ -79,6 +79,7 @@ class WelcomeHeader(TypedDict, total=False):
     drop: list[list[Any]]        # [tracked id, retries]
     confirm: list[list[Any]]     # [tracked id, retries]
     lease_s: float
+    task_confirms: bool          # a TASK to an actor of prefetch 1 confirms its DONEs
 
 
 class ConfirmHeader(TypedDict):

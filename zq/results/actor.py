@@ -44,6 +44,8 @@ _SNAPSHOT_LIMIT = 10_000
 _STEP_S = 1.0
 # How long a stopping results actor waits for events still on their way.
 _LAST_EVENTS_WAIT_S = 0.2
+# The router keeps results until told they are stored; telling it this often is enough.
+_ACK_EVERY_S = 0.1
 
 
 
@@ -79,6 +81,10 @@ class ResultsActor:
         # Set when the store refused a write: acknowledgements wait until the router has
         # sent again, and this actor stored, every final event it was not told stored.
         self._withholding = False
+        # What is acknowledged next, per peer, and when: at most every _ACK_EVERY_S, so
+        # that a busy router is not woken (and its journal written) once per batch.
+        self._stored: dict[bytes, int] = {}
+        self._next_ack = 0.0
         self._next_expire = 0.0
         self._next_trim = 0.0
 
@@ -153,6 +159,8 @@ class ResultsActor:
             logger.warning("the router (pid %d) is gone; stopping", self.lifeline.parent_pid)
             self.stopping = True
             return
+        if self._stored:  # acknowledgements are due by then
+            timeout_s = min(timeout_s, max(0.0, self._next_ack - time.monotonic()))
         ready = dict(self.poller.poll(int(timeout_s * 1000)))
         if self.wakeup is not None and self.wakeup.fd in ready:
             self.wakeup.drain()
@@ -204,19 +212,22 @@ class ResultsActor:
                              "until the router sends those results again")
             self._withholding = True
             return
-        stored: dict[bytes, int] = {}
         for peer, upto, resync, complete in acks:
             if self._withholding and not resync:
                 continue
-            stored[peer] = max(upto, stored.get(peer, upto))
+            self._stored[peer] = max(upto, self._stored.get(peer, upto))
             if complete:
                 self._withholding = False
-        for peer, upto in stored.items():
-            try:
-                protocol.send(self.ingest, Message(Cmd.STORED, {"upto": upto}),
-                              identity=peer, flags=zmq.NOBLOCK)
-            except zmq.ZMQError as exc:
-                logger.debug("could not acknowledge to %r: %s", peer, exc)
+        now = time.monotonic()
+        if self._stored and (now >= self._next_ack or self.stopping):
+            self._next_ack = now + _ACK_EVERY_S
+            for peer, upto in self._stored.items():
+                try:
+                    protocol.send(self.ingest, Message(Cmd.STORED, {"upto": upto}),
+                                  identity=peer, flags=zmq.NOBLOCK)
+                except zmq.ZMQError as exc:
+                    logger.debug("could not acknowledge to %r: %s", peer, exc)
+            self._stored.clear()
 
     def _read_queries(self, replies: list[tuple[bytes, Message]]) -> None:
         """Answer a batch of queries, each at once unless events it sent still wait to

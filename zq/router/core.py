@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import protocol, states
-from ..protocol import Message, exception_data
+from ..protocol import Cmd, Message, exception_data
 from .bindings import Bindings
 from .book import INFLIGHT, QUEUED, SCHEDULED, Book, Entry
 from .dispatch import Dispatch
@@ -52,12 +52,33 @@ class Core:
         # Final events recorded in the journal that the results actor has not confirmed
         # storing yet, by journal sequence: sent again to a restarted results actor.
         self.unstored: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        # DONEs recorded and not yet confirmed to their actors (see ``confirm``).
+        self.confirms: dict[bytes, list[list[Any]]] = {}
         # Something was queued or some actor has new credit: a dispatch round is due.
         self.dirty = False
         # What a WELCOME tells a peer: the results actor's endpoints, the router's epoch.
         self.welcome: dict[str, Any] = {}
         # What the loop adds to ``stats`` (its epoch, the journal's counts).
         self.info: Callable[[], dict[str, Any]] = dict
+
+    def confirm(self, identity: bytes, keys: list[list[Any]], *, urgent: bool) -> None:
+        """Tell an actor these DONEs are recorded. Urgent when it holds a reserved task it
+        may start only then (or, with fsync, when the answer must wait for the sync);
+        otherwise the confirmation rides with the next TASK to that actor, or goes at the
+        next housekeeping (``flush_confirms``), saving a message per task."""
+        if urgent or self.durable.journal.fsync:
+            self.reply(identity, Message(Cmd.CONFIRM, {"done": keys}))
+        else:
+            self.confirms.setdefault(identity, []).extend(keys)
+
+    def take_confirms(self, identity: bytes) -> list[list[Any]] | None:
+        """The confirmations waiting for ``identity``, to send with a TASK."""
+        return self.confirms.pop(identity, None)
+
+    def flush_confirms(self) -> None:
+        for identity, keys in self.confirms.items():
+            self.reply(identity, Message(Cmd.CONFIRM, {"done": keys}))
+        self.confirms.clear()
 
     def seen(self, identity: bytes, now: float) -> None:
         """A message came from ``identity``: an actor's liveness."""

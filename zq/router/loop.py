@@ -234,6 +234,7 @@ class Router:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + _HOUSEKEEPING_S
             members.housekeeping(core, now)
+            core.flush_confirms()
             self._resend_unstored()
         if core.bindings_changed:
             files.save_bindings(self.core, self._bindings_path)
@@ -303,12 +304,21 @@ class Router:
 
     def _deliver(self, identity: bytes, entries: list[Entry]) -> None:
         """What one actor got in a dispatch round, in one message."""
-        if len(entries) == 1:
+        actor = self.core.actors.get(identity)
+        # An actor holding one task at a time takes this TASK as the confirmation (see
+        # members.on_ready); others get theirs with it. What is not sent here goes at the
+        # next housekeeping anyway.
+        confirms = None if actor is None or actor.window <= 1 \
+            else self.core.take_confirms(identity)
+        if len(entries) == 1 and confirms is None:
             entry = entries[0]
             msg = Message(Cmd.TASK, entry.header, entry.body, entry.raw_header)
         else:
-            msg = Message(Cmd.TASK, {"tasks": [[e.raw_header or protocol.pack(e.header), e.body]
-                                               for e in entries]})
+            header: dict[str, Any] = {"tasks": [[e.raw_header or protocol.pack(e.header),
+                                                 e.body] for e in entries]}
+            if confirms is not None:
+                header["confirm"] = confirms  # sent after this step's journal write
+            msg = Message(Cmd.TASK, header)
         if not self._send(identity, msg):
             self.core.undeliverable(identity, entries)
 

@@ -50,6 +50,7 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
     else:
         actor.queues, actor.credit = names, credit
         actor.placeholder = False
+    actor.window = credit + len(holding)
     # Outcomes it could not be sure the router recorded (it reconnected, or was told to
     # announce itself): taken first, so that a replayed copy of a finished task never runs.
     confirmed = [_outcome(core, record) for record in outcomes]
@@ -66,6 +67,10 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
         core.hosts[actor.host] = HostState(actor.host, b"", now)
     welcome = core.welcome_for(msg)
     welcome["lease_s"] = core.lease_s
+    if not core.durable.journal.fsync:
+        # A TASK to an actor that holds one task at a time leaves only after the router
+        # took its last DONE and wrote the journal: the TASK itself confirms that DONE.
+        welcome["task_confirms"] = True
     if confirmed:
         welcome["confirm"] = confirmed
     if disowned:
@@ -97,9 +102,9 @@ def on_done(core: Core, identity: bytes, msg: Message, now: float) -> None:
         actor.credit = 0
         core.reply(identity, Message(Cmd.RESYNC))
         return
-    # Recorded now (journaled in this step; with fsync, sent once synced): the actor may
-    # forget these outcomes and start its next reserved task.
-    core.reply(identity, Message(Cmd.CONFIRM, {"done": confirmed}))
+    # Recorded now (journaled in this step): the actor may forget these outcomes, and
+    # start its next reserved task; with none reserved it is told with its next TASK.
+    core.confirm(identity, confirmed, urgent=bool(actor.inflight))
     core.set_hungry(actor)
 
 

@@ -28,6 +28,8 @@ class ActorState:
     turn: int = 0
     # When the router last heard from it (any message).
     last_seen: float = 0.0
+    # How many tasks it may hold at once (its prefetch), as its last READY said.
+    window: int = 0
 
     @property
     def name(self) -> str:

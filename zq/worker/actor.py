@@ -70,6 +70,8 @@ class Actor:
         # The lease: reserved tasks start only within lease_s of the router's last word.
         self._last_heard = 0.0
         self._last_announced = 0.0
+        # Whether a TASK confirms the DONEs before it (the router said so in its WELCOME).
+        self._task_confirms = False
         self.lease_s = _DEFAULT_LEASE_S
         self._finished: list[dict[str, Any]] = []
 
@@ -232,6 +234,7 @@ class Actor:
                 pass  # the router's answer to ours: the lease goes on
             elif msg.cmd is Cmd.WELCOME:
                 self._welcomed = True
+                self._task_confirms = msg.header.get("task_confirms") is True
                 lease_s = msg.header.get("lease_s")
                 if isinstance(lease_s, (int, float)) and lease_s > 0:
                     self.lease_s = float(lease_s)
@@ -254,10 +257,14 @@ class Actor:
     # -- the buffer of prefetched tasks --------------------------------------------------
 
     def _take(self, msg: Message) -> None:
+        if self._task_confirms and self.config.worker.prefetch == 1:
+            # Sent only after the router took this actor's last DONE and wrote it down.
+            self.unconfirmed.clear()
         batch = msg.header.get("tasks")
         if batch is None:
             self.buffer.append(msg)
             return
+        self._confirmed(msg.header.get("confirm"))
         for item in batch if isinstance(batch, list) else ():
             try:
                 raw_header, body = item
