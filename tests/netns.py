@@ -29,7 +29,9 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
+
+from zq.testing import Process
 
 PREFIX = "zqn"
 SUBNET = "10.200.0"
@@ -112,53 +114,14 @@ class Host:
         return f"Host({self.namespace}, {self.address})"
 
 
-class Started:
+class Started(Process):
     """A process started inside a namespace (``ip netns exec`` execs it, so the PID is the
-    command's own); it leads a session of its own, so its children can be killed with it."""
+    command's own), stopped as :class:`zq.testing.Process` stops one."""
 
     def __init__(self, namespace: str, argv: Sequence[str], log_path: Path,
                  env: dict[str, str], cwd: Path | str | None, pipes: bool):
-        self.log_path = log_path
-        self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        pipe = subprocess.PIPE if pipes else subprocess.DEVNULL
-        self.popen = subprocess.Popen(
-            ["ip", "netns", "exec", namespace, *argv], env=env, cwd=cwd,
-            stdin=pipe, stdout=subprocess.PIPE if pipes else self._log,
-            stderr=self._log, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, timeout_s: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL to the whole session if it has not exited in time."""
-        if self.alive():
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.popen.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        for stream in (self.popen.stdin, self.popen.stdout):
-            if stream is not None:
-                stream.close()
-        self._log.close()
-        return self.popen.returncode
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
+        super().__init__(namespace, list(argv), log_path, env, cwd,
+                         command=["ip", "netns", "exec", namespace, *argv], pipes=pipes)
 
 
 class Lan:

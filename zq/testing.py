@@ -32,17 +32,24 @@ class ClusterError(RuntimeError):
 
 
 class Process:
-    """One started zq process: its Popen, its log file, and how to stop it."""
+    """One started process (``zq`` with ``args``, unless a whole ``command`` is given): its
+    Popen, its log file, and how to stop it. It leads a session of its own, so that its
+    children are stopped with it. With ``pipes`` its stdin and stdout are pipes to talk
+    to it through, and only its stderr goes to the log."""
 
     def __init__(self, name: str, args: Sequence[str], log_path: Path, env: dict[str, str],
-                 cwd: Path | None = None):
+                 cwd: Path | str | None = None, *, command: Sequence[str] | None = None,
+                 pipes: bool = False):
         self.name = name
         self.args = list(args)
         self.log_path = log_path
         self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen([sys.executable, "-m", "zq", *args], stdout=self._log,
-                                      stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            list(command) if command is not None else [sys.executable, "-m", "zq", *args],
+            stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if pipes else self._log,
+            stderr=self._log if pipes else subprocess.STDOUT,
+            env=env, cwd=cwd, start_new_session=True)
 
     @property
     def pid(self) -> int:
@@ -75,6 +82,9 @@ class Process:
             self.popen.wait(5)
         except subprocess.TimeoutExpired:
             pass
+        for stream in (self.popen.stdin, self.popen.stdout):
+            if stream is not None:
+                stream.close()
         self._log.close()
         return self.popen.returncode
 
