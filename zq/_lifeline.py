@@ -7,9 +7,10 @@ Two mechanisms, because neither is enough alone:
   parent that died before that is missed; :func:`attach` checks for that right after.
   The kernel watches the *thread* that started the child: start children from a thread
   that lives as long as the process (zq's routers and supervisors use their main thread).
-* :meth:`Lifeline.parent_alive`, a cheap check the child's loop makes each step: once its
+* :meth:`Lifeline.parent_alive`, a check the child's loop makes each step: once its
   parent has died, a child is adopted (by init or a subreaper) and its parent PID is never
-  the dead parent's again. It covers systems without ``prctl``.
+  the dead parent's again. It covers systems without ``prctl``, so it asks the kernel at
+  most once a second: a busy actor steps once per task.
 
 The parent's PID comes from :mod:`multiprocessing` (the spawn start method passes it on
 the command line), not from ``os.getppid()`` at start-up: that would already be the
@@ -24,10 +25,13 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 
 logger = logging.getLogger("zq.lifeline")
 
 _PR_SET_PDEATHSIG = 1
+# How often parent_alive asks the kernel (a syscall); in between it answers from memory.
+_CHECK_EVERY_S = 1.0
 
 
 class Lifeline:
@@ -35,9 +39,16 @@ class Lifeline:
 
     def __init__(self, parent_pid: int):
         self.parent_pid = parent_pid
+        self._next_check = 0.0
 
     def parent_alive(self) -> bool:
-        return os.getppid() == self.parent_pid
+        now = time.monotonic()
+        if now < self._next_check:
+            return True
+        if os.getppid() != self.parent_pid:
+            return False
+        self._next_check = now + _CHECK_EVERY_S
+        return True
 
 
 def attach(signum: int = signal.SIGTERM) -> Lifeline:
