@@ -38,8 +38,6 @@ logger = logging.getLogger("zq.actor")
 
 _SEND_WAIT_MS = 500
 _SEND_GRACE_MS = 2000
-# With reserved tasks waiting and no word from the router for the lease, ask this often.
-_ASK_LEASE_S = 0.1
 # Until the first WELCOME says otherwise.
 _DEFAULT_LEASE_S = 5.0
 # What the router sends only to an actor it counts as alive: these renew the lease.
@@ -192,8 +190,6 @@ class Actor:
             return
         self._renew_if_lapsed()
         may_start = bool(self.buffer) and self._may_start()
-        if self.buffer and not may_start and self._welcomed and not self.unconfirmed:
-            timeout_s = min(timeout_s, _ASK_LEASE_S)
         wait_ms = 0 if may_start else int(timeout_s * 1000)
         ready = dict(self.poller.poll(wait_ms))
         if self.wakeup is not None and self.wakeup.fd in ready:
@@ -215,12 +211,8 @@ class Actor:
             # result must not wait for it.
             self._flush_done()
             self._maybe_recycle()
-        else:
-            since_sent = time.monotonic() - self._last_sent
-            # Reserved tasks wait for the lease: ask the router for a word now.
-            asking = bool(self.buffer) and self._welcomed and not self.unconfirmed
-            if since_sent >= (_ASK_LEASE_S if asking else self.config.worker.heartbeat_interval_s):
-                self._send(Message(Cmd.HEARTBEAT))
+        elif time.monotonic() - self._last_sent >= self.config.worker.heartbeat_interval_s:
+            self._send(Message(Cmd.HEARTBEAT))
 
     def _drain(self) -> None:
         for _, msg in protocol.drain(self.sock):
