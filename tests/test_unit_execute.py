@@ -10,7 +10,8 @@ import pytest
 from zq import App, serialization, states
 from zq.errors import Reject
 from zq.protocol import Cmd, Message, copy_id
-from zq.worker.execute import Executed, Executor, NextTask, revoked_record
+from zq.canvas import Signature
+from zq.worker.execute import Executed, Executor, revoked_record
 
 app = App("unit-execute", router="ipc:///nonexistent/zq-unit-tests.sock")
 
@@ -75,7 +76,7 @@ def test_success_is_the_done_record_with_the_result_and_nothing_else(executor, e
     assert executed.done["event"]["state"] == states.SUCCESS
     assert executed.done["event"]["name"] == "ex.add"
     assert result_of(executed) == 5
-    assert executed.events == [] and executed.next_task is None
+    assert executed.events == [] and executed.sends == []
     assert emitted == []
 
 
@@ -134,23 +135,26 @@ def test_a_chain_link_returns_the_next_link_with_its_result(executor):
              {"task": "ex.add", "args": [100], "options": {"task_id": "third"}}]
     executed = executor.execute(task_message("ex.add", 1, 2, chain=links))
     assert result_of(executed) == 3
-    assert executed.next_task == NextTask(
-        "ex.add", (3, 10), {}, {"task_id": "second", "chain": links[1:]})
+    [nxt] = executed.sends
+    assert nxt.signature == Signature(links[0]) and nxt.args == (3,)
+    assert nxt.options == {"chain": links[1:]}
+    sig = nxt.signature.clone(nxt.args)
+    assert sig.args == (3, 10) and sig.id == "second"
 
 
 def test_an_immutable_link_does_not_take_the_result(executor):
     links = [{"task": "ex.add", "args": [1, 1], "immutable": True, "options": {}}]
     executed = executor.execute(task_message("ex.add", 1, 2, chain=links))
-    assert executed.next_task is not None
-    assert executed.next_task.args == (1, 1)
-    assert "chain" not in executed.next_task.options
+    [nxt] = executed.sends
+    assert nxt.signature.clone(nxt.args).args == (1, 1)
+    assert "chain" not in nxt.options
 
 
 def test_a_failed_chain_link_fails_the_links_after_it(executor):
     links = [{"task": "ex.add", "options": {"task_id": "second"}},
              {"task": "ex.add", "options": {"task_id": "third"}}]
     executed = executor.execute(task_message("ex.divide", 1, 0, chain=links))
-    assert executed.next_task is None
+    assert executed.sends == []
     assert [(e["id"], e["state"]) for e in executed.events] == [
         ("second", states.FAILURE), ("third", states.FAILURE)]
     assert executed.events[0]["exc"]["type"] == "ZeroDivisionError"

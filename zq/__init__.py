@@ -5,6 +5,7 @@ from .app import App
 from .canvas import Signature, chain, chord, chunks, group, maybe_signature, signature, xmap, xstarmap
 from .errors import (
     CanvasNotSupported,
+    ChordError,
     ConfigurationError,
     ContentDisallowed,
     DecodeError,
@@ -60,6 +61,7 @@ __all__ = [
     "Queue",
     # errors
     "CanvasNotSupported",
+    "ChordError",
     "ConfigurationError",
     "ContentDisallowed",
     "DecodeError",

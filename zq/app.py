@@ -43,6 +43,12 @@ class _Clients(threading.local):
             weakref.WeakValueDictionary())
 
 
+# Options that travel in a task's header as they are (the canvas's): what follows the
+# task, its group, and its place in a chord.
+_PASSED_ON = frozenset({"link", "link_error", "chain", "group_id", "copy_id", "chord",
+                        "chord_index", "chord_size", "chord_immutable"})
+
+
 class App:
     """A zq application: where tasks are registered and from where they are sent.
 
@@ -251,7 +257,7 @@ class App:
         check_time_limits(optional["soft_time_limit"], optional["time_limit"], name)
         header.update((k, v) for k, v in optional.items() if v is not None)
         for key, value in options.items():
-            if key in ("link", "link_error", "chain", "group_id", "copy_id") and value:
+            if key in _PASSED_ON and value is not None and value != []:
                 header[key] = value
         return header, body
 

@@ -129,6 +129,11 @@ class Retry(ZqError):
         return type(self), (self.message, self.exc, self.when)
 
 
+class ChordError(ZqError):
+    """A chord's header task did not succeed: the chord's body never runs and fails with
+    this, naming the task (``Dependency <id> raised ...``)."""
+
+
 class Ignore(ZqError):
     """Raised by a task to end it with no state recorded."""
 

@@ -80,7 +80,7 @@ class AsyncResult:
     """
 
     def __init__(self, id: str, app: ResultsApp | None = None,  # noqa: A002
-                 task_name: str | None = None, parent: AsyncResult | None = None,
+                 task_name: str | None = None, parent: Any = None,
                  ignored: bool = False):
         self.id = id
         self.app: ResultsApp = app if app is not None else current_app()

@@ -12,8 +12,11 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
 from . import states
-from .canvas import CanvasApp, Signature, chunks, xmap, xstarmap
-from .errors import MaxRetriesExceededError, Retry
+from .canvas import CanvasApp, Signature, chord, chunks, follow, signature, xmap, xstarmap
+from .canvas.follow import derived_id
+from .canvas.signature import SINGLE_MESSAGE
+from .canvas.group import ACCUMULATE_TASK
+from .errors import Ignore, MaxRetriesExceededError, Retry
 from .result import AsyncResult, EagerResult
 from . import _running
 from .trace import trace
@@ -42,6 +45,21 @@ def current_task() -> Task | None:
     """The task running in this thread, if one is."""
     task: Task | None = _running.innermost_task()
     return task
+
+
+def _listed(value: Any) -> list[Any] | None:
+    if value is None:
+        return None
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _relay_to(sig: Signature, task_id: str) -> None:
+    """Mark the task whose result is ``sig``'s (its last link, a chord's body) as the
+    one the router relays to ``task_id``, the replaced task: a chord of one part."""
+    if sig.kind == "chain":
+        _relay_to(sig.kwargs["tasks"][-1], task_id)
+    else:
+        sig.set(chord=task_id, chord_index=0)
 
 
 def check_time_limits(soft: float | None, hard: float | None, name: str | None) -> None:
@@ -77,6 +95,15 @@ class Request:
         self.acks_late = False
         # Set on a copy of a task that an exchange sent to several queues.
         self.copy_id: str | None = None
+        # What follows the task, as signature dicts: the links to call with its result
+        # (``link``), the errbacks (``link_error``), the rest of its chain.
+        self.callbacks: list[Any] | None = None
+        self.errbacks: list[Any] | None = None
+        self.chain: list[Any] | None = None
+        # [chord body id, index] when the task is part of a chord's header.
+        self.chord: list[Any] | None = None
+        # Set by ``Task.replace``: the task's result is to be its replacement's.
+        self.replaced = False
         self.__dict__.update(fields)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -191,13 +218,29 @@ class Task:
                           retries=retries, is_eager=True, called_directly=False,
                           headers=options.get("headers") or {}, root_id=root_id,
                           parent_id=parent_id, group=options.get("group_id"),
-                          delivery_info={"is_eager": True})
+                          delivery_info={"is_eager": True},
+                          callbacks=_listed(options.get("link")),
+                          errbacks=_listed(options.get("link_error")))
         outcome = trace(self, request, args, kwargs)
+        self._follow_eagerly(request, outcome)
         result = EagerResult(task_id, outcome.retval, outcome.state, outcome.traceback,
                              app=self._app())
         if throw and outcome.state == states.FAILURE and isinstance(outcome.retval, BaseException):
             raise outcome.retval
         return result
+
+    def _follow_eagerly(self, request: Request, outcome: Any) -> None:
+        """Run here what follows an eager call: its callbacks, or its errbacks."""
+        app = self._app()
+        if outcome.state == states.SUCCESS:
+            for follow_up in follow.callbacks(request, outcome.retval, app):
+                follow_up.run()
+        elif outcome.state == states.FAILURE and isinstance(outcome.retval, BaseException):
+            here, sent = follow.errbacks(request, outcome.retval, outcome.traceback, app)
+            for call in here:
+                call()
+            for follow_up in sent:
+                follow_up.run()
 
     def _check_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         # Worked out once per task class; False where the callable has no signature.
@@ -290,6 +333,11 @@ class Task:
             "time_limit": request.time_limit, "soft_time_limit": request.soft_time_limit,
             "ignore_result": request.ignore_result, "serializer": None,
             "_content_type": request.content_type,
+            # What follows the task follows its retry; a chord part stays one.
+            "link": request.callbacks, "link_error": request.errbacks, "chain": request.chain,
+            "group_id": request.group,
+            "chord": request.chord[0] if request.chord else None,
+            "chord_index": request.chord[1] if request.chord else None,
         }
         send_options.update(options)
         self._app().send_task(self.name or "", new_args, new_kwargs, _task=self, **send_options)
@@ -297,6 +345,38 @@ class Task:
         if throw:
             raise retry
         return retry
+
+    def replace(self, sig: Any) -> Any:
+        """Replace this running task with ``sig``: its result becomes the replacement's,
+        and what was to follow it (its ``link`` callbacks and errbacks, the rest of its
+        chain) follows the replacement. A group is closed with a task that returns its
+        results as one list. Raises :class:`Ignore` (the worker records no result of its
+        own: the router relays the replacement's). Run eagerly, it runs the replacement
+        here and returns its value."""
+        request = self.request
+        if request.called_directly:
+            raise RuntimeError("replace() is for a task the worker runs, not a direct call")
+        app = self._app()
+        replacement = signature(sig, app=app)
+        if replacement.kind == "group":
+            replacement = chord(replacement, Signature(ACCUMULATE_TASK, app=app), app=app)
+        if request.is_eager:
+            value = replacement.apply().get(disable_sync_subtasks=False)
+            return value
+        _relay_to(replacement, request.id or "")
+        for callback in request.callbacks or ():
+            replacement.link(signature(callback, app=app))
+        for errback in request.errbacks or ():
+            replacement.link_error(signature(errback, app=app))
+        options: dict[str, Any] = {"parent_id": request.id,
+                                   "root_id": request.root_id or request.id}
+        if request.chain:
+            options["chain"] = list(request.chain)
+        if replacement.kind in SINGLE_MESSAGE:
+            replacement.options.setdefault("task_id", derived_id(request.id or "", "replace"))
+        replacement.apply_async(**options)
+        request.replaced = True
+        raise Ignore("replaced by a new task")
 
     def update_state(self, task_id: str | None = None, state: str | None = None,
                      meta: Any = None, **kwargs: Any) -> None:

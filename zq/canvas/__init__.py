@@ -4,10 +4,12 @@
 and chord) and ``helpers.py`` (map, starmap, chunks) the shapes built of signatures.
 """
 
+from . import follow
 from .chain import chain
+from .follow import FollowUp
 from .group import chord, group
 from .helpers import chunks, register_builtins, xmap, xstarmap
 from .signature import CanvasApp, Signature, maybe_signature, signature
 
-__all__ = ["CanvasApp", "Signature", "chain", "chord", "chunks", "group", "maybe_signature",
+__all__ = ["CanvasApp", "FollowUp", "Signature", "follow", "chain", "chord", "chunks", "group", "maybe_signature",
            "register_builtins", "signature", "xmap", "xstarmap"]

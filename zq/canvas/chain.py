@@ -6,11 +6,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .. import states
-from ..errors import CanvasNotSupported
 from ..result import AsyncResult
 from .. import _running
 from ..utils import new_id
-from .signature import _KINDS, CanvasApp, Signature, _kind, _wire_options, maybe_signature
+from .signature import (_KINDS, SINGLE_MESSAGE, CanvasApp, Signature, _kind, _wire_options,
+                        maybe_signature)
 
 
 def _members(tasks: tuple[Any, ...]) -> Iterable[Any]:
@@ -63,8 +63,9 @@ class chain(Signature):  # noqa: N801 - Celery's name
     def _prepared(self, args: Sequence[Any] | None, kwargs: dict[str, Any] | None,
                   options: dict[str, Any]) -> list[Signature]:
         """The links with their ids, root and parent ids fixed, the chain's options given
-        out as Celery does: ``link`` to the last, ``link_error`` to every link, others to
-        the first."""
+        out as Celery does: ``link`` to the last, ``link_error`` to every link, a chord's
+        membership to the last, others to the first. A group or chord link is frozen
+        whole, so that a worker sending it twice sends the same ids."""
         args, kwargs = self._partial(args, kwargs, "tasks")
         options = {**self.options, **options}
         links = [t.clone() for t in self.tasks]
@@ -73,11 +74,14 @@ class chain(Signature):  # noqa: N801 - Celery's name
         last_id = options.pop("task_id", None)
         if last_id:
             links[-1].options["task_id"] = last_id
-        for link in links:
-            link.options.setdefault("task_id", new_id())
         parent = _running.innermost_request()
+        for link in links:
+            if link.kind in SINGLE_MESSAGE:
+                link.options.setdefault("task_id", new_id())
+            else:
+                link.freeze(link.options.get("task_id"))
         root_id = options.pop("root_id", None) or (
-            (parent.root_id or parent.id) if parent is not None else None) or links[0].id
+            (parent.root_id or parent.id) if parent is not None else None) or _first_id(links)
         parent_id = options.pop("parent_id", None) or (parent.id if parent is not None else None)
         for link in links:
             link.options["root_id"] = root_id
@@ -89,33 +93,29 @@ class chain(Signature):  # noqa: N801 - Celery's name
                 link.link_error(errback)
         for callback in _as_list(options.pop("link", None)):
             links[-1].link(callback)
-        group_id = options.pop("group_id", None)
-        if group_id:
-            links[-1].options["group_id"] = group_id
+        for key in ("group_id", "chord", "chord_index"):
+            if options.get(key) is not None:
+                links[-1].options[key] = options.pop(key)
         links[0] = links[0].clone(args, kwargs, **options)
         return links
 
     def apply_async(self, args: Sequence[Any] | None = None,
                     kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
-        """Send the first link; returns the last link's result, whose ``parent`` walks
-        back along the chain (as Celery does)."""
+        """Send the first link with the rest of the chain; returns the last link's result,
+        whose ``parent`` walks back along the chain (as Celery does)."""
         app = self._app()
         if app.settings.task_always_eager:
             return self.apply(args, kwargs, **options)
-        if len(self.tasks) == 1 and self.tasks[0].kind in ("group", "chord", "chunks"):
-            return self.tasks[0].apply_async(args, kwargs, **options)
+        continuation = list(options.pop("chain", None) or ())
         links = self._prepared(args, kwargs, options)
-        for link in links:
-            if link.kind in ("group", "chord", "chunks"):
-                raise CanvasNotSupported(
-                    f"a {link.kind} inside a chain ({link!r}) is not supported yet: a group "
-                    f"followed by a task is a chord, and zq runs no chords yet")
         first, rest = links[0], links[1:]
-        if rest:
-            first.options["chain"] = [
-                dict(link.to_dict(), options=_wire_options(link.to_dict()["options"]))
-                for link in rest]
-        first.apply_async()
+        following = [_as_dict(link) for link in rest] + continuation
+        if first.kind == "group" and following:
+            raise ValueError(f"a group cannot be followed inside a chain here: {self!r}")
+        if following:
+            first.apply_async(chain=following)
+        else:
+            first.apply_async()
         return _results(links, app)
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
@@ -165,14 +165,36 @@ def _succeeded(result: Any) -> bool:
     return bool(result.state == states.SUCCESS)
 
 
-def _results(links: list[Signature], app: CanvasApp) -> AsyncResult:
+def _first_id(links: list[Signature]) -> str | None:
+    """The id of the first task a chain runs (for its ``root_id``)."""
+    first = links[0]
+    while first.kind not in SINGLE_MESSAGE:
+        inner = first.tasks if hasattr(first, "tasks") else ()
+        if not inner:
+            return first.id
+        first = inner[0]
+    return first.id
+
+
+def _as_dict(link: Signature) -> dict[str, Any]:
+    """A link as it travels in a task's ``chain``: plain values only."""
+    data = link.to_dict()
+    return dict(data, options=_wire_options(data["options"]))
+
+
+def _results(links: list[Signature], app: CanvasApp) -> Any:
     """The links' results, each knowing the one before (``parent``) and after."""
-    previous: AsyncResult | None = None
+    previous: Any = None
     for link in links:
-        result = AsyncResult(link.id or "", app=app, task_name=link.task, parent=previous)
+        if link.kind in SINGLE_MESSAGE:
+            result: Any = AsyncResult(link.id or "", app=app, task_name=link.task)
+        else:
+            result = link.freeze()
         if previous is not None:
+            result.parent = previous
             previous.children = [result]
         previous = result
     assert previous is not None
-    app.track(previous)
+    if isinstance(previous, AsyncResult):
+        app.track(previous)
     return previous

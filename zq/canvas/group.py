@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from .. import _running
 from ..errors import CanvasNotSupported
 from ..result import AsyncResult
 from ..result_set import GroupResult
 from ..utils import new_id
-from .chain import _members, chain
-from .signature import CanvasApp, Signature, _kind, _wire_options, maybe_signature
+from .chain import _as_dict, _members, _results, chain
+from .signature import SINGLE_MESSAGE, CanvasApp, Signature, _kind, _wire_options, maybe_signature
 
-# Members that are one task message each; the others (chains, groups) send themselves.
-_SINGLE_MESSAGE = (None, "xmap", "xstarmap")
+# The built-in task a group inside a chord's header is closed with: it returns the list of
+# the group's results, so that the group is one part of the chord.
+ACCUMULATE_TASK = "zq.accumulate"
 
 
 @_kind
@@ -59,7 +61,7 @@ class group(Signature):  # noqa: N801 - Celery's name
         messages: list[tuple[dict[str, Any], bytes]] = []
         for task in self.tasks:
             member = task.clone(args, kwargs)
-            if member.kind in _SINGLE_MESSAGE:
+            if member.kind in SINGLE_MESSAGE:
                 send = _wire_options({**member.options, **options})
                 header, body = app.task_message(member.task, member.args, member.kwargs,
                                                 group_id=group_id,
@@ -83,6 +85,13 @@ class group(Signature):  # noqa: N801 - Celery's name
         group_id = options.pop("group_id", None) or new_id()
         results = [task.clone(args, kwargs).apply(**options) for task in self.tasks]
         return GroupResult(group_id, results, app=self.app)
+
+    def clone(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+              **options: Any) -> Signature:
+        """A copy whose members are copies too (freezing it leaves this one as it was)."""
+        new = super().clone(args, kwargs, **options)
+        new["kwargs"]["tasks"] = [t.clone() for t in self.tasks]
+        return new
 
     def freeze(self, _id: str | None = None, group_id: str | None = None,
                root_id: str | None = None, parent_id: str | None = None) -> Any:
@@ -109,8 +118,10 @@ class group(Signature):  # noqa: N801 - Celery's name
 class chord(Signature):  # noqa: N801 - Celery's name
     """A group (the header) and a task called with the list of its results (the body).
 
-    Run eagerly (``apply``, ``task_always_eager``) it works as in Celery. Sent to workers
-    it raises :class:`zq.CanvasNotSupported`: zq has no chord counting yet.
+    Sent to workers, the body goes to the router first, held there until every header
+    task has ended (the router counts them as they end, durably: no polling), then runs
+    with their results in header order. A header task that does not succeed fails the
+    chord with :class:`zq.ChordError` naming it; the body never runs.
     """
 
     kind = "chord"
@@ -147,15 +158,39 @@ class chord(Signature):  # noqa: N801 - Celery's name
             return chain(self, other)
         return NotImplemented
 
+    def clone(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+              **options: Any) -> Signature:
+        new = super().clone(args, kwargs, **options)
+        new["kwargs"]["header"] = self.header.clone()
+        body = self.body
+        new["kwargs"]["body"] = body.clone() if body is not None else None
+        return new
+
+    def freeze(self, _id: str | None = None, group_id: str | None = None,
+               root_id: str | None = None, parent_id: str | None = None) -> Any:
+        """Fix the body's id (the chord's result) and the header's ids."""
+        body_id = self.options.setdefault("task_id", _id or (
+            self.body.id if self.body is not None else None) or new_id())
+        if group_id is not None:
+            self.options["group_id"] = group_id
+        header = self.header.freeze()
+        return AsyncResult(body_id, app=self._app(),
+                           task_name=self.body.task if self.body is not None else None,
+                           parent=header)
+
     def apply_async(self, args: Sequence[Any] | None = None,
                     kwargs: dict[str, Any] | None = None, body: Any = None,
                     **options: Any) -> Any:
+        """Send the body (held by the router) and then the header; returns the body's
+        result, whose ``parent`` is the header's GroupResult."""
         app = self._app()
         if app.settings.task_always_eager:
             return self.apply(args, kwargs, body=body, **options)
-        raise CanvasNotSupported(
-            f"chords are not supported yet: {self!r} was not sent (run it eagerly with "
-            f"apply(), or wait for the group's results and send the body yourself)")
+        body_sig = maybe_signature(body, self.app) or self.body
+        if body_sig is None:
+            raise ValueError("a chord needs a body")
+        plan = _ChordPlan(self, body_sig.clone(), args, kwargs, dict(options))
+        return plan.send(app)
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
               body: Any = None, **options: Any) -> Any:
@@ -177,3 +212,112 @@ class chord(Signature):  # noqa: N801 - Celery's name
         return f"chord({self.header!r}, {body!r})" if body is not None \
             else f"chord({self.header!r})"
 
+
+class _ChordPlan:
+    """How one chord is sent: its body's message first, held by the router until the
+    header's parts have ended, then the header, each part knowing its place."""
+
+    def __init__(self, sig: chord, body: Signature, args: Sequence[Any] | None,
+                 kwargs: dict[str, Any] | None, options: dict[str, Any]):
+        options = {**sig.options, **options}
+        left = {k: v for k, v in sig.kwargs.items() if k not in ("header", "body")}
+        self.args = (*(args or ()), *sig.args)
+        self.kwargs = {**left, **(kwargs or {})}
+        self.group_id: str = sig.header.options.get("group_id") or new_id()
+        self.parts = [t.clone() for t in sig.header.tasks]
+        for part in self.parts:
+            if part.kind in SINGLE_MESSAGE:
+                part.options.setdefault("task_id", new_id())
+            else:
+                part.freeze(part.options.get("task_id"))
+        result_id = options.pop("task_id", None)
+        parent = _running.innermost_request()
+        first = self.parts[0].id if self.parts and self.parts[0].kind in SINGLE_MESSAGE \
+            else None
+        self.root_id: str = options.pop("root_id", None) or (
+            (parent.root_id or parent.id) if parent is not None else None) or (
+            first or result_id or body.id or new_id())
+        self.family: dict[str, Any] = {"root_id": self.root_id}
+        parent_id = options.pop("parent_id", None) or (parent.id if parent is not None else None)
+        if parent_id:
+            self.family["parent_id"] = parent_id
+        # What is the body's: where its result goes on, and its own place in a chord.
+        body_options = {key: options.pop(key) for key in (
+            "chain", "link", "link_error", "group_id", "chord", "chord_index")
+            if options.get(key) is not None}
+        # The rest (queue, countdown, priority...) is the header's, as for a group.
+        self.part_options = options
+        self.head, self.links = self._body(body, result_id, body_options)
+
+    def _body(self, body: Signature, result_id: str | None,
+              options: dict[str, Any]) -> tuple[Signature, list[Signature]]:
+        """The task that takes the header's results (the body, or the first link of a
+        chain body, the rest following it), and the body's links (one for a task)."""
+        if body.kind in SINGLE_MESSAGE:
+            head = body.clone(**self.family, **options)
+            head.options["task_id"] = result_id or body.id or new_id()
+            return head, [head]
+        if body.kind != "chain":
+            raise CanvasNotSupported(
+                f"a chord's body must be a task or a chain; {body!r} is a {body.kind}: "
+                f"make the body a task that sends it with the header's results")
+        continuation = list(options.pop("chain", None) or ())
+        if result_id:
+            options["task_id"] = result_id
+        assert isinstance(body, chain)
+        links = body._prepared((), {}, {**self.family, **options})
+        head = links[0]
+        following = [_as_dict(link) for link in links[1:]] + continuation
+        if following:
+            head.options["chain"] = following
+        return head, links
+
+    def send(self, app: CanvasApp) -> Any:
+        head = self.head
+        if not self.parts:
+            head.apply_async(([],))
+            return self._result(app, [])
+        messages = [self._message(app, head, head.args, head.kwargs, {
+            "chord_size": len(self.parts), "chord_immutable": head.immutable or None})]
+        later: list[tuple[Signature, dict[str, Any]]] = []
+        results: list[Any] = []
+        for index, part in enumerate(self.parts):
+            member = part.clone(self.args, self.kwargs)
+            place = {**self.part_options, **self.family, "group_id": self.group_id,
+                     "chord": head.id, "chord_index": index}
+            if member.kind in SINGLE_MESSAGE:
+                messages.append(self._message(app, member, member.args, member.kwargs, place))
+                results.append(AsyncResult(member.id or "", app=app, task_name=member.task))
+                continue
+            if member.kind == "group":
+                member = chord(member, Signature(ACCUMULATE_TASK, app=app), app=app)
+            later.append((member, place))
+            results.append(member.freeze())
+        # The body first: the router holds it before any part can end.
+        app.send_tasks(messages)
+        for member, place in later:
+            member.apply_async(**place)
+        return self._result(app, results)
+
+    def _result(self, app: CanvasApp, parts: list[Any]) -> Any:
+        """The body's result (a chain body's last link's, its ``parent`` walking back to
+        the first), whose first link's ``parent`` is the header's GroupResult."""
+        header = GroupResult(self.group_id, parts, app=app)
+        first = AsyncResult(self.head.id or "", app=app, task_name=self.head.task,
+                            parent=header)
+        if len(self.links) == 1:
+            app.track(first)
+            return first
+        last = _results(self.links[1:], app)
+        node = last
+        while node.parent is not None:
+            node = node.parent
+        node.parent = first
+        first.children = [node]
+        return last
+
+    @staticmethod
+    def _message(app: CanvasApp, sig: Signature, args: Sequence[Any],
+                 kwargs: dict[str, Any], options: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        send = _wire_options({**sig.options, **options})
+        return app.task_message(sig.task, args, kwargs, _task=app.tasks.get(sig.task), **send)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .group import group
+from .group import ACCUMULATE_TASK, group
 from .signature import CanvasApp, Signature, _kind, signature
 
 MAP_TASK = "zq.map"
@@ -90,7 +90,8 @@ class chunks(Signature):  # noqa: N801 - Celery's name
 
 
 def register_builtins(app: Any) -> None:
-    """Give ``app`` the tasks that run ``map`` and ``starmap`` on a worker."""
+    """Give ``app`` the tasks that run ``map`` and ``starmap`` on a worker, and the one
+    that closes a group inside a chord's header (its results as one list)."""
 
     def run_map(task: Any, it: Sequence[Any]) -> list[Any]:
         run = signature(task, app=app).type
@@ -100,5 +101,11 @@ def register_builtins(app: Any) -> None:
         run = signature(task, app=app).type
         return [run(*item) for item in it]
 
+    def accumulate(*args: Any, index: int | None = None) -> Any:
+        if index is not None:
+            return args[index]
+        return args[0] if len(args) == 1 else list(args)
+
     app.task(name=MAP_TASK)(run_map)
     app.task(name=STARMAP_TASK)(run_starmap)
+    app.task(name=ACCUMULATE_TASK)(accumulate)

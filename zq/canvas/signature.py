@@ -35,6 +35,10 @@ class CanvasApp(ResultsApp, Protocol):
     def track(self, result: AsyncResult) -> AsyncResult: ...
 
 
+# Kinds sent as one task message each; the others (chain, group, chord, chunks) send
+# themselves as several.
+SINGLE_MESSAGE = (None, "xmap", "xstarmap")
+
 # subtask_type -> the class that rebuilds it (chain, group, chord, chunks, xmap, xstarmap).
 _KINDS: dict[str, type[Signature]] = {}
 

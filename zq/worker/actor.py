@@ -305,9 +305,8 @@ class Actor:
     def _follow(self, executed: Executed) -> None:
         for event in executed.events:
             self._send_event(event)
-        nxt = executed.next_task
-        if nxt is not None:
-            self.app.send_task(nxt.name, nxt.args, nxt.kwargs, **nxt.options)
+        for follow_up in executed.sends:
+            follow_up.send()
 
     def _flush_done(self) -> None:
         if len(self._finished) == 1:

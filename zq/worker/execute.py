@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .. import protocol, serialization, states
-from .._remote import exception_to_data
+from .._remote import data_to_exception, exception_to_data
 from ..app import App
-from ..canvas import Signature
-from ..errors import NotRegistered, SerializationError
+from ..canvas import FollowUp, follow
+from ..errors import ChordError, NotRegistered, SerializationError
 from ..protocol import Message, attempt_label, exception_data, tracked_id
 from ..task import Request, Task
 from ..trace import IGNORED, Outcome, trace
@@ -47,33 +47,33 @@ class SharedBytes(Protocol):
 
 
 @dataclass(frozen=True)
-class NextTask:
-    """A chain's next link, to be sent (``App.send_task``) with this link's result."""
-
-    name: str
-    args: Sequence[Any]
-    kwargs: dict[str, Any]
-    options: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class Executed:
-    """What one task message left to send, in this order: ``events``, ``next_task``,
-    then ``done`` (the DONE record, with the final state event when there is one)."""
+    """What one task message left to send, in this order: ``events``, ``sends`` (the
+    next link of a chain, ``link`` callbacks, errbacks sent as tasks), then ``done`` (the
+    DONE record, with the final state event when there is one)."""
 
     done: dict[str, Any]
     events: list[Event] = field(default_factory=list)
-    next_task: NextTask | None = None
+    sends: list[FollowUp] = field(default_factory=list)
 
 
 def done_record(header: dict[str, Any], event: Event | None = None, *,
-                requeue: bool = False, started: bool = True) -> dict[str, Any]:
+                requeue: bool = False, started: bool = True, replaced: bool = False,
+                chord: list[Any] | None = None) -> dict[str, Any]:
     """The DONE record of a task: the router tracks a copy of a task routed to several
-    queues by its copy_id, and frees or requeues what it recorded as given out."""
+    queues by its copy_id, and frees or requeues what it recorded as given out.
+
+    ``replaced``: the task's result is its replacement's, which the router relays.
+    ``chord``: the chord part ([body id, index]) this outcome settles, where it is not
+    the task's own (a chain in a chord's header that failed before its last link)."""
     done: dict[str, Any] = {"id": tracked_id(header), "retries": header.get("retries", 0)}
     if requeue:
         done["requeue"] = True
         done["started"] = started
+    if replaced:
+        done["replaced"] = True
+    if chord is not None:
+        done["chord"] = chord
     if event is not None:
         if header.get("copy_id"):
             # Which copy ended: the results keep the first copy's end (zq.results).
@@ -133,15 +133,14 @@ class Executor:
         try:
             task = self._task(header.get("task", ""))
             args, kwargs = self._arguments(header, msg.body)
+            if "chord_results" in header and not header.get("chord_immutable"):
+                args = [self._chord_results(header["chord_results"]), *args]
             request = self._request(task, header, args, kwargs)
-            if task.option("track_started", "task_track_started") and not request.ignore_result:
-                self.emit(protocol.state_event(request.id or "", states.STARTED,
-                                               retries=request.retries, name=task.name,
-                                               pid=os.getpid(), hostname=self.hostname))
-            with self._limits(header, request):
-                outcome = trace(task, request, args, kwargs,
-                                report=lambda o: self._report(task, request, o))
-            executed = self._follow_chain(header, outcome)
+            if isinstance(header.get("chord_error"), dict):
+                outcome = self._chord_failed(task, request, header["chord_error"])
+            else:
+                outcome = self._run(task, header, request, args, kwargs)
+            follow = self._follow(request, outcome)
             requeue = outcome.state == states.REJECTED and outcome.requeue
             if requeue and not header.get("acks_late"):
                 logger.warning("task %s[%s] asked to be requeued, but it was acknowledged on "
@@ -152,11 +151,48 @@ class Executor:
                     request.id or "", states.REJECTED, retries=request.retries,
                     name=task.name, ts=time.time(),
                     exc=exception_to_data(outcome.retval, outcome.traceback)))
-            return Executed(done_record(header, self._take_final(), requeue=requeue),
-                            executed.events, executed.next_task)
+            replaced = outcome.state == IGNORED and request.replaced
+            done = done_record(header, self._take_final(), requeue=requeue,
+                               replaced=replaced, chord=follow.done.get("chord"))
+            return Executed(done, follow.events, follow.sends)
         except (Exception, SystemExit) as exc:
             # sys.exit() in a task fails the task; it does not end the actor.
             return Executed(self.cannot_run(header, exc, quiet=isinstance(exc, SystemExit)))
+
+    def _run(self, task: Task, header: dict[str, Any], request: Request, args: list[Any],
+             kwargs: dict[str, Any]) -> Outcome:
+        if task.option("track_started", "task_track_started") and not request.ignore_result:
+            self.emit(protocol.state_event(request.id or "", states.STARTED,
+                                           retries=request.retries, name=task.name,
+                                           pid=os.getpid(), hostname=self.hostname))
+        with self._limits(header, request):
+            return trace(task, request, args, kwargs,
+                         report=lambda o: self._report(task, request, o))
+
+    def _chord_results(self, parts: Any) -> list[Any]:
+        """A chord's header results, as the router collected them: ``[ct, body]`` each."""
+        if not isinstance(parts, list):
+            raise SerializationError("'chord_results' must be a list of [ct, body]")
+        accept = serialization.content_types(self.app.settings.result_content_types)
+        values = []
+        for part in parts:
+            if not (isinstance(part, list) and len(part) == 2):
+                raise SerializationError("'chord_results' must be a list of [ct, body]")
+            ct, body = part
+            values.append(None if body is None else serialization.loads(body, ct or "", accept))
+        return values
+
+    def _chord_failed(self, task: Task, request: Request, error: dict[str, Any]) -> Outcome:
+        """The body of a chord one of whose header tasks did not succeed: it does not run,
+        and fails with ChordError naming that task."""
+        culprit = data_to_exception(error["exc"]) if isinstance(error.get("exc"), dict) \
+            else None
+        what = f"{culprit!r}" if culprit is not None else str(error.get("state"))
+        exc = ChordError(f"Dependency {error.get('id')} raised {what}")
+        outcome = Outcome(states.FAILURE, exc, f"{type(exc).__name__}: {exc}")
+        self._report(task, request, outcome)
+        logger.warning("chord body %s[%s] not run: %s", task.name, request.id, exc)
+        return outcome
 
     def cannot_run(self, header: dict[str, Any], exc: BaseException, *,
                    quiet: bool = False) -> dict[str, Any]:
@@ -203,30 +239,38 @@ class Executor:
             if self.current is not None:
                 self.current.value = b""
 
-    def _follow_chain(self, header: dict[str, Any], outcome: Outcome) -> Executed:
-        """The next link with this result, or the FAILURE of the links that will never run.
-
-        Only ``events`` and ``next_task`` of the answer mean anything.
-        """
-        links = header.get("chain")
-        if not links:
-            return Executed({})
+    def _follow(self, request: Request, outcome: Outcome) -> Executed:
+        """What follows the outcome: on success the next link of the chain and the
+        ``link`` callbacks; on failure the errbacks (those taking the request are called
+        here and now), the FAILURE of the chain's links that will never run, and the chord
+        part those links were to settle. Only ``events``, ``sends`` and ``done["chord"]``
+        of the answer mean anything."""
         if outcome.state == states.SUCCESS:
-            nxt = Signature.from_dict(links[0], app=self.app)
-            options = dict(nxt.options)
-            if len(links) > 1:
-                options["chain"] = links[1:]
-            args = nxt.args if nxt.immutable else (outcome.retval, *nxt.args)
-            return Executed({}, next_task=NextTask(nxt.task, args, nxt.kwargs, options))
+            nxt = follow.next_link(request, outcome.retval, self.app)
+            sends = [nxt] if nxt is not None else []
+            return Executed({}, sends=sends + follow.callbacks(request, outcome.retval,
+                                                                self.app))
+        if outcome.state != states.FAILURE:
+            return Executed({})
+        exc = outcome.retval if isinstance(outcome.retval, BaseException) \
+            else RuntimeError(str(outcome.retval))
+        here, sent = follow.errbacks(request, exc, outcome.traceback, self.app)
+        for call in here:
+            call()
         events = []
-        if outcome.state == states.FAILURE:
-            data = exception_to_data(outcome.retval, outcome.traceback)
-            for link in links:
-                link_id = link.get("options", {}).get("task_id")
-                if link_id:
-                    events.append(self._tagged(protocol.state_event(
-                        link_id, states.FAILURE, name=link.get("task"), exc=data)))
-        return Executed({}, events)
+        chord: list[Any] | None = None
+        data = exception_to_data(outcome.retval, outcome.traceback)
+        for link in request.chain or ():
+            options = link.get("options") or {} if isinstance(link, dict) else {}
+            link_id = options.get("task_id")
+            if link_id:
+                events.append(self._tagged(protocol.state_event(
+                    link_id, states.FAILURE, name=link.get("task"), exc=data)))
+            if isinstance(options.get("chord"), str) and isinstance(
+                    options.get("chord_index"), int):
+                chord = [options["chord"], options["chord_index"]]
+        done = {"chord": chord} if chord is not None else {}
+        return Executed(done, events, sent)
 
     def _arguments(self, header: dict[str, Any], body: bytes) -> tuple[list[Any], dict[str, Any]]:
         payload = serialization.loads(body, header.get("ct", ""), self.accept)
@@ -240,6 +284,8 @@ class Executor:
         ignore = h.get("ignore_result")
         if ignore is None:
             ignore = task.option("ignore_result", "task_ignore_result")
+        if _membership(h) is not None:
+            ignore = False  # its chord needs its result
         return Request(
             id=h["id"], task=h["task"], args=args, kwargs=kwargs, retries=h.get("retries", 0),
             eta=h.get("eta"), expires=h.get("expires"), hostname=self.hostname,
@@ -251,7 +297,9 @@ class Executor:
             headers=h.get("headers") or {},
             ignore_result=bool(ignore), time_limit=h.get("time_limit"),
             soft_time_limit=h.get("soft_time_limit"), content_type=h.get("ct"),
-            acks_late=bool(h.get("acks_late")), copy_id=h.get("copy_id"))
+            acks_late=bool(h.get("acks_late")), copy_id=h.get("copy_id"),
+            callbacks=_signatures(h.get("link")), errbacks=_signatures(h.get("link_error")),
+            chain=_signatures(h.get("chain")), chord=_membership(h))
 
     def _report(self, task: Task, request: Request, outcome: Outcome) -> None:
         """Keep the outcome's state event as the final one; send the one it replaces."""
@@ -276,3 +324,20 @@ class Executor:
         if self._final is not None:
             self.emit(self._final)
         self._final = event
+
+
+def _signatures(value: Any) -> list[Any] | None:
+    """Signature dicts from a header (``link``, ``link_error``, ``chain``)."""
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, dict)]
+    return None
+
+
+def _membership(header: dict[str, Any]) -> list[Any] | None:
+    """``[body id, index]`` of a task that is part of a chord's header."""
+    body, index = header.get("chord"), header.get("chord_index")
+    if isinstance(body, str) and isinstance(index, int):
+        return [body, index]
+    return None
