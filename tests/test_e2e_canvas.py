@@ -1,7 +1,7 @@
 """Issue 10 end to end: Celery's canvas (signatures, chains, groups, map) on real processes.
 
-Each shape runs remotely on the shared cluster and eagerly (``apply``); chords are run
-eagerly only, and sending one is refused with a clear error until zq can count them.
+Each shape runs remotely on the shared cluster and eagerly (``apply``); chords, callbacks
+and replace have their own file, tests/test_e2e_chords.py.
 """
 
 from __future__ import annotations
@@ -106,10 +106,9 @@ def test_a_failure_stops_the_chain(cluster, tmp_path):
     assert not marker.exists()
 
 
-def test_a_group_inside_a_chain_is_a_chord_and_refused(cluster):
+def test_a_group_inside_a_chain_is_a_chord(cluster):
     workflow = add.s(1, 1) | group(add.s(1), add.s(2)) | xsum.s()
-    with pytest.raises(zq.CanvasNotSupported, match="chord"):
-        workflow.delay()
+    assert workflow.delay().get(timeout=10) == 7
     assert isinstance((group(add.s(1, 1)) | xsum.s()), chord)
 
 
@@ -175,17 +174,11 @@ def test_group_eagerly(cluster):
     assert group(add.s(1, 1), add.s(1, 1) | add.s(5)).apply().get() == [2, 7]
 
 
-# -- chord: eager only --------------------------------------------------------------------
+# -- chord: eagerly (remote chords: tests/test_e2e_chords.py) ------------------------------
 
 
-def test_a_chord_is_refused_when_sent_and_runs_eagerly(cluster):
+def test_a_chord_runs_eagerly(cluster):
     workflow = chord([add.s(i, i) for i in range(4)], xsum.s())
-    with pytest.raises(zq.CanvasNotSupported, match="chords are not supported yet"):
-        workflow.delay()
-    with pytest.raises(NotImplementedError):
-        chord([add.s(1, 1)])(xsum.s())
-    with pytest.raises(zq.CanvasNotSupported):
-        (group(add.s(1, 1), add.s(2, 2)) | xsum.s()).apply_async()
     assert workflow.apply().get() == 12
 
 

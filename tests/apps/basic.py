@@ -160,3 +160,55 @@ class Counter(app.Task):
     def run(self, step):
         self.start += step
         return self.start
+
+
+# -- chords, callbacks, replace ----------------------------------------------------------
+
+
+@app.task
+def slow_add(x, y, delay_s=0.0):
+    time.sleep(delay_s)
+    return x + y
+
+
+@app.task
+def mark(value, path):
+    """Append ``value`` to the file at ``path`` (one line per call); return it."""
+    with open(path, "a") as f:
+        f.write(f"{value!r}\n")
+    return value
+
+
+@app.task
+def errback_with_request(request, exc, traceback, path):
+    """A Celery 5 errback: called in the worker with the failed task's request."""
+    with open(path, "a") as f:
+        f.write(f"{request.id} {type(exc).__name__} {exc}\n")
+
+
+@app.task
+def errback_with_id(task_id, *, path):
+    """An old-style errback: sent as a task with the failed task's id."""
+    with open(path, "a") as f:
+        f.write(f"{task_id}\n")
+
+
+@app.task(bind=True)
+def replaced_by(self, sig):
+    """Replace this task with the signature it was given."""
+    return self.replace(zq.signature(sig, app=app))
+
+
+@app.task(bind=True, max_retries=3)
+def retry_once(self, value, path):
+    """Fail its first attempt (retrying at once), then return ``value``."""
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    with open(path, "a") as f:
+        f.write(f"{value!r}\n")
+    return value
+
+
+@app.task(ignore_result=True)
+def quiet_add(x, y):
+    return x + y

@@ -92,3 +92,18 @@ def poison(self, log):
 def poison_redelivered_once(self, log):
     record(self, log)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(bind=True)
+def nap(self, log, seconds, value=None):
+    """Run for ``seconds`` (early ack), then return ``value``."""
+    record(self, log)
+    time.sleep(seconds)
+    return value
+
+
+@app.task(bind=True)
+def gather(self, values, log):
+    """A chord's body: records its run, returns what the header gave it."""
+    record(self, log)
+    return values
