@@ -217,6 +217,19 @@ class Journal:
     def revoked(self, task_id: str) -> None:
         self._buffer.append((False, msgpack.packb(["R", task_id], use_bin_type=True)))
 
+    def part(self, body_id: str, index: int, event: Any) -> None:
+        """A chord part ended with ``event``: counted again after a restart while the
+        body is live."""
+        self._buffer.append((False, msgpack.packb(["C", body_id, index, event],
+                                                  use_bin_type=True)))
+
+    def updated(self, raw_header: bytes, body: bytes) -> None:
+        """An accepted task's header changed (it relays its replacement now): an A record
+        again, which replaces the first on replay. Not an acceptance: the task was
+        accepted long ago, so a commit that fails keeps it for the next one."""
+        self._buffer.append((False, msgpack.packb(["A", raw_header, body],
+                                                  use_bin_type=True)))
+
     @property
     def pending(self) -> int:
         """Records waiting to be written: this step's, and those failed commits kept."""
