@@ -570,3 +570,15 @@ def test_stats_count_the_waiting_bodies():
     succeed(r, b"w", "p0")
     assert r.control(op="stats").header["chords_waiting"] == 1
     assert control.stats(r.core, {}, T0)["tasks"] == 3
+
+
+def test_a_relay_placed_past_its_expiry_still_waits_for_its_replacement():
+    """As after a restart: it ran already (it replaced itself), and expiry is about
+    starting."""
+    r = Router()
+    batch(r, task("x", chord_size=1, relay=True, expires=T0 + 1),
+          task("y", chord="x", chord_index=0), now=T0 + 5)
+    assert r.core.book.tasks["x"].state == WAITING
+    run(r, now=T0 + 5)
+    succeed(r, b"w", "y", b"late", now=T0 + 6)
+    assert final(r, "x")["state"] == states.SUCCESS

@@ -116,8 +116,11 @@ class Core:
 
     def place(self, entry: Entry, now: float) -> None:
         """Put an accepted task where it waits: expired, held for its chord's parts,
-        scheduled, or queued."""
-        if entry.expires is not None and entry.expires <= now:
+        scheduled, or queued. A relay (replayed after a restart) ran already, so its
+        expiry, which is about starting, no longer applies to it."""
+        if waits(entry.header) and entry.header.get("relay"):
+            self.hold(entry)
+        elif entry.expires is not None and entry.expires <= now:
             self.expire(entry)
         elif waits(entry.header):
             self.hold(entry)
