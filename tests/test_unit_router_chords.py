@@ -402,6 +402,25 @@ def test_a_body_released_past_its_expiry_is_expired():
     assert "body" not in r.core.book.tasks
 
 
+def test_a_retry_of_a_released_body_is_released_again_with_the_same_results():
+    """A body that retries is sent again by its worker before its DONE: whether the retry
+    carries the results or only ``chord_size``, it runs with them."""
+    r = Router()
+    chord(r, parts=("p0",))
+    run(r)
+    succeed(r, b"w", "p0", b"zero")
+    assert r.deal() == {b"w": ["body"]}
+    r.submit("body", retries=1, chord_size=1)
+    assert body_of(r).header["chord_results"] == [[CT, b"zero"]]
+    retry = protocol.state_event("body", states.RETRY, name="t",
+                                 exc=protocol.exception_data("Retry", "again"))
+    members.on_done(r.core, b"w", Message(Cmd.DONE, {"id": "body", "retries": 0,
+                                                     "event": retry}), T0)
+    assert r.deal() == {b"w": ["body"]}
+    succeed(r, b"w", "body", retries=1)
+    assert "body" not in r.core.chords and not r.core.book.tasks
+
+
 def test_a_body_is_never_claimed_by_an_actor_while_it_waits():
     r = Router()
     chord(r, parts=("p0",))
@@ -582,3 +601,16 @@ def test_a_relay_placed_past_its_expiry_still_waits_for_its_replacement():
     run(r, now=T0 + 5)
     succeed(r, b"w", "y", b"late", now=T0 + 6)
     assert final(r, "x")["state"] == states.SUCCESS
+
+
+def test_a_journal_rewrite_keeps_the_parts_of_bodies_held_waiting_or_released():
+    r = Router()
+    chord(r, "waiting", ("a0", "a1"))
+    chord(r, "released", ("b0",))
+    chord(r, "finished", ("c0",))
+    run(r)
+    succeed(r, b"w", "a0"), succeed(r, b"w", "b0"), succeed(r, b"w", "c0")
+    r.deal()
+    succeed(r, b"w", "finished")
+    assert [(body, index) for body, index, _ in r.core.held_parts()] == [
+        ("waiting", 0), ("released", 0)]

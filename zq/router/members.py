@@ -171,8 +171,9 @@ def _outcome(core: Core, record: dict[str, Any]) -> list[Any]:
     """A DONE for a task the router no longer places with that actor (it gave the actor
     up, or restarted, or the actor hands it over again): its event is forwarded and
     journaled (the results actor keeps the first final state of an attempt, and a real
-    outcome wins over a presumed loss), and a replayed copy still waiting need not run.
-    A task handed back unfinished (requeue) keeps its copy."""
+    outcome wins over a presumed loss), and a replayed copy still waiting need not run
+    (one that replaced itself waits as a relay). A task handed back unfinished (requeue)
+    keeps its copy."""
     if record.get("requeue"):
         return _key(record)
     uid, retries = record.get("id"), record.get("retries", 0)
