@@ -1,6 +1,7 @@
 """zq.journal.Journal: what is accepted and not finished survives a restart."""
 
 import errno
+import io
 import os
 import select
 import threading
@@ -10,7 +11,8 @@ import msgpack
 
 from zq import protocol, states
 from zq.protocol import Cmd, Message
-from zq.router import intake
+from zq.router import files, intake, members
+from zq.router.book import WAITING
 from zq.router.core import Core
 from zq.router.journal import Journal
 
@@ -560,3 +562,204 @@ def test_sequences_go_on_from_the_last_unstored_event_after_a_restart(tmp_path):
     journal = opened(path)
     assert journal.finished("b", 0, {"id": "b", "state": "SUCCESS"}) == 2
     journal.close()
+
+
+# -- chords: the parts counted for a body survive a restart while the body is live -------
+
+
+def body_header(task_id, size, retries=0, **fields):
+    return protocol.pack({"id": task_id, "task": "t", "ct": "x", "retries": retries,
+                          "chord_size": size, **fields})
+
+
+def ok(task_id, result=b"r"):
+    return {"id": task_id, "state": "SUCCESS", "retries": 0, "ct": "application/json",
+            "body": result}
+
+
+def records_in(path):
+    return list(msgpack.Unpacker(io.BytesIO(path.read_bytes()), raw=False))
+
+
+def test_chord_parts_are_replayed_for_live_bodies_and_dropped_with_the_body(tmp_path):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.accepted(body_header("body", 2), b"")
+    journal.accepted(body_header("done", 1), b"")
+    journal.part("body", 1, ok("p1"))
+    journal.part("done", 0, ok("q0"))
+    journal.part("body", 0, ok("p0"))
+    journal.finished("done", 0)
+    journal.part("nobody", 0, ok("r0"))  # a body never accepted here
+    journal.close()
+    replayed = replay_all(path)
+    assert replayed.parts == [("body", 1, ok("p1")), ("body", 0, ok("p0"))]
+    journal = opened(path)
+    journal.finished("body", 0)
+    journal.close()
+    assert replay_all(path).parts == []
+
+
+def test_the_rewrite_writes_the_parts_after_the_acceptances(tmp_path):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.accepted(body_header("body", 2), b"")
+    journal.part("body", 0, ok("p0"))
+    journal.accepted(header("later"), b"")
+    journal.revoked("r")
+    journal.close()
+    replay_all(path)  # rewrites the file
+    assert [r[0] for r in records_in(path)] == ["A", "A", "C", "R"]
+    assert replay_all(path).parts == [("body", 0, ok("p0"))]
+
+
+def test_a_part_kept_from_a_failed_commit_before_its_body_s_acceptance_counts(tmp_path):
+    """Written first by the next commit, the part can come before a resend of its body."""
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.part("body", 0, ok("p0"))
+    journal.accepted(body_header("body", 1), b"")
+    journal.close()
+    assert replay_all(path).parts == [("body", 0, ok("p0"))]
+
+
+def test_a_body_s_parts_stay_while_another_attempt_of_it_is_live(tmp_path):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.accepted(body_header("body", 1), b"")
+    journal.part("body", 0, ok("p0"))
+    journal.accepted(body_header("body", 1, retries=1), b"")  # its retry, sent before DONE
+    journal.finished("body", 0)
+    journal.close()
+    assert replay_all(path).parts == [("body", 0, ok("p0"))]
+
+
+def test_compaction_keeps_the_parts_it_is_given(tmp_path):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.accepted(body_header("body", 2), b"")
+    journal.part("body", 0, ok("p0"))
+    journal.accepted(header("gone"), b"")
+    journal.finished("gone", 0)
+    assert journal.compact([(body_header("body", 2), b"")], [], [],
+                           [("body", 0, ok("p0"))])
+    journal.close()
+    assert [r[0] for r in records_in(path)] == ["A", "C"]
+    assert replay_all(path).parts == [("body", 0, ok("p0"))]
+
+
+def test_a_second_acceptance_of_a_task_replaces_its_header_in_place(tmp_path):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.accepted(header("x"), b"body-x")
+    journal.accepted(header("y"), b"")
+    journal.updated(body_header("x", 1, relay=True), b"body-x")
+    journal.close()
+    live = replay_all(path).live
+    assert live[0] == (body_header("x", 1, relay=True), b"body-x")
+    assert len(live) == 2
+
+
+def test_a_changed_header_is_kept_by_a_failed_commit(tmp_path):
+    path = tmp_path / "journal.log"
+    journal = opened(path)
+    journal.accepted(header("x"), b"")
+    assert journal.commit()
+    disk = on_disk(journal, room=0)
+    journal.updated(body_header("x", 1, relay=True), b"")
+    journal.part("x", 0, ok("y"))
+    assert journal.commit() is False
+    assert journal.pending == 2
+    disk.room = None
+    assert journal.commit()
+    journal.close()
+    replayed = replay_all(path)
+    assert protocol.unpack(replayed.live[0][0])["relay"] is True
+    assert replayed.parts == [("x", 0, ok("y"))]
+
+
+# -- the router's side: a chord across a router restart ----------------------------------
+
+
+class Started:
+    """A router core on a real journal, as the loop starts one: replayed, then stepped."""
+
+    def __init__(self, path):
+        self.journal = Journal(path)
+        self.core = Core(self.journal)
+        files.replay(self.core, self.journal)
+        members.on_ready(self.core, b"w", Message(Cmd.READY, {
+            "queues": ["celery"], "credit": 10, "host": "h", "pid": 1, "holding": []}), 0.0)
+
+    def submit(self, *headers):
+        items = [[protocol.pack({"task": "t", "ct": "x", "queue": "celery", **h}), b"args"]
+                 for h in headers]
+        intake.on_submit(self.core, b"client", Message(Cmd.SUBMIT, {"id": "batch",
+                                                                    "tasks": items}), 1.0)
+        assert self.journal.commit()
+
+    def deal(self):
+        return [e.uid for e in self.core.deal(1.0).get(b"w", [])]
+
+    def done(self, task_id, **record):
+        members.on_done(self.core, b"w", Message(Cmd.DONE, {"id": task_id, "retries": 0,
+                                                            **record}), 1.0)
+        assert self.journal.commit()
+
+    def kill(self):
+        """What a SIGKILL leaves: the committed records (close writes nothing more)."""
+        assert self.journal.pending == 0
+        self.journal.close()
+
+
+def test_parts_that_ended_before_a_router_restart_count_after_it_and_the_body_fires_once(
+        tmp_path):
+    path = tmp_path / "journal.log"
+    router = Started(path)
+    router.submit({"id": "body", "chord_size": 2}, {"id": "p0", "chord": "body",
+                                                   "chord_index": 0},
+                  {"id": "p1", "chord": "body", "chord_index": 1})
+    assert router.deal() == ["p0", "p1"]
+    router.done("p1", event=ok("p1", b"one"))
+    router.kill()
+
+    router = Started(path)  # p0 replayed; the body waits with part 1 counted
+    assert router.core.book.tasks["body"].state == WAITING
+    assert router.deal() == ["p0"]
+    router.done("p0", event=ok("p0", b"zero"))
+    body = router.core.book.tasks["body"]
+    assert body.header["chord_results"] == [["application/json", b"zero"],
+                                            ["application/json", b"one"]]
+    router.kill()
+
+    router = Started(path)  # both parts in: the body is released as it is placed
+    assert router.core.book.tasks["body"].header["chord_results"] == body.header[
+        "chord_results"]
+    assert router.journal.pending == 0  # its parts are not journaled again
+    assert router.deal() == ["body"]
+    router.done("body", event=ok("body"))
+    router.kill()
+
+    router = Started(path)
+    assert not router.core.book.tasks and router.deal() == []
+    router.kill()
+
+
+def test_a_relay_survives_a_router_restart(tmp_path):
+    path = tmp_path / "journal.log"
+    router = Started(path)
+    router.submit({"id": "x"})
+    assert router.deal() == ["x"]
+    router.submit({"id": "y", "chord": "x", "chord_index": 0})
+    router.done("x", replaced=True)
+    router.kill()
+
+    router = Started(path)
+    relay = router.core.book.tasks["x"]
+    assert relay.state == WAITING and relay.header["relay"] is True
+    assert router.deal() == ["y"]
+    router.done("y", event=ok("y", b"42"))
+    assert "x" not in router.core.book.tasks
+    assert [e for e in router.core.events if e["id"] == "x"][-1]["body"] == b"42"
+    router.kill()
+    assert replayed_ids(path) == ([], [])

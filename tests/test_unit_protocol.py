@@ -89,6 +89,48 @@ def test_state_event_carries_body_and_extra_fields():
                      "ct": "application/json", "body": b"5", "pid": 42}
 
 
+def task(**fields):
+    return {"id": "t1", "task": "n", "ct": "application/x-msgpack", **fields}
+
+
+@pytest.mark.parametrize("fields", [
+    {"chord": "body", "chord_index": 0},
+    {"chord": "b" * 255, "chord_index": 999},
+    {"chord_size": 1}, {"chord_size": 1_000_000},
+    {"chord_size": 1, "relay": True}, {"relay": False},
+    {"chord": "outer", "chord_index": 3, "chord_size": 2},  # a body that is a part too
+    {"chord_results": "anything", "chord_error": 5},  # passed through untouched
+])
+def test_chord_fields_that_are_taken(fields):
+    assert protocol.task_header_problem(task(**fields)) is None
+
+
+@pytest.mark.parametrize(("fields", "words"), [
+    ({"chord": "body"}, "go together"),
+    ({"chord_index": 0}, "go together"),
+    ({"chord": "", "chord_index": 0}, "'chord' must be"),
+    ({"chord": "b" * 256, "chord_index": 0}, "'chord' must be"),
+    ({"chord": 7, "chord_index": 0}, "'chord' must be"),
+    ({"chord": "body", "chord_index": -1}, "'chord' must be"),
+    ({"chord": "body", "chord_index": True}, "'chord' must be"),
+    ({"chord": "body", "chord_index": 1.0}, "'chord' must be"),
+    ({"chord_size": 0}, "'chord_size' must be an integer from 1 to 1000000"),
+    ({"chord_size": 1_000_001}, "'chord_size'"),
+    ({"chord_size": True}, "'chord_size'"),
+    ({"chord_size": "3"}, "'chord_size'"),
+    ({"relay": 1}, "'relay' must be true or false"),
+])
+def test_chord_fields_that_are_refused(fields, words):
+    assert words in protocol.task_header_problem(task(**fields))
+
+
+def test_a_done_s_chord_part_is_a_body_id_and_an_index():
+    assert protocol.chord_part_problem(["body", 0]) is None
+    for bad in (None, "body", ["body"], ["body", -1], ["", 0], [1, 0], ["body", False],
+                ["body", 0, 1]):
+        assert protocol.chord_part_problem(bad) is not None
+
+
 @pytest.fixture
 def dealer_and_router():
     ctx = zmq.Context.instance()

@@ -52,6 +52,12 @@ class MemoryJournal:
     def revoked(self, task_id: str) -> None:
         self.records.append(("R", task_id))
 
+    def part(self, body_id: str, index: int, event: Any) -> None:
+        self.records.append(("C", body_id, index, event["state"]))
+
+    def updated(self, raw_header: bytes, body: bytes) -> None:
+        self.records.append(("A", protocol.unpack(raw_header)["id"]))
+
 
 class Router:
     """A core and the handlers, with replies and events read back per call."""

@@ -13,7 +13,14 @@ or ids.
 """
 
 from .build import error, exception_data, state_event
-from .checks import event_problem, heartbeat_problem, identity, ready_problem, task_header_problem
+from .checks import (
+    chord_part_problem,
+    event_problem,
+    heartbeat_problem,
+    identity,
+    ready_problem,
+    task_header_problem,
+)
 from .frames import VERSION, Cmd, Message, decode, drain, pack, recv, send, unpack
 from .headers import (
     AcceptedHeader,
@@ -35,6 +42,7 @@ from .headers import (
 )
 from .ids import (
     EXCHANGE_TYPES,
+    MAX_CHORD_SIZE,
     MAX_MESSAGE_SIZE,
     MAX_QUEUE_NAME,
     MAX_TASK_ID,
@@ -50,13 +58,15 @@ __all__ = [
     "VERSION", "Cmd", "Message", "decode", "drain", "pack", "recv", "send", "unpack",
     # building and checking headers
     "error", "exception_data", "state_event",
-    "event_problem", "heartbeat_problem", "identity", "ready_problem", "task_header_problem",
+    "chord_part_problem", "event_problem", "heartbeat_problem", "identity", "ready_problem",
+    "task_header_problem",
     # header types
     "AcceptedHeader", "BatchHeader", "ByeHeader", "ConfirmHeader", "ControlHeader",
     "DoneRecord", "ErrorHeader", "EventsHeader", "HeartbeatHeader", "LostHeader",
     "QueryHeader", "ReadyHeader", "StateEvent", "StoredHeader", "TaskHeader",
     "WelcomeHeader",
     # ids and limits
-    "EXCHANGE_TYPES", "MAX_MESSAGE_SIZE", "MAX_QUEUE_NAME", "MAX_TASK_ID", "WATCH_HELLO",
+    "EXCHANGE_TYPES", "MAX_CHORD_SIZE", "MAX_MESSAGE_SIZE", "MAX_QUEUE_NAME", "MAX_TASK_ID",
+    "WATCH_HELLO",
     "attempt_label", "copy_id", "parse_attempt_label", "tracked_id",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ids import MAX_QUEUE_NAME, MAX_TASK_ID
+from .ids import MAX_CHORD_SIZE, MAX_QUEUE_NAME, MAX_TASK_ID
 
 
 def event_problem(event: Any) -> str | None:
@@ -52,7 +52,35 @@ def task_header_problem(h: dict[str, Any]) -> str | None:
                                and isinstance(h.get("queue"), str) and h["queue"]):
         return ("'copy_id' must be the task id, \\x1f and a queue name (at most 511 "
                 "characters), with 'queue' set")
+    return _chord_problem(h)
+
+
+def _chord_problem(h: dict[str, Any]) -> str | None:
+    """Why a task's chord fields cannot be taken: a part names its body and its place,
+    a body how many parts it waits for."""
+    if ("chord" in h) != ("chord_index" in h):
+        return "'chord' and 'chord_index' go together: a chord part names its body and index"
+    if "chord" in h and chord_part_problem([h["chord"], h["chord_index"]]) is not None:
+        return (f"'chord' must be the chord body's task id (1 to {MAX_TASK_ID} characters) "
+                f"and 'chord_index' a non-negative integer")
+    if "chord_size" in h and not (_integer(h["chord_size"])
+                                  and 1 <= h["chord_size"] <= MAX_CHORD_SIZE):
+        return f"'chord_size' must be an integer from 1 to {MAX_CHORD_SIZE}"
+    if "relay" in h and not isinstance(h["relay"], bool):
+        return "'relay' must be true or false"
     return None
+
+
+def chord_part_problem(value: Any) -> str | None:
+    """Why ``value`` is not a chord part as a DONE names one: [body task id, index]."""
+    if (isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], str)
+            and 0 < len(value[0]) <= MAX_TASK_ID and _integer(value[1]) and value[1] >= 0):
+        return None
+    return "a chord part is [body task id, index >= 0]"
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def ready_problem(queues: Any, credit: Any, holding: Any) -> str | None:

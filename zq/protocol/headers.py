@@ -42,6 +42,20 @@ class TaskHeader(TypedDict, total=False):
     link: Any
     link_error: Any
     chain: Any
+    # A chord's header task (a part): the body's task id, and this part's place among the
+    # results (0-based). Both or neither. The router counts the part when it ends.
+    chord: str
+    chord_index: int
+    # A chord's body: the router holds it until all this many parts ended SUCCESS (it sets
+    # ``chord_results``), or until one ended otherwise (it sets ``chord_error``).
+    chord_size: int
+    # Set by the router on release: [ct, body] of each part's SUCCESS event, in index order.
+    chord_results: list[list[Any]]
+    # Set by the router on release when a part did not succeed: its id, name, state, exc.
+    chord_error: dict[str, Any]
+    # With chord_size 1: the task replaced itself; when its one part (the replacement's
+    # last task) ends, the router ends this task with that part's final event.
+    relay: bool
 
 
 class BatchHeader(TypedDict):
@@ -130,6 +144,11 @@ class DoneRecord(TypedDict, total=False):
     event: dict[str, Any]        # its final state event
     requeue: bool                # handed back unfinished (Reject, a clean exit)
     started: bool
+    # The task called replace(): its replacement (sent already) ends it; no event.
+    replaced: bool
+    # [body id, index]: the chord part this outcome settles, in place of the header's
+    # (a chain in a chord's header that failed before its last link, which carries it).
+    chord: list[Any]
 
 
 class HeartbeatHeader(TypedDict, total=False):

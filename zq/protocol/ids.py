@@ -10,6 +10,8 @@ MAX_QUEUE_NAME = 255
 # The largest task body a router takes (its --max-message-size) unless told otherwise.
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 MAX_TASK_ID = 255
+# The most tasks one chord's header may have (its body's ``chord_size``).
+MAX_CHORD_SIZE = 1_000_000
 # The topic prefix a watcher subscribes to with a token of its own; the results actor
 # publishes a hello on it, proving the watcher's earlier subscriptions are in place.
 WATCH_HELLO = b"\x00hello:"

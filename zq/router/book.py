@@ -10,6 +10,9 @@ QUEUED, SCHEDULED, INFLIGHT, DEAD = "queued", "scheduled", "inflight", "dead"
 # Accepted, written to the journal, and waiting for the fsync that makes it durable
 # (``journal_fsync``): not handed out before then.
 SYNCING = "syncing"
+# A chord body held until its parts have ended (see zq.router.chords), or a task that
+# replaced itself, held until its replacement ends: in no queue, never handed out.
+WAITING = "waiting"
 
 
 class Entry:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..protocol import Cmd, Message, attempt_label
 from ..ratelimit import parse_rate
-from .book import INFLIGHT, Entry
+from .book import INFLIGHT, WAITING, Entry
 from .core import Core
 from .peers import ActorState
 
@@ -35,6 +35,8 @@ def stats(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
         "scheduled": core.schedule.scheduled_count(),
         "inflight": sum(len(a.inflight) for a in core.actors.values()),
         "tasks": len(core.book.tasks),
+        # Chord bodies (and replaced tasks) held until their parts have ended.
+        "chords_waiting": sum(1 for e in core.book.tasks.values() if e.state == WAITING),
     }
 
 
@@ -51,8 +53,9 @@ def rate_limit(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]
 
 
 def revoke(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
-    """Waiting tasks never run; prefetched ones are taken back; with ``terminate`` the
-    process running one is killed. The ids stay revoked (bounded, journaled)."""
+    """Waiting tasks (chord bodies held for their parts too) never run; prefetched ones
+    are taken back; with ``terminate`` the process running one is killed. The ids stay
+    revoked (bounded, journaled)."""
     ids = header.get("ids")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise ControlError("revoke needs 'ids'")
@@ -103,6 +106,8 @@ def declare(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
 
 
 def purge(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
+    """Drop the queued tasks (of one queue); chord bodies held for their parts are in no
+    queue yet, and stay."""
     queue = header.get("queue")
     purged = 0
     for name, waiting in core.dispatch.queues.items():

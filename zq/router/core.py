@@ -1,8 +1,9 @@
 """The router's state and the rules its parts share, without sockets or a clock.
 
 :class:`Core` holds the task table (:mod:`.book`), the timers (:mod:`.schedule`), the
-queues and credit (:mod:`.dispatch`), the actors and hosts (:mod:`.peers`) and what waits
-for the journal (:mod:`.durable`). The message handlers (:mod:`.intake`, :mod:`.members`,
+queues and credit (:mod:`.dispatch`), the actors and hosts (:mod:`.peers`), the chords
+whose bodies wait for their parts (:mod:`.chords`) and what waits for the journal
+(:mod:`.durable`). The message handlers (:mod:`.intake`, :mod:`.members`,
 :mod:`.control`) change it through the rules here, each given ``now``; what is to be sent
 collects in :attr:`Core.replies` and :attr:`Core.events`, which only the loop sends.
 """
@@ -10,14 +11,15 @@ collects in :attr:`Core.replies` and :attr:`Core.events`, which only the loop se
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
 from .. import protocol, states
 from ..protocol import Cmd, Message, exception_data
 from .bindings import Bindings
-from .book import INFLIGHT, QUEUED, SCHEDULED, Book, Entry
+from .book import INFLIGHT, QUEUED, SCHEDULED, WAITING, Book, Entry
+from .chords import IGNORED, Chords, membership, waits
 from .dispatch import Dispatch
 from .durable import Durable, Log
 from .peers import ActorState, HostState
@@ -44,6 +46,12 @@ class Core:
         self.schedule = Schedule()
         self.dispatch = Dispatch()
         self.durable = Durable(journal)
+        self.chords = Chords(journal)
+        # Chord parts that ended and are not counted yet: counted in turn, so that a
+        # cascade (a release that ends a task that is a part itself) is a loop, not a
+        # recursion as deep as the chords are nested.
+        self._ended_parts: deque[tuple[str, int, dict[str, Any]]] = deque()
+        self._counting = False
         self.actors: dict[bytes, ActorState] = {}
         self.hosts: dict[str, HostState] = {}
         # What the loop sends: replies to peers, and state events for the results actor.
@@ -107,9 +115,15 @@ class Core:
     # -- placing a task -----------------------------------------------------------------
 
     def place(self, entry: Entry, now: float) -> None:
-        """Put an accepted task where it waits: expired, scheduled, or queued."""
-        if entry.expires is not None and entry.expires <= now:
+        """Put an accepted task where it waits: expired, held for its chord's parts,
+        scheduled, or queued. A relay (replayed after a restart) ran already, so its
+        expiry, which is about starting, no longer applies to it."""
+        if waits(entry.header) and entry.header.get("relay"):
+            self.hold(entry)
+        elif entry.expires is not None and entry.expires <= now:
             self.expire(entry)
+        elif waits(entry.header):
+            self.hold(entry)
         elif entry.eta is not None and entry.eta > now:
             self.schedule.at(entry.eta, entry)
         else:
@@ -123,6 +137,14 @@ class Core:
         self.dispatch.push(entry, front=front)
         self.schedule.watch_expiry(entry)
         self.dirty = True
+
+    def send_on(self, entry: Entry) -> None:
+        """A released chord body: to its timer when it has an ETA (``fire`` then places
+        it, past or not), else to its queue."""
+        if entry.eta is not None:
+            self.schedule.at(entry.eta, entry)
+        else:
+            self.enqueue(entry)
 
     def requeue(self, entry: Entry, redelivered: bool) -> None:
         if redelivered:
@@ -149,26 +171,46 @@ class Core:
 
     # -- ending a task ------------------------------------------------------------------
 
-    def finish(self, entry: Entry) -> None:
-        """The task ended without an event of the router's (purged)."""
-        self.book.retire(entry)
+    # Every way a task ends comes through ``finish``, ``end`` or ``ended_unadmitted``
+    # (``fail`` and ``expire`` end it with the router's event): each counts the chord
+    # part the task is, if it is one (see ``_ended``).
 
-    def end(self, entry: Entry, event: dict[str, Any]) -> None:
+    def finish(self, entry: Entry, *, ignored: bool = False,
+               part: tuple[str, int] | None = None) -> None:
+        """The task ended without an event: purged, or (``ignored``) its DONE carried
+        none (it raised Ignore, or ignores its result). As a chord part it failed."""
+        self.book.retire(entry)
+        self._forget_parts(entry)
+        part = part or membership(entry.header)
+        if part is not None:
+            self.count_part(part, self.eventless_event(entry, ignored))
+
+    def end(self, entry: Entry, event: dict[str, Any],
+            part: tuple[str, int] | None = None) -> None:
         """The task ended with ``event``: it goes to the results actor, and is journaled
-        with the task's end, so that a kill cannot lose both the task and its result."""
+        with the task's end, so that a kill cannot lose both the task and its result.
+        ``part``: the chord part this outcome settles, when its DONE named one."""
         self.events.append(event)
         self._unstored(self.book.retire(entry, event), event)
+        self._forget_parts(entry)
+        self._ended(entry, event, part)
 
     def ended_unadmitted(self, entry: Entry, event: dict[str, Any]) -> None:
         """A task that ended as it came in (no route, revoked already)."""
         self.events.append(event)
         self._unstored(self.book.ended_unadmitted(entry, event), event)
+        self._ended(entry, event, None)
 
-    def outcome(self, uid: str, retries: int, event: dict[str, Any]) -> None:
+    def outcome(self, uid: str, retries: int, event: dict[str, Any],
+                part: tuple[str, int] | None = None) -> None:
         """A final event reported for an attempt the router no longer tracks (a late
-        DONE): forwarded, and journaled until stored."""
+        DONE): forwarded, and journaled until stored. It ended already, as a part of
+        its header's chord too; a chord part its DONE names is counted now (the first
+        outcome of a part counts)."""
         self.events.append(event)
         self._unstored(self.book.records.finished(uid, retries, event), event)
+        if part is not None and event.get("state") != states.RETRY:
+            self.count_part(part, event)
 
     def _unstored(self, seq: int | None, event: dict[str, Any]) -> None:
         if seq is not None:
@@ -189,12 +231,108 @@ class Core:
         self.end(entry, self.revoked_event(entry, "expired before it could run"))
 
     def unqueue(self, entry: Entry) -> bool:
-        """Take a waiting (queued or scheduled) entry out; False when it is not waiting."""
+        """Take a waiting (queued, scheduled, or held for its chord) entry out; False when
+        it is not waiting."""
         if entry.state == QUEUED:
             self.dispatch.discard(entry)
-        elif entry.state != SCHEDULED:
+        elif entry.state not in (SCHEDULED, WAITING):
             return False
         return True
+
+    # -- chords -------------------------------------------------------------------------
+
+    def hold(self, entry: Entry) -> None:
+        """A chord body (or a relay) waits for its parts, some of which may have ended
+        already: it is released at once then."""
+        if entry.id in self.book.revoked:
+            self.end(entry, self.revoked_event(entry, "revoked"))
+            return
+        entry.state = WAITING
+        self.release(entry.id)
+
+    def relay(self, entry: Entry) -> None:
+        """The task called ``replace``: its replacement, sent already, carries this task
+        as the body of a one-part chord in its last task. The entry waits for that part
+        and then ends with its outcome. Its new header is journaled again (not an
+        acceptance: a commit that fails keeps it for the next), so that a restart holds
+        it as a relay too."""
+        entry.set_header(chord_size=1, relay=True)
+        entry.raw_header = protocol.pack(entry.header)
+        self.durable.journal.updated(entry.raw_header, entry.body)
+        self.hold(entry)
+
+    def release(self, body_id: str) -> None:
+        """Release the held entries of ``body_id`` whose chord is decided: all its parts
+        succeeded, or one did not. A relay ends with its part's outcome as its own."""
+        chord = self.chords.get(body_id)
+        if chord is None:
+            return
+        for entry in self.book.entries(body_id):
+            if entry.state != WAITING:
+                continue
+            if entry.header.get("relay"):
+                event = chord.parts.get(0)
+                if event is not None:
+                    own = dict(event, id=entry.id, name=entry.name, retries=entry.retries)
+                    own.pop("copy", None)
+                    self.end(entry, own)
+                continue
+            fields = chord.release(entry.header["chord_size"])
+            if fields is not None:
+                entry.set_header(**fields)
+                self.send_on(entry)
+
+    def count_part(self, part: tuple[str, int], event: dict[str, Any]) -> None:
+        """A chord part ended with ``event`` (a failure unless SUCCESS). Parts are counted
+        in turn: one counted here may release a body that ends a relay that is a part of
+        another chord, and so on."""
+        self._ended_parts.append((*part, event))
+        if self._counting:
+            return
+        self._counting = True
+        try:
+            while self._ended_parts:
+                self._count(*self._ended_parts.popleft())
+        finally:
+            self._counting = False
+
+    def _count(self, body_id: str, index: int, event: dict[str, Any]) -> None:
+        """Count a part for a body the router holds (any state: a task may be running
+        still when the part its replacement is ends) and release what it decides."""
+        entries = self.book.entries(body_id)
+        if not entries:
+            logger.debug("part %d of chord %s ended; its body is not held here", index,
+                         body_id)
+            return
+        if self.chords.record(body_id, index, event, _size(entries)):
+            self.release(body_id)
+
+    def restore_parts(self, parts: list[tuple[str, int, dict[str, Any]]]) -> None:
+        """Chord parts the journal held on start, counted again (not journaled again) for
+        the bodies tracked; each body is released as it is placed (``hold``)."""
+        for body_id, index, event in parts:
+            entries = self.book.entries(body_id)
+            if entries:
+                self.chords.record(body_id, index, event, _size(entries), journal=False)
+
+    def held_parts(self) -> list[tuple[str, int, dict[str, Any]]]:
+        """The counted parts of the bodies the router holds (waiting, or released and not
+        finished): what a rewrite of the journal keeps."""
+        return [(body_id, index, event) for body_id, chord in self.chords.bodies.items()
+                if self.book.entries(body_id) for index, event in chord.parts.items()]
+
+    def _forget_parts(self, entry: Entry) -> None:
+        """A task retired: if it held the last entry of a body, its parts are forgotten."""
+        if entry.id in self.chords and not self.book.entries(entry.id):
+            self.chords.forget(entry.id)
+
+    def _ended(self, entry: Entry, event: dict[str, Any],
+               part: tuple[str, int] | None) -> None:
+        """The chord part a task is (``part``, named by its DONE, before its header's)
+        settles with its final event; a RETRY is not an end, its next attempt is."""
+        part = part or membership(entry.header)
+        if part is not None and event.get("state") != states.RETRY:
+            self.count_part(part, event)
 
     # -- events -------------------------------------------------------------------------
 
@@ -218,6 +356,15 @@ class Core:
     def revoked_event(self, entry: Entry, why: str) -> dict[str, Any]:
         return self.state_event(entry, states.REVOKED, exc=exception_data(
             "TaskRevokedError", f"task {entry.id} {why}", args=[why]))
+
+    def eventless_event(self, entry: Entry, ignored: bool) -> dict[str, Any]:
+        """What a chord counts a part that ended without an event as: a purged task
+        REVOKED, one whose DONE carried none IGNORED."""
+        if ignored:
+            return self.state_event(entry, IGNORED, exc=exception_data(
+                "Ignore", f"task {entry.id} ended without a result"))
+        return self.state_event(entry, states.REVOKED, exc=exception_data(
+            "TaskRevokedError", f"task {entry.id} was purged"))
 
     # -- dispatch -----------------------------------------------------------------------
 
@@ -246,9 +393,10 @@ class Core:
 
     def claim(self, actor: ActorState, uid: str, retries: int) -> bool:
         """An actor re-announcing after a router restart holds this task: keep it there.
-        False when it may not run it: finished, or handed to another actor meanwhile."""
+        False when it may not run it: finished, handed to another actor meanwhile, or
+        held for its chord's parts."""
         entry = self.book.tasks.get(uid)
-        if entry is None or entry.retries != retries:
+        if entry is None or entry.retries != retries or entry.state == WAITING:
             return False
         if entry.state == INFLIGHT:
             return actor.inflight.get(entry.key) is entry
@@ -304,3 +452,12 @@ class Core:
         else:
             self.fail(entry, "WorkerLostError", f"Worker exited prematurely: {reason}",
                       presumed=presumed)
+
+
+def _size(entries: list[Entry]) -> int | None:
+    """How many parts a body's entries wait for, or None while none is a chord body."""
+    for entry in entries:
+        size = entry.header.get("chord_size")
+        if size is not None:
+            return int(size)
+    return None

@@ -43,6 +43,10 @@ class Log(Protocol):
 
     def revoked(self, task_id: str) -> None: ...
 
+    def part(self, body_id: str, index: int, event: Any) -> None: ...
+
+    def updated(self, raw_header: bytes, body: bytes) -> None: ...
+
 
 class Durable:
     def __init__(self, journal: Log):

@@ -54,25 +54,33 @@ def changed(core: Core, journal: Journal, before: str | None) -> None:
 
 
 def replay(core: Core, journal: Journal) -> int:
-    """Open the journal and put back what it holds: revoked ids, the accepted tasks not
-    finished (returns how many), and the results not known to be stored, sent again (the
-    results actor keeps the first final state of an attempt)."""
+    """Open the journal and put back what it holds: revoked ids, the results not known to
+    be stored, sent again (the results actor keeps the first final state of an attempt),
+    and the accepted tasks not finished (returns how many), with the chord parts counted
+    for them: those are counted before the tasks are placed, so that a body whose chord
+    is decided is released as it is placed."""
     replayed = journal.open()
     for task_id in replayed.revoked:
         core.book.revoke(task_id, record=False)
-    now = time.time()
-    for raw_header, body in replayed.live:
-        entry = Entry(protocol.unpack(raw_header), raw_header, body)
-        core.book.track(entry)
-        core.place(entry, now)
-    if replayed.live:
-        logger.info("replayed %d accepted tasks from the journal", len(replayed.live))
     if replayed.unstored:
+        # Before any event of this start (a task expired meanwhile), in sequence order.
         logger.info("sending %d results the results actor may not have stored",
                     len(replayed.unstored))
         for seq, event in replayed.unstored:
             core.unstored[seq] = event
         core.events.extend(core.unstored.values())
+    entries = [Entry(protocol.unpack(raw_header), raw_header, body)
+               for raw_header, body in replayed.live]
+    for entry in entries:
+        core.book.track(entry)
+    if replayed.parts:
+        logger.info("replayed %d chord parts that ended", len(replayed.parts))
+        core.restore_parts(replayed.parts)
+    now = time.time()
+    for entry in entries:
+        core.place(entry, now)
+    if replayed.live:
+        logger.info("replayed %d accepted tasks from the journal", len(replayed.live))
     return len(replayed.live)
 
 

@@ -2,7 +2,9 @@
 
 An append-only file of msgpack records:
 
-    ["A", header, body]   accepted (header as received, so it replays byte for byte)
+    ["A", header, body]   accepted (header as received, so it replays byte for byte); a
+                          second A of the same task (uid and retries) replaces its header
+                          (a task that replaced itself now relays its replacement)
     ["D", uid, retries]   finished, failed, revoked, expired or purged: never replay it
                           (uid: the task id, or a copy's ``copy_id``)
     ["D", uid, retries, seq, event]
@@ -11,6 +13,10 @@ An append-only file of msgpack records:
     ["E", seq, event]     a final event not yet stored (what a rewrite keeps of a D)
     ["S", seq]            the results actor stored every final event up to ``seq``
     ["R", id]             revoked: stays in the revoked set across restarts
+    ["C", body_id, index, event]
+                          a chord part ended with this final event (a failure unless
+                          SUCCESS): kept while the body's A is live, so that a restart
+                          counts it again (see zq.router.chords)
 
 Records of one router step are written with one ``write`` before the router answers
 ACCEPTED, so a task the router accepted survives the router being killed. A commit that
@@ -21,10 +27,12 @@ records are kept and written first by the next commit that succeeds. With
 router goes on, and the router holds its answers until the sync that covers their records
 is done. Whatever is written while one fsync runs is covered by the next, so under load one
 fsync serves many steps (a group commit), and an idle router syncs at once. On start the
-file is read, the live tasks and the final events not yet stored are returned, and the
-file is rewritten with only them; when there is no room for the rewrite the old file is
-kept as it is and appended to. A task's end and its result are written together, so a
-kill at any moment leaves either the task to replay or its result to store again.
+file is read, the live tasks (with the chord parts counted for those that are bodies) and
+the final events not yet stored are returned, and the file is rewritten with only them;
+when there is no room for the rewrite the old file is kept as it is and appended to. A
+task's end and its result are written together, so a kill at any moment leaves either the
+task to replay or its result to store again; a chord part's C record is written with its
+task's end too.
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ class Replayed:
     revoked: list[str] = field(default_factory=list)
     # Final events the results actor may not have stored, by sequence, in order.
     unstored: list[tuple[int, Any]] = field(default_factory=list)
+    # Chord parts counted for live bodies: (body id, index, event), in the order counted.
+    parts: list[tuple[str, int, Any]] = field(default_factory=list)
 
 
 class Journal:
@@ -126,8 +136,9 @@ class Journal:
                         state.replay(record)
                         whole = unpacker.tell()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        replayed = Replayed(list(state.live.values()), list(state.revoked)[-_REVOKED_KEPT:],
-                            list(state.unstored.items()))
+        replayed = Replayed([(header, body) for header, body, _ in state.live.values()],
+                            list(state.revoked)[-_REVOKED_KEPT:], list(state.unstored.items()),
+                            state.live_parts())
         self.event_seq = state.event_seq
         failed = self._rewrite(replayed)
         if failed is not None:
@@ -148,6 +159,8 @@ class Journal:
             with open(tmp, "wb") as f:
                 for header, body in replayed.live:
                     f.write(msgpack.packb(["A", header, body], use_bin_type=True))
+                for body_id, index, event in replayed.parts:
+                    f.write(msgpack.packb(["C", body_id, index, event], use_bin_type=True))
                 for task_id in replayed.revoked:
                     f.write(msgpack.packb(["R", task_id], use_bin_type=True))
                 for seq, event in replayed.unstored:
@@ -217,6 +230,19 @@ class Journal:
     def revoked(self, task_id: str) -> None:
         self._buffer.append((False, msgpack.packb(["R", task_id], use_bin_type=True)))
 
+    def part(self, body_id: str, index: int, event: Any) -> None:
+        """A chord part ended with ``event``: counted again after a restart while the
+        body is live."""
+        self._buffer.append((False, msgpack.packb(["C", body_id, index, event],
+                                                  use_bin_type=True)))
+
+    def updated(self, raw_header: bytes, body: bytes) -> None:
+        """An accepted task's header changed (it relays its replacement now): an A record
+        again, which replaces the first on replay. Not an acceptance: the task was
+        accepted long ago, so a commit that fails keeps it for the next one."""
+        self._buffer.append((False, msgpack.packb(["A", raw_header, body],
+                                                  use_bin_type=True)))
+
     @property
     def pending(self) -> int:
         """Records waiting to be written: this step's, and those failed commits kept."""
@@ -271,14 +297,17 @@ class Journal:
         return self._live_bytes > self._compact_bytes
 
     def compact(self, live: list[tuple[bytes, bytes]], revoked: list[str],
-                unstored: list[tuple[int, Any]] | None = None) -> bool:
-        """Rewrite the file with only ``live``, ``revoked`` and the ``unstored`` final
-        events (the router's memory, which holds everything committed). False when it was not rewritten: a commit could not
-        be written, or there is no room for the new file (then the old one stays, and the
+                unstored: list[tuple[int, Any]] | None = None,
+                parts: list[tuple[str, int, Any]] | None = None) -> bool:
+        """Rewrite the file with only ``live``, ``revoked``, the ``unstored`` final events
+        and the chord ``parts`` of the bodies held (the router's memory, which holds
+        everything committed). False when it was not rewritten: a commit could not be
+        written, or there is no room for the new file (then the old one stays, and the
         next try waits until the file has grown as much again)."""
         if not self.commit():
             return False
-        if self._rewrite(Replayed(live, revoked[-_REVOKED_KEPT:], list(unstored or ()))) is None:
+        if self._rewrite(Replayed(live, revoked[-_REVOKED_KEPT:], list(unstored or ()),
+                                  list(parts or ()))) is None:
             self._compact_bytes = _COMPACT_BYTES
             return True
         self._compact_bytes = self._live_bytes + _COMPACT_BYTES
@@ -321,27 +350,30 @@ def _records(unpacker: msgpack.Unpacker, path: Path) -> Any:
 
 
 class _ReplayState:
-    """What the records read so far leave: live tasks, revoked ids, unstored events."""
+    """What the records read so far leave: live tasks, revoked ids, unstored events, the
+    chord parts of live bodies."""
 
     def __init__(self) -> None:
-        self.live: OrderedDict[tuple[str, int], tuple[bytes, bytes]] = OrderedDict()
+        # By (tracked id, retries): header, body, task id.
+        self.live: OrderedDict[tuple[str, int], tuple[bytes, bytes, str]] = OrderedDict()
+        # How many live entries (attempts, copies) each task id has.
+        self.live_ids: dict[str, int] = {}
         self.revoked: OrderedDict[str, None] = OrderedDict()
         self.unstored: OrderedDict[int, Any] = OrderedDict()
         self.event_seq = 0
+        # Chord parts by body id, in the order counted. A C record may come before its
+        # body's A (it was kept from a failed commit): which bodies are live is judged at
+        # the end (``live_parts``).
+        self.parts: dict[str, list[tuple[int, Any]]] = {}
 
     def replay(self, record: Any) -> None:
         if not isinstance(record, list) or not record:
             return
         kind, size = record[0], len(record)
         if kind == "A" and size == 3:
-            try:
-                header = msgpack.unpackb(record[1], raw=False, strict_map_key=False)
-                key = (tracked_id(header), header.get("retries", 0))
-            except Exception:
-                return
-            self.live[key] = (record[1], record[2])
+            self._accepted(record[1], record[2])
         elif kind == "D" and size in (3, 5):
-            self.live.pop((record[1], record[2]), None)
+            self._finished((record[1], record[2]))
             if size == 5:
                 self._event(record[3], record[4])
         elif kind == "E" and size == 3:
@@ -351,6 +383,37 @@ class _ReplayState:
                 self.unstored.popitem(last=False)
         elif kind == "R" and size == 2:
             self.revoked[record[1]] = None
+        elif (kind == "C" and size == 4 and isinstance(record[1], str)
+              and isinstance(record[2], int) and isinstance(record[3], dict)):
+            self.parts.setdefault(record[1], []).append((record[2], record[3]))
+
+    def _accepted(self, raw_header: Any, body: Any) -> None:
+        """An A record: a task accepted, or (the same key again) its header replaced."""
+        try:
+            header = msgpack.unpackb(raw_header, raw=False, strict_map_key=False)
+            key = (tracked_id(header), header.get("retries", 0))
+            task_id = str(header["id"])
+        except Exception:
+            return
+        if key not in self.live:
+            self.live_ids[task_id] = self.live_ids.get(task_id, 0) + 1
+        self.live[key] = (raw_header, body, task_id)
+
+    def _finished(self, key: Any) -> None:
+        """A D record: the attempt is over; a body's parts go with its last live entry."""
+        ended = self.live.pop(key, None)
+        if ended is None:
+            return
+        task_id = ended[2]
+        self.live_ids[task_id] -= 1
+        if not self.live_ids[task_id]:
+            del self.live_ids[task_id]
+            self.parts.pop(task_id, None)
+
+    def live_parts(self) -> list[tuple[str, int, Any]]:
+        """The chord parts of bodies still live, each body's in the order counted."""
+        return [(body_id, index, event) for body_id, parts in self.parts.items()
+                if body_id in self.live_ids for index, event in parts]
 
     def _event(self, seq: Any, event: Any) -> None:
         if isinstance(seq, int) and isinstance(event, dict):

@@ -242,7 +242,8 @@ class Router:
         if self.journal.write_error is None and self.journal.should_compact():
             self.journal.compact([(e.raw_header or protocol.pack(e.header), e.body)
                                   for e in core.book.tasks.values()],
-                                 list(core.book.revoked), list(core.unstored.items()))
+                                 list(core.book.revoked), list(core.unstored.items()),
+                                 core.held_parts())
         self._answer()
         if core.dirty and time.monotonic() >= self._dispatch_after:
             core.dirty = False

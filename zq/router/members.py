@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import protocol
 from ..protocol import Cmd, Message
-from .book import QUEUED, SCHEDULED
+from .book import QUEUED, SCHEDULED, Entry
 from .core import Core
 from .peers import ActorState, HostState
 
@@ -116,6 +116,33 @@ def _final_event(record: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _part(record: dict[str, Any]) -> tuple[str, int] | None:
+    """The chord part a DONE says its outcome settles, in place of its task header's (a
+    chain in a chord's header that ended before the link that carries the membership)."""
+    part = record.get("chord")
+    if part is None:
+        return None
+    problem = protocol.chord_part_problem(part)
+    if problem is not None:
+        logger.warning("ignoring the chord part %r of a DONE for %r: %s", part,
+                       record.get("id"), problem)
+        return None
+    return part[0], part[1]
+
+
+def _ended(core: Core, entry: Entry, record: dict[str, Any]) -> None:
+    """End a task the router holds as its DONE says: with its final event; relayed to the
+    replacement it sent (``replaced``); or without an event (it raised Ignore, or
+    ignores its result)."""
+    event = _final_event(record)
+    if event is not None:
+        core.end(entry, event, _part(record))
+    elif record.get("replaced"):
+        core.relay(entry)
+    else:
+        core.finish(entry, ignored=True, part=_part(record))
+
+
 def _key(record: dict[str, Any]) -> list[Any]:
     return [record.get("id"), record.get("retries", 0)]
 
@@ -136,11 +163,7 @@ def _done_one(core: Core, actor: ActorState, record: dict[str, Any]) -> list[Any
         else:
             core.requeue(entry, redelivered=started)
         return _key(record)
-    event = _final_event(record)
-    if event is None:
-        core.finish(entry)
-    else:
-        core.end(entry, event)
+    _ended(core, entry, record)
     return _key(record)
 
 
@@ -148,8 +171,9 @@ def _outcome(core: Core, record: dict[str, Any]) -> list[Any]:
     """A DONE for a task the router no longer places with that actor (it gave the actor
     up, or restarted, or the actor hands it over again): its event is forwarded and
     journaled (the results actor keeps the first final state of an attempt, and a real
-    outcome wins over a presumed loss), and a replayed copy still waiting need not run.
-    A task handed back unfinished (requeue) keeps its copy."""
+    outcome wins over a presumed loss), and a replayed copy still waiting need not run
+    (one that replaced itself waits as a relay). A task handed back unfinished (requeue)
+    keeps its copy."""
     if record.get("requeue"):
         return _key(record)
     uid, retries = record.get("id"), record.get("retries", 0)
@@ -157,12 +181,9 @@ def _outcome(core: Core, record: dict[str, Any]) -> list[Any]:
     entry = core.book.tasks.get(uid) if isinstance(uid, str) else None
     if entry is not None and entry.retries == retries and entry.state in (QUEUED, SCHEDULED):
         core.unqueue(entry)
-        if event is None:
-            core.finish(entry)
-        else:
-            core.end(entry, event)
+        _ended(core, entry, record)
     elif event is not None and isinstance(uid, str) and isinstance(retries, int):
-        core.outcome(uid, retries, event)
+        core.outcome(uid, retries, event, _part(record))
     return _key(record)
 
 
