@@ -79,7 +79,7 @@ def test_the_body_of_a_failed_chord_never_runs_and_its_errback_runs_once(cluster
 
 def test_a_chord_of_chains_and_a_chord_in_a_chain(cluster):
     header = [add.s(1, 1) | add.s(10), add.s(2, 2) | add.s(20)]
-    assert chord(header, xsum.s()).delay().get(timeout=20) == 34
+    assert chord(header, xsum.s()).delay().get(timeout=20) == 36
     workflow = add.s(1, 1) | group(add.s(1), add.s(2)) | xsum.s() | add.s(100)
     result = workflow.delay()
     assert result.get(timeout=20) == 107

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import zq
+from tests.apps import faults
 from tests.conftest import wait_until
 from tests.test_faults import faults_cluster, run_counts, wait_for_run
 from tests.test_faults_router_kill import kill_router
@@ -25,16 +26,13 @@ CHORDS = 6
 PARTS = 30
 
 
-def send_chords(app: App, log: Path, late: bool, count: int) -> list[tuple[str, list[str]]]:
+def send_chords(log: Path, late: bool, count: int) -> list[tuple[str, list[str]]]:
     """``count`` chords of PARTS napping tasks; returns (body id, header ids) each."""
-    name = "tests.apps.faults.nap_late" if late else "tests.apps.faults.nap"
     sent = []
     for c in range(count):
-        header = [zq.signature(name, args=(str(log), 0.02) if late
-                               else (str(log), 0.02, c * 1000 + i), app=app)
-                  for i in range(PARTS)]
-        body = zq.signature("tests.apps.faults.gather", args=(str(log),), app=app)
-        result = chord(header, body, app=app).apply_async()
+        header = [faults.nap_late.s(str(log), 0.02) if late
+                  else faults.nap.s(str(log), 0.02, c * 1000 + i) for i in range(PARTS)]
+        result = chord(header, faults.gather.s(str(log))).apply_async()
         sent.append((result.id, [r.id for r in result.parent.results]))
     return sent
 
@@ -44,9 +42,9 @@ def test_router_killed_while_chord_headers_run_fires_each_body_once(tmp_path, ho
     log = tmp_path / "runs.log"
     with faults_cluster(tmp_path / "cluster", concurrency=2,
                         workers_args=["--prefetch", "2"]) as cluster:
-        client = App("chords-client", router=cluster.router, publish_timeout_s=30.0)
+        faults.app.conf.update(publish_timeout_s=30.0)
         try:
-            sent = send_chords(client, log, late, CHORDS)
+            sent = send_chords(log, late, CHORDS)
             for _ in range(2):
                 wait_until(lambda: log.exists() and len(log.read_text().splitlines()) > 20,
                            30, "header tasks to run")
@@ -60,7 +58,7 @@ def test_router_killed_while_chord_headers_run_fires_each_body_once(tmp_path, ho
             finally:
                 checker.close()
         finally:
-            client.close()
+            faults.app.conf.update(publish_timeout_s=10.0)
     counts = run_counts(log)
     for c, (body, parts) in enumerate(sent):
         expected = [0.02] * PARTS if late else [c * 1000 + i for i in range(PARTS)]
@@ -75,13 +73,10 @@ def test_actor_killed_running_a_header_task(tmp_path):
     or never."""
     log, gate = tmp_path / "runs.log", tmp_path / "gate"
     with faults_cluster(tmp_path / "cluster", concurrency=2) as cluster:
-        client = App("chords-client", router=cluster.router)
         try:
-            body = zq.signature("tests.apps.faults.gather", args=(str(log),), app=client)
-            early = chord([zq.signature("tests.apps.faults.hold", args=(str(log), str(gate)),
-                                        app=client),
-                           zq.signature("tests.apps.faults.quick", args=(str(log), 1),
-                                        app=client)], body, app=client).apply_async()
+            body = faults.gather.s(str(log))
+            early = chord([faults.hold.s(str(log), str(gate)), faults.quick.s(str(log), 1)],
+                          body).apply_async()
             held = early.parent.results[0]
             os.kill(wait_for_run(log, held.id).pid, signal.SIGKILL)
             with pytest.raises(zq.ChordError, match=f"Dependency {held.id} raised .*"
@@ -89,10 +84,17 @@ def test_actor_killed_running_a_header_task(tmp_path):
                 early.get(timeout=20)
             assert early.state == states.FAILURE
 
-            late = chord([zq.signature("tests.apps.faults.hold_late",
-                                       args=(str(log), str(gate)), app=client),
-                          zq.signature("tests.apps.faults.quick", args=(str(log), 2),
-                                       app=client)], body, app=client).apply_async()
+            # A chain in the header whose first link the router fails (its actor lost):
+            # the chord fails too, although the chain's last link never ran.
+            chained = chord([faults.hold.s(str(log), str(gate)) | faults.quick.si(str(log), 3),
+                             faults.quick.s(str(log), 4)], body).apply_async()
+            first_link = chained.parent.results[0].parent
+            os.kill(wait_for_run(log, first_link.id).pid, signal.SIGKILL)
+            with pytest.raises(zq.ChordError, match=f"Dependency {first_link.id} raised"):
+                chained.get(timeout=20)
+
+            late = chord([faults.hold_late.s(str(log), str(gate)),
+                          faults.quick.s(str(log), 2)], body).apply_async()
             held_late = late.parent.results[0]
             os.kill(wait_for_run(log, held_late.id).pid, signal.SIGKILL)
             wait_for_run(log, held_late.id, count=2, timeout_s=20)
@@ -100,9 +102,9 @@ def test_actor_killed_running_a_header_task(tmp_path):
             assert late.get(timeout=20) == ["released", 2]
         finally:
             gate.touch()
-            client.close()
     counts = run_counts(log)
     assert counts[early.id] == 0 and counts[held.id] == 1
+    assert counts[chained.id] == 0 and counts[first_link.id] == 1
     assert counts[late.id] == 1 and counts[held_late.id] == 2
 
 
@@ -115,15 +117,14 @@ def test_many_clients_sending_chords_while_the_router_is_killed(tmp_path):
         errors: list[str] = []
 
         def client(index: int) -> None:
-            app = App(f"client{index}", router=cluster.router, publish_timeout_s=30.0)
             try:
                 for _ in range(4):
                     try:
-                        sent[index].extend(send_chords(app, log, False, 1))
+                        sent[index].extend(send_chords(log, False, 1))
                     except zq.PublishError as exc:
                         errors.append(str(exc))
             finally:
-                app.close()
+                faults.app.close()
 
         threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(3)]
         for thread in threads:

@@ -614,3 +614,29 @@ def test_a_journal_rewrite_keeps_the_parts_of_bodies_held_waiting_or_released():
     succeed(r, b"w", "finished")
     assert [(body, index) for body, index, _ in r.core.held_parts()] == [
         ("waiting", 0), ("released", 0)]
+
+
+def test_a_chain_link_before_the_last_settles_the_part_only_by_failing():
+    """A chain in a header: its first link carries ``chord_chain``. The router failing it
+    (its actor lost) fails the chord, though the chain's last link never comes."""
+    r = Router()
+    reply = batch(r, task("body", chord_size=2),
+                  task("link0", chord_chain=["body", 0]), task("p1", chord="body",
+                                                               chord_index=1))
+    assert reply.cmd is Cmd.ACCEPTED and not reply.header["errors"]
+    assert run(r, credit=1, host="h", supervised=True) == ["link0"]
+    _lost(r, b"w")
+    error = _error_after(r)
+    assert (error["id"], error["exc"]["type"]) == ("link0", "WorkerLostError")
+
+    r = Router()
+    batch(r, task("body", chord_size=1), task("link0", chord_chain=["body", 0]))
+    assert run(r) == ["link0"]
+    succeed(r, b"w", "link0")
+    assert body_of(r).state == WAITING  # its success is the next link's to give
+
+
+def test_a_malformed_chord_chain_is_refused():
+    r = Router()
+    reply = batch(r, task("x", chord_chain=["body"]))
+    assert "chord_chain" in reply.header["errors"][0][2]

@@ -46,7 +46,7 @@ class _Clients(threading.local):
 # Options that travel in a task's header as they are (the canvas's): what follows the
 # task, its group, and its place in a chord.
 _PASSED_ON = frozenset({"link", "link_error", "chain", "group_id", "copy_id", "chord",
-                        "chord_index", "chord_size", "chord_immutable"})
+                        "chord_index", "chord_size", "chord_immutable", "chord_chain"})
 
 
 class App:

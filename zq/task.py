@@ -100,8 +100,10 @@ class Request:
         self.callbacks: list[Any] | None = None
         self.errbacks: list[Any] | None = None
         self.chain: list[Any] | None = None
-        # [chord body id, index] when the task is part of a chord's header.
+        # [chord body id, index] when the task is part of a chord's header; the same for
+        # a link before the last of a chain that is a part (``chord_chain``).
         self.chord: list[Any] | None = None
+        self.chord_chain: list[Any] | None = None
         # Set by ``Task.replace``: the task's result is to be its replacement's.
         self.replaced = False
         self.__dict__.update(fields)
@@ -338,6 +340,7 @@ class Task:
             "group_id": request.group,
             "chord": request.chord[0] if request.chord else None,
             "chord_index": request.chord[1] if request.chord else None,
+            "chord_chain": request.chord_chain,
         }
         send_options.update(options)
         self._app().send_task(self.name or "", new_args, new_kwargs, _task=self, **send_options)

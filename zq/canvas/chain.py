@@ -60,6 +60,31 @@ class chain(Signature):  # noqa: N801 - Celery's name
             return chain(*self.tasks, other, app=self.app, **self.options)
         return NotImplemented
 
+    def clone(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+              **options: Any) -> Signature:
+        """A copy whose links are copies too (freezing it leaves this one as it was)."""
+        new = super().clone(args, kwargs, **options)
+        new["kwargs"]["tasks"] = [t.clone() for t in self.tasks]
+        return new
+
+    def freeze(self, _id: str | None = None, group_id: str | None = None,
+               root_id: str | None = None, parent_id: str | None = None) -> Any:
+        """Fix every link's id (``_id`` is the last link's: the chain's result), so that
+        the last link's result, its ``parent`` walking back, is known before sending."""
+        links = self.tasks
+        if not links:
+            raise ValueError("a chain needs at least one task")
+        if _id:
+            links[-1].options.setdefault("task_id", _id)
+        if group_id is not None:
+            self.options["group_id"] = group_id
+        for link in links:
+            if link.kind in SINGLE_MESSAGE:
+                link.options.setdefault("task_id", new_id())
+            else:
+                link.freeze(link.options.get("task_id"))
+        return _results(list(links), self._app(), track=False)
+
     def _prepared(self, args: Sequence[Any] | None, kwargs: dict[str, Any] | None,
                   options: dict[str, Any]) -> list[Signature]:
         """The links with their ids, root and parent ids fixed, the chain's options given
@@ -96,6 +121,12 @@ class chain(Signature):  # noqa: N801 - Celery's name
         for key in ("group_id", "chord", "chord_index"):
             if options.get(key) is not None:
                 links[-1].options[key] = options.pop(key)
+        part = links[-1].options.get("chord"), links[-1].options.get("chord_index")
+        if part[0] is not None and part[1] is not None:
+            # The chain is a chord part: a link before the last that fails (however it
+            # ends: the router may end it) settles the part, as the last link's end does.
+            for link in links[:-1]:
+                _mark_chain_part(link, list(part))
         links[0] = links[0].clone(args, kwargs, **options)
         return links
 
@@ -165,6 +196,17 @@ def _succeeded(result: Any) -> bool:
     return bool(result.state == states.SUCCESS)
 
 
+def _mark_chain_part(link: Signature, part: list[Any]) -> None:
+    """Give a link (each task of a group or chord link) the chord part its chain is."""
+    if link.kind in SINGLE_MESSAGE:
+        link.options["chord_chain"] = part
+    elif link.kind == "chord":
+        link.options["chord_chain"] = part  # its body's; its header's parts are its own
+    else:
+        for task in getattr(link, "tasks", ()):
+            _mark_chain_part(task, part)
+
+
 def _first_id(links: list[Signature]) -> str | None:
     """The id of the first task a chain runs (for its ``root_id``)."""
     first = links[0]
@@ -182,7 +224,7 @@ def _as_dict(link: Signature) -> dict[str, Any]:
     return dict(data, options=_wire_options(data["options"]))
 
 
-def _results(links: list[Signature], app: CanvasApp) -> Any:
+def _results(links: list[Signature], app: CanvasApp, track: bool = True) -> Any:
     """The links' results, each knowing the one before (``parent``) and after."""
     previous: Any = None
     for link in links:
@@ -195,6 +237,6 @@ def _results(links: list[Signature], app: CanvasApp) -> Any:
             previous.children = [result]
         previous = result
     assert previous is not None
-    if isinstance(previous, AsyncResult):
+    if track and isinstance(previous, AsyncResult):
         app.track(previous)
     return previous

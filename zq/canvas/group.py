@@ -243,7 +243,7 @@ class _ChordPlan:
             self.family["parent_id"] = parent_id
         # What is the body's: where its result goes on, and its own place in a chord.
         body_options = {key: options.pop(key) for key in (
-            "chain", "link", "link_error", "group_id", "chord", "chord_index")
+            "chain", "link", "link_error", "group_id", "chord", "chord_index", "chord_chain")
             if options.get(key) is not None}
         # The rest (queue, countdown, priority...) is the header's, as for a group.
         self.part_options = options

@@ -66,6 +66,9 @@ def _chord_problem(h: dict[str, Any]) -> str | None:
     if "chord_size" in h and not (_integer(h["chord_size"])
                                   and 1 <= h["chord_size"] <= MAX_CHORD_SIZE):
         return f"'chord_size' must be an integer from 1 to {MAX_CHORD_SIZE}"
+    if "chord_chain" in h and chord_part_problem(h["chord_chain"]) is not None:
+        return ("'chord_chain' must be [body id string of 1 to 255 characters, index "
+                ">= 0]")
     if "relay" in h and not isinstance(h["relay"], bool):
         return "'relay' must be true or false"
     return None

@@ -56,6 +56,9 @@ class TaskHeader(TypedDict, total=False):
     # With chord_size 1: the task replaced itself; when its one part (the replacement's
     # last task) ends, the router ends this task with that part's final event.
     relay: bool
+    # [body id, index] on a link before the last of a chain that is a chord part (the
+    # last link carries chord/chord_index): its failure settles the part, its success not.
+    chord_chain: list[Any]
 
 
 class BatchHeader(TypedDict):

@@ -36,6 +36,15 @@ def membership(header: dict[str, Any]) -> tuple[str, int] | None:
     return body_id, header["chord_index"]
 
 
+def chain_membership(header: dict[str, Any]) -> tuple[str, int] | None:
+    """The chord part a task settles only by failing: a link before the last of a chain
+    that is a part (``chord_chain``); a success leaves it to the next link."""
+    value = header.get("chord_chain")
+    if isinstance(value, list) and len(value) == 2:
+        return value[0], value[1]
+    return None
+
+
 def waits(header: dict[str, Any]) -> bool:
     """Whether a task is a chord body the router has not released yet (the router sets
     ``chord_results`` or ``chord_error`` on release, so a body it sends on, or journals

@@ -19,7 +19,7 @@ from .. import protocol, states
 from ..protocol import Cmd, Message, exception_data
 from .bindings import Bindings
 from .book import INFLIGHT, QUEUED, SCHEDULED, WAITING, Book, Entry
-from .chords import IGNORED, Chords, membership, waits
+from .chords import IGNORED, Chords, chain_membership, membership, waits
 from .dispatch import Dispatch
 from .durable import Durable, Log
 from .peers import ActorState, HostState
@@ -181,7 +181,7 @@ class Core:
         none (it raised Ignore, or ignores its result). As a chord part it failed."""
         self.book.retire(entry)
         self._forget_parts(entry)
-        part = part or membership(entry.header)
+        part = part or membership(entry.header) or chain_membership(entry.header)
         if part is not None:
             self.count_part(part, self.eventless_event(entry, ignored))
 
@@ -331,7 +331,10 @@ class Core:
         """The chord part a task is (``part``, named by its DONE, before its header's)
         settles with its final event; a RETRY is not an end, its next attempt is."""
         part = part or membership(entry.header)
-        if part is not None and event.get("state") != states.RETRY:
+        state = event.get("state")
+        if part is None and state != states.SUCCESS:
+            part = chain_membership(entry.header)
+        if part is not None and state != states.RETRY:
             self.count_part(part, event)
 
     # -- events -------------------------------------------------------------------------

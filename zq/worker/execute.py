@@ -299,7 +299,9 @@ class Executor:
             soft_time_limit=h.get("soft_time_limit"), content_type=h.get("ct"),
             acks_late=bool(h.get("acks_late")), copy_id=h.get("copy_id"),
             callbacks=_signatures(h.get("link")), errbacks=_signatures(h.get("link_error")),
-            chain=_signatures(h.get("chain")), chord=_membership(h))
+            chain=_signatures(h.get("chain")), chord=_membership(h),
+            chord_chain=h.get("chord_chain") if isinstance(h.get("chord_chain"), list)
+            else None)
 
     def _report(self, task: Task, request: Request, outcome: Outcome) -> None:
         """Keep the outcome's state event as the final one; send the one it replaces."""
