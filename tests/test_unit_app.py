@@ -10,7 +10,7 @@ import zq
 from zq import App, EagerResult, states
 
 # The tasks every App has, that run map() and starmap() on a worker.
-BUILTINS = {"zq.map", "zq.starmap"}
+BUILTINS = {"zq.map", "zq.starmap", "zq.accumulate", "zq.replace_with"}
 
 NOWHERE = "ipc:///nonexistent/zq-unit-tests.sock"
 

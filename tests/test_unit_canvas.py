@@ -100,8 +100,9 @@ def test_eager_shapes_give_celery_s_values_and_ids(app):
     first, second, third = result.parent.parent.get(), result.parent.get(), result.get()
     assert first[1] == first[0] and first[2] is None
     assert second[1:] == [first[0], first[0]] and third[1:] == [first[0], second[0]]
+    # A group inside a group is unrolled into it, as in Celery.
     assert group(add.s(1), add.s(2) | add.s(3), group(add.s(4))).apply((1,)).get() \
-        == [2, 6, [5]]
+        == [2, 6, 5]
     assert chord([add.s(i, i) for i in range(3)], xsum.s()).apply().get() == 6
     assert (group(add.s(1, 1), add.s(2, 2)) | xsum.s()).apply().get() == 6
     assert add.map([]).apply().get() == []
@@ -113,11 +114,12 @@ def test_a_signature_call_runs_the_function_here(app):
     assert app.tasks["canvas.add"].s(2)(3) == 5
 
 
-def test_a_chord_whose_body_is_a_group_is_refused_before_anything_is_sent(app):
-    add = app.tasks["canvas.add"]
-    with pytest.raises(zq.CanvasNotSupported, match="body must be a task or a chain"):
-        chord([add.s(1, 1)], group(add.s(1), add.s(2))).apply_async()
-    assert issubclass(zq.CanvasNotSupported, NotImplementedError)
+def test_a_group_inside_a_group_is_unrolled_and_a_task_is_a_signature(app):
+    add, xsum = app.tasks["canvas.add"], app.tasks["canvas.xsum"]
+    nested = group(add.s(1, 1), group(add.s(2), add.s(3)).clone((10,)))
+    assert [(t.task, t.args) for t in nested] == [
+        ("canvas.add", (1, 1)), ("canvas.add", (10, 2)), ("canvas.add", (10, 3))]
+    assert [t.task for t in group([xsum, xsum])] == ["canvas.xsum", "canvas.xsum"]
 
 
 def test_soft_time_limit_past_the_hard_one_is_refused(app):

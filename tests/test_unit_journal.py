@@ -10,7 +10,7 @@ import time
 import msgpack
 
 from zq import protocol, states
-from zq.protocol import Cmd, Message
+from zq.protocol import RELAY_INDEX, Cmd, Message
 from zq.router import files, intake, members
 from zq.router.book import WAITING
 from zq.router.core import Core
@@ -750,7 +750,7 @@ def test_a_relay_survives_a_router_restart(tmp_path):
     router = Started(path)
     router.submit({"id": "x"})
     assert router.deal() == ["x"]
-    router.submit({"id": "y", "chord": "x", "chord_index": 0})
+    router.submit({"id": "y", "chord": "x", "chord_index": RELAY_INDEX})
     router.done("x", replaced=True)
     router.kill()
 

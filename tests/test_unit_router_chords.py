@@ -16,6 +16,7 @@ import pytest
 
 from tests.test_unit_router_rules import T0, Router
 from zq import protocol, states
+from zq.protocol import RELAY_INDEX
 from zq.protocol import Cmd, Message
 from zq.router import control, intake, members
 from zq.router.book import INFLIGHT, QUEUED, SCHEDULED, WAITING
@@ -464,7 +465,7 @@ def _replacing(r: Router, **header: Any) -> None:
     r.submit("x", **header)
     assert run(r, credit=1) == ["x"]
     # The replacement's last task (here the only one) carries x as its chord.
-    r.submit("y", chord="x", chord_index=0)
+    r.submit("y", chord="x", chord_index=RELAY_INDEX)
 
 
 def test_a_replaced_task_waits_for_its_replacement_and_ends_with_its_outcome():
@@ -504,7 +505,7 @@ def test_a_replacement_that_ends_before_the_replaced_done_arrives_ends_the_relay
     assert r.deal() == {b"w2": ["y"]}
     succeed(r, b"w2", "y", b"early")
     assert r.core.book.tasks["x"].state == INFLIGHT  # counted for it all the same
-    assert parts_journaled(r) == [("C", "x", 0, states.SUCCESS)]
+    assert parts_journaled(r) == [("C", "x", RELAY_INDEX, states.SUCCESS)]
     eventless(r, b"w", "x", replaced=True)
     assert "x" not in r.core.book.tasks
     assert final(r, "x")["body"] == b"early"
@@ -526,7 +527,7 @@ def test_a_relay_that_is_a_chord_part_counts_when_its_replacement_ends():
     r = Router()
     batch(r, task("body", chord_size=1), task("x", chord="body", chord_index=0))
     assert run(r, credit=1) == ["x"]
-    r.submit("y", chord="x", chord_index=0)
+    r.submit("y", chord="x", chord_index=RELAY_INDEX)
     eventless(r, b"w", "x", replaced=True)
     assert body_of(r).state == WAITING
     r.deal()
@@ -558,7 +559,7 @@ def test_a_replaced_done_handed_over_again_after_a_restart_makes_the_queued_copy
 
 def test_a_relay_from_a_client_header_waits_for_its_part():
     r = Router()
-    batch(r, task("x", chord_size=1, relay=True), task("y", chord="x", chord_index=0))
+    batch(r, task("x", chord_size=1, relay=True), task("y", chord="x", chord_index=RELAY_INDEX))
     assert run(r) == ["y"]
     succeed(r, b"w", "y", b"7")
     assert final(r, "x")["body"] == b"7"
@@ -572,7 +573,7 @@ def test_many_nested_relays_end_without_recursing_per_level():
     r.submit("t0")
     for level in range(depth):
         assert run(r, credit=1) == [f"t{level}"]
-        r.submit(f"t{level + 1}", chord=f"t{level}", chord_index=0)
+        r.submit(f"t{level + 1}", chord=f"t{level}", chord_index=RELAY_INDEX)
         eventless(r, b"w", f"t{level}", replaced=True)
     assert run(r, credit=1) == [f"t{depth}"]
     succeed(r, b"w", f"t{depth}", b"bottom")
@@ -596,7 +597,7 @@ def test_a_relay_placed_past_its_expiry_still_waits_for_its_replacement():
     starting."""
     r = Router()
     batch(r, task("x", chord_size=1, relay=True, expires=T0 + 1),
-          task("y", chord="x", chord_index=0), now=T0 + 5)
+          task("y", chord="x", chord_index=RELAY_INDEX), now=T0 + 5)
     assert r.core.book.tasks["x"].state == WAITING
     run(r, now=T0 + 5)
     succeed(r, b"w", "y", b"late", now=T0 + 6)
@@ -640,3 +641,20 @@ def test_a_malformed_chord_chain_is_refused():
     r = Router()
     reply = batch(r, task("x", chord_chain=["body"]))
     assert "chord_chain" in reply.header["errors"][0][2]
+
+
+def test_a_released_body_that_replaces_itself_relays_its_replacement_not_its_parts():
+    """A chord body released with its header's results calls replace: what it relays is
+    its replacement's outcome, never one of its own header's parts."""
+    r = Router()
+    chord(r, parts=("p0",))
+    assert run(r) == ["p0"]
+    succeed(r, b"w", "p0", b"part")
+    assert r.deal() == {b"w": ["body"]}
+    r.submit("y", chord="body", chord_index=RELAY_INDEX)
+    eventless(r, b"w", "body", replaced=True)
+    entry = body_of(r)
+    assert entry.state == WAITING and "chord_results" not in entry.header
+    assert r.deal() == {b"w": ["y"]}
+    succeed(r, b"w", "y", b"replacement")
+    assert final(r, "body")["body"] == b"replacement"

@@ -17,6 +17,7 @@ from .canvas.follow import derived_id
 from .canvas.signature import SINGLE_MESSAGE
 from .canvas.group import ACCUMULATE_TASK
 from .errors import Ignore, MaxRetriesExceededError, Retry
+from .protocol import RELAY_INDEX
 from .result import AsyncResult, EagerResult
 from . import _running
 from .trace import trace
@@ -59,7 +60,7 @@ def _relay_to(sig: Signature, task_id: str) -> None:
     if sig.kind == "chain":
         _relay_to(sig.kwargs["tasks"][-1], task_id)
     else:
-        sig.set(chord=task_id, chord_index=0)
+        sig.set(chord=task_id, chord_index=RELAY_INDEX)
 
 
 def check_time_limits(soft: float | None, hard: float | None, name: str | None) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from tests.apps import _shared
 from tests.apps._shared import wait_for
 import zq
-from zq import App
+from zq import App, chain
 
 app = App("basic")
 
@@ -212,3 +212,39 @@ def retry_once(self, value, path):
 @app.task(ignore_result=True)
 def quiet_add(x, y):
     return x + y
+
+
+# -- the tasks of Celery's integration suite (t/integration/tasks.py), as zq writes them --
+
+
+@app.task
+def identity(x):
+    return x
+
+
+@app.task
+def tsum(nums):
+    return sum(nums)
+
+
+@app.task
+def add_to_all(nums, val):
+    return [n + val for n in nums]
+
+
+@app.task(bind=True)
+def add_replaced(self, x, y):
+    """Replaced by add(x, y)."""
+    raise self.replace(add.s(x, y))
+
+
+@app.task(bind=True)
+def replace_with_chain(self, *args, link_msg=None):
+    c = chain(identity.s(*args), identity.s())
+    return self.replace(c)
+
+
+@app.task(bind=True)
+def fail_replaced(self, *args):
+    """Replaced by a task that fails."""
+    raise self.replace(fail.si("replaced and failed"))

@@ -119,8 +119,10 @@ class chain(Signature):  # noqa: N801 - Celery's name
         for callback in _as_list(options.pop("link", None)):
             links[-1].link(callback)
         for key in ("group_id", "chord", "chord_index"):
-            if options.get(key) is not None:
+            if options.get(key) is not None and not (key == "group_id"
+                                                     and links[-1].kind == "group"):
                 links[-1].options[key] = options.pop(key)
+        options.pop("group_id", None)
         part = links[-1].options.get("chord"), links[-1].options.get("chord_index")
         if part[0] is not None and part[1] is not None:
             # The chain is a chord part: a link before the last that fails (however it
@@ -176,8 +178,9 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
 
 def _append(flat: list[Signature], sig: Signature) -> None:
-    """Add ``sig`` to a chain's links: after a group it makes a chord with that group."""
-    if flat and flat[-1].kind == "group" and sig.kind not in ("group",):
+    """Add ``sig`` to a chain's links: after a group it makes a chord with that group (a
+    group after a group too: the second is the body, given the first's results)."""
+    if flat and flat[-1].kind == "group":
         chord: Any = _KINDS["chord"]
         flat[-1] = chord(flat[-1], sig)
     else:

@@ -16,22 +16,34 @@ from .signature import SINGLE_MESSAGE, CanvasApp, Signature, _kind, _wire_option
 # The built-in task a group inside a chord's header is closed with: it returns the list of
 # the group's results, so that the group is one part of the chord.
 ACCUMULATE_TASK = "zq.accumulate"
+# The built-in task a chord's body that is a group or a chord is sent by (see
+# ``register_builtins``).
+REPLACE_TASK = "zq.replace_with"
 
 
 @_kind
 class group(Signature):  # noqa: N801 - Celery's name
-    """Tasks (signatures, chains, groups) run in parallel.
+    """Tasks (signatures, chains, chords) run in parallel.
 
-    Plain tasks go to the router in batches, one round trip per batch; a chain or group
-    inside is sent as it would be alone, with the group's id. ``group([])`` is allowed:
-    its result is ready at once and its value is ``[]``.
+    Plain tasks go to the router in batches, one round trip per batch; a chain or chord
+    inside is sent as it would be alone, with the group's id. A group inside a group is
+    unrolled into it (its results are the outer group's, in place), as in Celery.
+    ``group([])`` is allowed: its result is ready at once and its value is ``[]``.
     """
 
     kind = "group"
 
     def __init__(self, *tasks: Any, app: CanvasApp | None = None, **options: Any):
         members = [maybe_signature(t, app) for t in _members(tasks)]
-        flat = [m for m in members if m is not None]
+        flat: list[Signature] = []
+        for member in members:
+            if isinstance(member, group):
+                # A group inside a group is unrolled into it, as in Celery: its members
+                # (with its partial arguments) are this group's.
+                left = {k: v for k, v in member.kwargs.items() if k != "tasks"}
+                flat.extend(t.clone(member.args, left) for t in member.tasks)
+            elif member is not None:
+                flat.append(member)
         first_app = app or next((t.app for t in flat if t.app is not None), None)
         super().__init__("zq.group", (), {"tasks": flat}, options, app=first_app)
 
@@ -198,7 +210,8 @@ class chord(Signature):  # noqa: N801 - Celery's name
         body_sig = maybe_signature(body, self.app) or self.body
         if body_sig is None:
             raise ValueError("a chord needs a body")
-        header = self.header.apply(args, kwargs)
+        left = {k: v for k, v in self.kwargs.items() if k not in ("header", "body")}
+        header = self.header.apply((*(args or ()), *self.args), {**left, **(kwargs or {})})
         for result in header.results:
             if result.failed():
                 return result
@@ -220,9 +233,12 @@ class _ChordPlan:
     def __init__(self, sig: chord, body: Signature, args: Sequence[Any] | None,
                  kwargs: dict[str, Any] | None, options: dict[str, Any]):
         options = {**sig.options, **options}
+        # Partial arguments for every part: those given now, the chord's, its header's.
+        header = sig.header
         left = {k: v for k, v in sig.kwargs.items() if k not in ("header", "body")}
-        self.args = (*(args or ()), *sig.args)
-        self.kwargs = {**left, **(kwargs or {})}
+        header_left = {k: v for k, v in header.kwargs.items() if k != "tasks"}
+        self.args = (*(args or ()), *sig.args, *header.args)
+        self.kwargs = {**header_left, **left, **(kwargs or {})}
         self.group_id: str = sig.header.options.get("group_id") or new_id()
         self.parts = [t.clone() for t in sig.header.tasks]
         for part in self.parts:
@@ -257,10 +273,13 @@ class _ChordPlan:
             head = body.clone(**self.family, **options)
             head.options["task_id"] = result_id or body.id or new_id()
             return head, [head]
+        if body.kind in ("group", "chord", "chunks"):
+            # Sent on release by a task that replaces itself with it, given the header's
+            # results as partial arguments: its result is the chord's.
+            body = Signature(REPLACE_TASK, (), {"sig": body.to_dict()}, app=body.app)
+            return self._body(body, result_id, options)
         if body.kind != "chain":
-            raise CanvasNotSupported(
-                f"a chord's body must be a task or a chain; {body!r} is a {body.kind}: "
-                f"make the body a task that sends it with the header's results")
+            raise CanvasNotSupported(f"a chord's body cannot be a {body.kind}: {body!r}")
         continuation = list(options.pop("chain", None) or ())
         if result_id:
             options["task_id"] = result_id
@@ -289,8 +308,6 @@ class _ChordPlan:
                 messages.append(self._message(app, member, member.args, member.kwargs, place))
                 results.append(AsyncResult(member.id or "", app=app, task_name=member.task))
                 continue
-            if member.kind == "group":
-                member = chord(member, Signature(ACCUMULATE_TASK, app=app), app=app)
             later.append((member, place))
             results.append(member.freeze())
         # The body first: the router holds it before any part can end.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .group import ACCUMULATE_TASK, group
+from .group import ACCUMULATE_TASK, REPLACE_TASK, group
 from .signature import CanvasApp, Signature, _kind, signature
 
 MAP_TASK = "zq.map"
@@ -91,7 +91,8 @@ class chunks(Signature):  # noqa: N801 - Celery's name
 
 def register_builtins(app: Any) -> None:
     """Give ``app`` the tasks that run ``map`` and ``starmap`` on a worker, and the one
-    that closes a group inside a chord's header (its results as one list)."""
+    that closes a group a task is replaced with (its results as one list), and the one
+    that sends a chord's body that is a group or a chord."""
 
     def run_map(task: Any, it: Sequence[Any]) -> list[Any]:
         run = signature(task, app=app).type
@@ -108,4 +109,8 @@ def register_builtins(app: Any) -> None:
 
     app.task(name=MAP_TASK)(run_map)
     app.task(name=STARMAP_TASK)(run_starmap)
+    def replace_with(self: Any, *args: Any, sig: dict[str, Any]) -> Any:
+        return self.replace(signature(sig, app=app).clone(args))
+
     app.task(name=ACCUMULATE_TASK)(accumulate)
+    app.task(name=REPLACE_TASK, bind=True)(replace_with)

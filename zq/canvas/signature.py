@@ -298,7 +298,8 @@ def signature(varies: Any, args: Sequence[Any] | None = None,
 
 
 def maybe_signature(value: Any, app: CanvasApp | None = None) -> Signature | None:
-    """``value`` as a signature when it is one or a dict of one; None stays None."""
+    """``value`` as a signature when it is one, a dict of one, or a task (a signature of
+    it with no arguments, as Celery takes ``group([tsum, tsum])``); None stays None."""
     if value is None:
         return None
     if isinstance(value, Signature):
@@ -307,5 +308,8 @@ def maybe_signature(value: Any, app: CanvasApp | None = None) -> Signature | Non
         return value
     if isinstance(value, dict):
         return Signature.from_dict(value, app=app)
+    make = getattr(value, "s", None)
+    if callable(make) and isinstance(getattr(value, "name", None), str):
+        return make()  # type: ignore[no-any-return]  # a task: called with no arguments
     raise TypeError(f"not a signature: {value!r}")
 

@@ -43,6 +43,7 @@ from .headers import (
 from .ids import (
     EXCHANGE_TYPES,
     MAX_CHORD_SIZE,
+    RELAY_INDEX,
     MAX_MESSAGE_SIZE,
     MAX_QUEUE_NAME,
     MAX_TASK_ID,
@@ -66,7 +67,7 @@ __all__ = [
     "QueryHeader", "ReadyHeader", "StateEvent", "StoredHeader", "TaskHeader",
     "WelcomeHeader",
     # ids and limits
-    "EXCHANGE_TYPES", "MAX_CHORD_SIZE", "MAX_MESSAGE_SIZE", "MAX_QUEUE_NAME", "MAX_TASK_ID",
+    "EXCHANGE_TYPES", "MAX_CHORD_SIZE", "MAX_MESSAGE_SIZE", "MAX_QUEUE_NAME", "MAX_TASK_ID", "RELAY_INDEX",
     "WATCH_HELLO",
     "attempt_label", "copy_id", "parse_attempt_label", "tracked_id",
 ]

@@ -12,6 +12,10 @@ MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 MAX_TASK_ID = 255
 # The most tasks one chord's header may have (its body's ``chord_size``).
 MAX_CHORD_SIZE = 1_000_000
+# The index a replacement's last task reports at as the one part of the task it replaced
+# (a relay): past every real chord part's, so a chord body that replaces itself keeps its
+# header's parts apart from its replacement's.
+RELAY_INDEX = MAX_CHORD_SIZE
 # The topic prefix a watcher subscribes to with a token of its own; the results actor
 # publishes a hello on it, proving the watcher's earlier subscriptions are in place.
 WATCH_HELLO = b"\x00hello:"

@@ -15,6 +15,7 @@ import logging
 from typing import Any, Protocol
 
 from .. import states
+from ..protocol import RELAY_INDEX
 
 logger = logging.getLogger("zq.router")
 
@@ -106,7 +107,7 @@ class Chords:
         it does not count: its index counted already, the chord failed already, or the
         index is past the body's ``size`` (None while no entry of the body says it: a
         task that has not replaced itself yet)."""
-        if size is not None and index >= size:
+        if size is not None and index >= size and index != RELAY_INDEX:
             logger.warning("ignoring part %d of chord %s, which has %d parts", index,
                            body_id, size)
             return False

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import protocol, states
-from ..protocol import Cmd, Message, exception_data
+from ..protocol import RELAY_INDEX, Cmd, Message, exception_data
 from .bindings import Bindings
 from .book import INFLIGHT, QUEUED, SCHEDULED, WAITING, Book, Entry
 from .chords import IGNORED, Chords, chain_membership, membership, waits
@@ -256,6 +256,9 @@ class Core:
         and then ends with its outcome. Its new header is journaled again (not an
         acceptance: a commit that fails keeps it for the next), so that a restart holds
         it as a relay too."""
+        # Its own chord's results (a released body that replaced itself) are spent.
+        entry.header.pop("chord_results", None)
+        entry.header.pop("chord_error", None)
         entry.set_header(chord_size=1, relay=True)
         entry.raw_header = protocol.pack(entry.header)
         self.durable.journal.updated(entry.raw_header, entry.body)
@@ -271,7 +274,7 @@ class Core:
             if entry.state != WAITING:
                 continue
             if entry.header.get("relay"):
-                event = chord.parts.get(0)
+                event = chord.parts.get(RELAY_INDEX)
                 if event is not None:
                     own = dict(event, id=entry.id, name=entry.name, retries=entry.retries)
                     own.pop("copy", None)

@@ -262,10 +262,9 @@ class Executor:
         data = exception_to_data(outcome.retval, outcome.traceback)
         for link in request.chain or ():
             options = link.get("options") or {} if isinstance(link, dict) else {}
-            link_id = options.get("task_id")
-            if link_id:
+            for link_id, name in _result_ids(link):
                 events.append(self._tagged(protocol.state_event(
-                    link_id, states.FAILURE, name=link.get("task"), exc=data)))
+                    link_id, states.FAILURE, name=name, exc=data)))
             if isinstance(options.get("chord"), str) and isinstance(
                     options.get("chord_index"), int):
                 chord = [options["chord"], options["chord_index"]]
@@ -343,3 +342,19 @@ def _membership(header: dict[str, Any]) -> list[Any] | None:
     if isinstance(body, str) and isinstance(index, int):
         return [body, index]
     return None
+
+
+def _result_ids(link: Any) -> list[tuple[str, Any]]:
+    """The ids (with task names) of the results a chain's link that will never run stands
+    for: a task's own, each member's of a group, a chord's (its body's)."""
+    if not isinstance(link, dict):
+        return []
+    options = link.get("options") or {}
+    if link.get("subtask_type") == "group":
+        tasks = (link.get("kwargs") or {}).get("tasks") or []
+        return [found for task in tasks for found in _result_ids(task)]
+    if link.get("subtask_type") == "chain":
+        tasks = (link.get("kwargs") or {}).get("tasks") or []
+        return [found for task in tasks for found in _result_ids(task)]
+    task_id = options.get("task_id")
+    return [(task_id, link.get("task"))] if isinstance(task_id, str) else []
