@@ -146,3 +146,12 @@ def test_register_task_binds_the_instance_it_is_given(app):
     assert instance.app is app and app.tasks["canvas.double"] is instance
     assert instance.apply((4,)).get() == 8
     assert instance.s(3).apply().get() == 6
+
+
+def test_replace_gives_a_copy_with_fields_replaced_not_merged(app):
+    add = app.tasks["canvas.add"]
+    sig = add.s(1, 2).set(countdown=5)
+    new = sig.replace(args=(3,), options={"queue": "q"})
+    assert (new.args, new.options) == ((3,), {"queue": "q"})
+    assert (sig.args, sig.options) == ((1, 2), {"countdown": 5})
+    assert sig.replace(kwargs={"y": 1}).kwargs == {"y": 1}

@@ -163,6 +163,18 @@ class Signature(dict[str, Any]):
 
     partial = clone
 
+    def replace(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+                options: dict[str, Any] | None = None) -> Signature:
+        """A copy with its args, kwargs or options replaced (not merged), as in Celery."""
+        new = self.clone()
+        if args is not None:
+            new["args"] = list(args)
+        if kwargs is not None:
+            new["kwargs"] = dict(kwargs)
+        if options is not None:
+            new["options"] = dict(options)
+        return new
+
     def set(self, immutable: bool | None = None, **options: Any) -> Signature:
         """Set options in place (``queue``, ``countdown``...); returns the signature."""
         if immutable is not None:
