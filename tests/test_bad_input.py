@@ -457,7 +457,9 @@ def test_oversized_task_is_refused_with_publish_error(small_cluster, small_app):
     assert_error(reply, "max_message_size", kind="PublishError")
     assert reply.header["id"] == header["id"]
     with pytest.raises(zq.PublishError, match="max_message_size"):
-        small_app.send_task(ECHO, ("x" * 5000,))
+        small_app.send_task(ECHO, ("x" * 5000,)).accepted(10)
+    with pytest.raises(zq.PublishError, match="max_message_size"):
+        small_app.send_task(ECHO, ("x" * 5000,), confirm=True)
     assert small_app.send_task(ADD, (2, 3)).get(timeout=10) == 5
     assert small_cluster.router_process is not None and small_cluster.router_process.alive()
 
@@ -467,7 +469,7 @@ def test_task_far_over_max_message_size_gets_a_clear_error_at_once(small_cluster
     libzmq drops the connection instead of passing the message on."""
     started = time.monotonic()
     with pytest.raises(zq.PublishError) as refused:
-        small_app.send_task(ECHO, ("x" * 200_000,), publish_timeout_s=3)
+        small_app.send_task(ECHO, ("x" * 200_000,), publish_timeout_s=3).accepted(3)
     elapsed = time.monotonic() - started
     assert small_app.send_task(ADD, (2, 3)).get(timeout=10) == 5
     assert small_cluster.router_process is not None and small_cluster.router_process.alive()

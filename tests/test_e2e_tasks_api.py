@@ -698,7 +698,7 @@ def test_bad_rate_limit_at_runtime_is_a_clear_error(shared):
 
 def test_bad_rate_limit_task_option_is_a_clear_error(shared):
     with pytest.raises(zq.PublishError, match="invalid rate limit '5 per fortnight'"):
-        api.bad_rate.delay()
+        api.bad_rate.delay().accepted(10)
 
 
 # -- expiry ------------------------------------------------------------------------------
@@ -804,19 +804,29 @@ def test_priority_zero_runs_first(shared, tmp_path, gate):
 
 
 def test_mandatory_raises_no_route_when_nothing_is_bound(shared):
+    # Sent without waiting: the refusal comes with the confirmation (or at once, strict).
     with pytest.raises(zq.NoRoute):
-        api.where.apply_async(exchange="media", routing_key="audio.mp3", mandatory=True)
+        api.where.apply_async(exchange="media", routing_key="audio.mp3",
+                              mandatory=True).accepted(10)
+    with pytest.raises(zq.NoRoute):
+        api.where.apply_async(exchange="media", routing_key="audio.mp3", mandatory=True,
+                              confirm=True)
+    refused = api.where.apply_async(exchange="media", routing_key="audio.mp3",
+                                    mandatory=True)
+    with pytest.raises(zq.NoRoute):
+        refused.get(timeout=10)
 
 
 def test_immediate_raises_when_no_worker_consumes_the_queue(shared):
     with pytest.raises(zq.NoRoute):
-        api.where.apply_async(queue=f"nobody-{uuid.uuid4().hex[:8]}", immediate=True)
+        api.where.apply_async(queue=f"nobody-{uuid.uuid4().hex[:8]}", immediate=True,
+                              confirm=True)
 
 
 def test_immediate_raises_when_the_consuming_worker_is_busy(shared, tmp_path, gate):
     start_hold("video", tmp_path, gate)
     with pytest.raises(zq.NoRoute):
-        api.where.apply_async(queue="image", immediate=True)
+        api.where.apply_async(queue="image", immediate=True).accepted(10)
 
 
 def test_immediate_is_accepted_when_a_worker_can_take_it_now(shared):
@@ -895,7 +905,8 @@ def test_revoking_a_fanout_task_revokes_every_copy(shared, tmp_path):
 
 def test_mandatory_fanout_with_nothing_bound_raises_no_route(shared):
     with pytest.raises(zq.NoRoute):
-        api.where.apply_async(exchange=f"nobody-{uuid.uuid4().hex[:8]}", mandatory=True)
+        api.where.apply_async(exchange=f"nobody-{uuid.uuid4().hex[:8]}",
+                              mandatory=True).accepted(10)
 
 
 # -- app-wide defaults: time limits and routing, as Celery's settings -----------------------

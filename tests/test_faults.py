@@ -916,7 +916,14 @@ def test_max_queue_length_refuses_the_sixth_task_and_keeps_the_first_five(tmp_pa
         accepted = [faults.quick.delay(str(log), i) for i in range(5)]
         with pytest.raises(zq.QueueFull,
                            match=r"queue 'celery' holds 5 tasks.*max_queue_length"):
-            faults.quick.delay(str(log), 5)
+            faults.quick.delay(str(log), 5).accepted(10)
+        with pytest.raises(zq.QueueFull):
+            faults.quick.apply_async((str(log), 6), confirm=True)
+        sixth = faults.quick.delay(str(log), 7)
+        with pytest.raises(zq.QueueFull):
+            zq.App.flush(faults.app, 10)
+        with pytest.raises(zq.QueueFull):
+            sixth.get(timeout=1)
         cluster.start_workers()
         assert [r.get(timeout=10) for r in accepted] == list(range(5))
     assert sorted(run_counts(log).values()) == [1] * 5

@@ -64,7 +64,7 @@ def test_submit_unanswered_after_it_was_sent_says_the_outcome_is_unknown_and_a_r
         try:
             with pytest.raises(zq.PublishError) as failed:
                 faults.quick.apply_async((str(log), "once"), task_id=task_id,
-                                         publish_timeout_s=1)
+                                         publish_timeout_s=1, confirm=True)
         finally:
             router.signal(signal.SIGCONT)
         message = str(failed.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -16,7 +17,7 @@ from . import _current, config, protocol, serialization, states
 from .client import Pending, ResultsClient, RouterClient
 from .config import Conf, Settings
 from .control import Control
-from .errors import ConfigurationError, PublishError
+from .errors import ConfigurationError, PublishError, ZqError
 from .protocol import Cmd
 from .result import AsyncResult, value_of
 from .routing import TaskRoutes, declarations
@@ -49,6 +50,21 @@ _PASSED_ON = frozenset({"link", "link_error", "chain", "group_id", "copy_id", "c
                         "chord_index", "chord_size", "chord_immutable", "chord_chain"})
 
 
+def _flush_at_exit(app: App) -> None:
+    """At interpreter exit, wait for the confirmations of what the main thread sent
+    without waiting (and log what was refused), as ``close`` does."""
+    ref = weakref.ref(app)
+
+    def flush() -> None:
+        alive = ref()
+        if alive is not None and threading.current_thread() is threading.main_thread():
+            local = alive._clients
+            if local.router is not None and local.pid == os.getpid():
+                alive.close()
+
+    atexit.register(flush)
+
+
 class App:
     """A zq application: where tasks are registered and from where they are sent.
 
@@ -78,6 +94,7 @@ class App:
         self.control = Control(self)
         register_builtins(self)
         _current.set_current_app(self)
+        _flush_at_exit(self)
 
     @property
     def settings(self) -> Settings:
@@ -161,8 +178,15 @@ class App:
 
     def send_task(self, name: str, args: Sequence[Any] | None = None,
                   kwargs: dict[str, Any] | None = None, *,
-                  publish_timeout_s: float | None = None, **options: Any) -> AsyncResult:
-        """Send the task ``name`` without importing it; returns once the router accepted it.
+                  publish_timeout_s: float | None = None, confirm: bool | None = None,
+                  **options: Any) -> AsyncResult:
+        """Send the task ``name`` without importing it.
+
+        Returns as soon as the message is on its way; the router's confirmation is
+        collected later, and a refusal (``QueueFull``, ``NoRoute``, a payload refused, no
+        router within ``publish_timeout_s``) is raised by the result's ``get()`` or
+        ``accepted()``, or by :meth:`flush`. With ``confirm=True`` (or the setting
+        ``publish_confirm``) it returns only once the router has accepted the task.
 
         ``options`` are ``apply_async``'s: countdown, eta, task_id, expires, serializer,
         queue, exchange, routing_key, priority, ignore_result, headers, time_limit,
@@ -171,11 +195,31 @@ class App:
         header, body = self.task_message(name, args, kwargs, **options)
         timeout_s = publish_timeout_s if publish_timeout_s is not None \
             else self.settings.publish_timeout_s
-        self.router_client().submit(header, body, timeout_s)
+        if confirm or (confirm is None and self.settings.publish_confirm):
+            self.router_client().submit(header, body, timeout_s)
+        else:
+            self.router_client().publish(header, body, timeout_s)
         if header.get("ignore_result"):
             # Nothing will be stored: get() returns None at once, as in Celery.
             return AsyncResult(header["id"], app=self, task_name=name, ignored=True)
         return self.track(AsyncResult(header["id"], app=self, task_name=name))
+
+    def published(self, task_id: str, timeout_s: float | None = None) -> None:
+        """Return once the router confirmed ``task_id`` (at once for a task this thread
+        did not send without waiting); raise why it refused it."""
+        router = self._local().router
+        if router is not None:
+            # Everything sent before it too: a result can hang on a task sent earlier
+            # (the first link of its chain), whose refusal must not go unnoticed.
+            router.settle(timeout_s)
+            router.confirmed(task_id, timeout_s)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until the router confirmed every task this thread sent without waiting;
+        raise the first refusal. Run at interpreter exit for the main thread."""
+        router = self._local().router
+        if router is not None:
+            router.flush(timeout_s)
 
     def track(self, result: AsyncResult) -> AsyncResult:
         """Remember a result this thread sent, so that one wait covers all of them: the
@@ -307,7 +351,8 @@ class App:
         local = self._local()
         if local.router is None:
             client = RouterClient(zmq.Context.instance(), self.settings.router,
-                                  self.settings.curve_keys())
+                                  self.settings.curve_keys(),
+                                  window=self.settings.publish_window)
             queues = declarations(self.settings.task_queues, self.settings)
             if queues:
                 client.call(Cmd.CONTROL, {"op": "declare", "queues": queues},
@@ -329,6 +374,13 @@ class App:
     def close(self) -> None:
         """Close this thread's sockets (they are made again on next use)."""
         local = self._local()
+        if local.router is not None and local.router.unconfirmed:
+            # Not dropped in silence: what is unconfirmed is waited for (and sent again)
+            # for up to publish_timeout_s, and what still fails is logged.
+            try:
+                local.router.flush(self.settings.publish_timeout_s)
+            except ZqError as exc:
+                logger.error("closing with tasks the router did not confirm: %s", exc)
         for client in (local.router, local.results):
             if client is not None:
                 client.close()

@@ -35,6 +35,8 @@ _RESEND_AFTER_S = 2.0
 # most 30 s); the client renews it, which also carries waiters across a restart of the
 # results actor.
 _WAIT_RENEW_S = 10.0
+# Refusals of tasks published without waiting, kept until asked for (the oldest dropped).
+_REFUSED_KEPT = 100_000
 # Ready results kept for AsyncResults other than the one that asked.
 _READY_CACHE = 10_000
 # The waits a client keeps at the results actor at once (and so the most ids in one
@@ -87,6 +89,11 @@ def _socket(ctx: zmq.Context[Any], kind: int, endpoint: str,
     return sock
 
 
+def _readable(sock: zmq.Socket[Any]) -> bool:
+    """Whether a message waits on ``sock`` (no poll, no exception)."""
+    return bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+
+
 def _immediate(sock: zmq.Socket[Any]) -> None:
     """Queue messages only on a connection that is up (ZMQ_IMMEDIATE).
 
@@ -118,6 +125,19 @@ def _send_within(sock: zmq.Socket[Any], msg: Message, timeout_s: float) -> bool:
     return True
 
 
+class _Unconfirmed:
+    """A task published without waiting, until the router confirms it."""
+
+    __slots__ = ("msg", "deadline", "timeout_s", "sent", "last_sent")
+
+    def __init__(self, msg: Message, deadline: float, timeout_s: float):
+        self.msg = msg
+        self.deadline = deadline
+        self.timeout_s = timeout_s
+        self.sent = False
+        self.last_sent = 0.0
+
+
 class RouterClient:
     """Submits tasks and control requests to the router and waits for its answers.
 
@@ -126,12 +146,22 @@ class RouterClient:
     nothing the caller was told failed reaches the router later.
     """
 
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str, keys: ClientKeys | None = None):
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, keys: ClientKeys | None = None,
+                 window: int = 1000):
         self.endpoint = endpoint
         self._ctx = ctx
         self._keys = keys
         self._sock = self._connect()
         self._rids = itertools.count(1)
+        # Tasks sent without waiting (``publish``) and not confirmed yet, oldest first;
+        # at most ``window`` of them: a sender with a full window waits.
+        self.window = window
+        self.unconfirmed: OrderedDict[str, _Unconfirmed] = OrderedDict()
+        # Why the router refused (or never confirmed) a task sent so, by id, until asked.
+        self.refused: OrderedDict[str, PublishError] = OrderedDict()
+        self._next_check = 0.0
+        # Refused since the last flush (which raises about them).
+        self._unreported: list[str] = []
 
     def _connect(self) -> zmq.Socket[Any]:
         return _socket(self._ctx, zmq.DEALER, self.endpoint, self._keys,
@@ -141,7 +171,9 @@ class RouterClient:
         self._sock.close(linger=0)
 
     def _exchange(self, msg: Message, key: str, value: Any, timeout_s: float) -> Message:
-        """Send ``msg`` and return the first answer whose ``key`` equals ``value``."""
+        """Send ``msg`` and return the first answer whose ``key`` equals ``value`` (or,
+        for ``id``, an ACCEPTED whose ``ids`` hold it). Answers about tasks published
+        without waiting are taken note of on the way."""
         deadline = time.monotonic() + timeout_s
         if not _send_within(self._sock, msg, timeout_s):
             raise _NoAnswer(sent=False)
@@ -149,13 +181,151 @@ class RouterClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._sock.poll(_ms(remaining)):
                 raise _NoAnswer(sent=True)
-            try:
-                _, reply = protocol.recv(self._sock)
-            except ProtocolError as exc:
-                logger.warning("dropping malformed message from router: %s", exc)
+            reply = self._recv()
+            if reply is None:
                 continue
-            if reply.header.get(key) == value:
+            if reply.header.get(key) == value or (
+                    key == "id" and value in (reply.header.get("ids") or ())):
                 return reply
+            self._note(reply)
+
+    def _recv(self) -> Message | None:
+        try:
+            _, reply = protocol.recv(self._sock)
+        except ProtocolError as exc:
+            logger.warning("dropping malformed message from router: %s", exc)
+            return None
+        return reply
+
+    # -- tasks sent without waiting for each answer -------------------------------------
+
+    def publish(self, header: dict[str, Any], body: bytes, timeout_s: float) -> None:
+        """Send a task and return at once; the router's confirmation is collected later
+        (here, by :meth:`confirmed` and :meth:`flush`). Waits while ``window`` tasks are
+        unconfirmed. A task not confirmed within ``timeout_s`` is sent again (the router
+        drops a task id it holds) until then, and is then given up with the same error a
+        waiting send raises, kept for whoever asks about it."""
+        self._collect(0)
+        if len(self.unconfirmed) >= self.window:
+            deadline = time.monotonic() + timeout_s
+            while len(self.unconfirmed) >= self.window:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise PublishError(f"task {header['id']} was NOT sent: {self.window} "
+                                       f"tasks sent before it are still unconfirmed by the "
+                                       f"router at {self.endpoint} after {timeout_s:g}s")
+                self._collect(min(remaining, _RESEND_AFTER_S))
+        now = time.monotonic()
+        msg = Message(Cmd.SUBMIT, header, body)
+        pending = _Unconfirmed(msg, now + timeout_s, timeout_s)
+        self._try_send(pending, now)
+        if not pending.sent:
+            # No connection is up (a new socket, the router away): wait for one, as a
+            # waiting send does, so that what returns is on its way.
+            if not _send_within(self._sock, msg, timeout_s):
+                raise self._unanswered(f"task {header['id']}", False, timeout_s)
+            pending.sent = True
+            pending.last_sent = now
+        self.unconfirmed[header["id"]] = pending
+
+    def confirmed(self, task_id: str, timeout_s: float | None) -> None:
+        """Return once the router confirmed ``task_id`` (at once for a task this client
+        did not publish without waiting); raise what refused it."""
+        if task_id in self.unconfirmed:
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            while task_id in self.unconfirmed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise ZqTimeoutError(f"task {task_id} not confirmed by the router "
+                                         f"within {timeout_s:g}s")
+                self._collect(_RESEND_AFTER_S if remaining is None
+                              else min(remaining, _RESEND_AFTER_S))
+        error = self.refused.get(task_id)
+        if error is not None:
+            raise error
+
+    def settle(self, timeout_s: float | None) -> None:
+        """Wait until every task published is confirmed or given up (refusals are kept,
+        each for its own task)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self.unconfirmed:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise ZqTimeoutError(f"{len(self.unconfirmed)} tasks not confirmed by the "
+                                     f"router within {timeout_s:g}s")
+            self._collect(_RESEND_AFTER_S if remaining is None
+                          else min(remaining, _RESEND_AFTER_S))
+
+    def flush(self, timeout_s: float | None) -> None:
+        """Wait until every task published is confirmed; raise the first refusal since
+        the last flush (each stays to be asked about by its task's id too)."""
+        self.settle(timeout_s)
+        if self._unreported:
+            first, count = self._unreported[0], len(self._unreported)
+            self._unreported.clear()
+            error = self.refused.get(first) or PublishError(f"task {first} was refused")
+            more = f" (and {count - 1} more)" if count > 1 else ""
+            raise type(error)(f"{error}{more}")
+
+    def _collect(self, timeout_s: float) -> None:
+        """Take every answer there is (waiting up to ``timeout_s`` for the first), then
+        send again what is due and give up what is past its time."""
+        sock = self._sock
+        if _readable(sock) or (timeout_s > 0 and sock.poll(_ms(timeout_s))):
+            while _readable(sock):
+                reply = self._recv()
+                if reply is not None:
+                    self._note(reply)
+        if self.unconfirmed:
+            self._resend_due(time.monotonic())
+
+    def _note(self, reply: Message) -> None:
+        """An answer about tasks published without waiting: confirmed, or refused."""
+        header = reply.header
+        if reply.cmd is Cmd.ACCEPTED:
+            for task_id in header.get("ids") or ([header["id"]] if "id" in header else ()):
+                self.unconfirmed.pop(task_id, None)
+            for item in header.get("errors") or ():
+                if isinstance(item, list) and len(item) == 3:
+                    self._refuse(item[0], _ERRORS.get(item[1], PublishError)(
+                        f"task {item[0]}: {item[2]}"))
+        elif reply.cmd is Cmd.ERROR and header.get("id") in self.unconfirmed:
+            self._refuse(header["id"], _ERRORS.get(header.get("error", ""), PublishError)(
+                header.get("message", "the router refused the task")))
+
+    def _refuse(self, task_id: Any, error: PublishError) -> None:
+        if self.unconfirmed.pop(task_id, None) is None:
+            return
+        self.refused[task_id] = error
+        self._unreported.append(task_id)
+        while len(self.refused) > _REFUSED_KEPT:
+            self.refused.popitem(last=False)
+        del self._unreported[:-_REFUSED_KEPT]
+
+    def _try_send(self, pending: _Unconfirmed, now: float) -> None:
+        try:
+            protocol.send(self._sock, pending.msg, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return  # no connection up (ZMQ_IMMEDIATE): sent again when due
+        pending.sent = True
+        pending.last_sent = now
+
+    def _resend_due(self, now: float) -> None:
+        """Send again what has waited ``_RESEND_AFTER_S`` (or never left); give up what
+        is past its time, as a waiting send would. Looked at ten times a second."""
+        if now < self._next_check:
+            return
+        self._next_check = now + 0.1
+        for task_id, pending in list(self.unconfirmed.items()):
+            if now >= pending.deadline:
+                error = self._unanswered(f"task {task_id}", pending.sent, pending.timeout_s)
+                if pending.sent:
+                    error = PublishError(f"{error}; sending it again with task_id="
+                                         f"{task_id!r} is safe: the router drops a task id "
+                                         f"it already holds")
+                self._refuse(task_id, error)
+            elif not pending.sent or now - pending.last_sent >= _RESEND_AFTER_S:
+                self._try_send(pending, now)
 
     def _request(self, msg: Message, key: str, value: Any, timeout_s: float) -> Message:
         """Like ``_exchange``, sending again until ``timeout_s`` when no answer comes.

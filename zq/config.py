@@ -57,6 +57,12 @@ class Settings:
     task_queues: Any = None
     task_always_eager: bool = False
     publish_timeout_s: float = 10.0
+    # apply_async returns once the task is on its way; the router's confirmations are
+    # collected in the background, at most this many outstanding per thread. With
+    # ``publish_confirm`` (or ``confirm=True`` on a call) it returns once the router has
+    # accepted the task (and, with --journal-fsync, synced it).
+    publish_confirm: bool = False
+    publish_window: int = 1000
     # CURVE: this side's secret key file and the router's public key (file or z85 text).
     curve_secret_key: str | None = None
     curve_server_key: str | None = None

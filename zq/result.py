@@ -39,6 +39,8 @@ class ResultsApp(Protocol):
 
     def results_client(self) -> ResultBackend: ...
 
+    def published(self, task_id: str, timeout_s: float | None = None) -> None: ...
+
 
 def value_of(meta: dict[str, Any], content_types: Iterable[str], *,
              quiet: bool = False) -> Any:
@@ -157,6 +159,12 @@ class AsyncResult:
     def failed(self) -> bool:
         return self.state == states.FAILURE
 
+    def accepted(self, timeout: float | None = None) -> AsyncResult:
+        """Wait until the router has accepted the task (``apply_async`` returns before
+        that); raise why it refused it (``QueueFull``, ``NoRoute``, a ``PublishError``)."""
+        self.app.published(self.id, timeout)
+        return self
+
     def get(self, timeout: float | None = None, propagate: bool = True,
             interval: float = 0.5, disable_sync_subtasks: bool = True,
             **_ignored: Any) -> Any:
@@ -173,6 +181,8 @@ class AsyncResult:
             return None
         assert_will_not_block(disable_sync_subtasks)
         if self._meta is None:
+            # A task sent without waiting: a refusal by the router is raised here.
+            self.app.published(self.id, timeout)
             results = self.app.results_client()
             results.track(self)
             self.set_meta(results.wait(self.id, timeout))

@@ -287,7 +287,7 @@ class Router:
         """Send what may leave now; place the accepted tasks whose commit is on disk."""
         core = self.core
         replies, core.replies = core.replies, []
-        for identity, msg in core.durable.outgoing(replies):
+        for identity, msg in _coalesced(core.durable.outgoing(replies)):
             self._send(identity, msg)
         synced = core.durable.synced_entries()
         if synced:
@@ -369,6 +369,26 @@ class Router:
 
     def stats(self) -> dict[str, Any]:
         return control.stats(self.core, {}, time.time())
+
+
+def _coalesced(replies: Any) -> list[tuple[bytes, Message]]:
+    """The replies, with the ACCEPTEDs of single tasks to one peer merged into one
+    ``ACCEPTED {"ids": [...]}`` (a client sending tasks without waiting for each answer
+    gets them confirmed in batches)."""
+    out: list[tuple[bytes, Message]] = []
+    merged: dict[bytes, list[str]] = {}
+    for identity, msg in replies:
+        if msg.cmd is Cmd.ACCEPTED and len(msg.header) == 1 and "id" in msg.header:
+            ids = merged.get(identity)
+            if ids is None:
+                ids = merged[identity] = []
+                out.append((identity, Message(Cmd.ACCEPTED, {"ids": ids})))
+            ids.append(msg.header["id"])
+        else:
+            out.append((identity, msg))
+    return [(identity, Message(Cmd.ACCEPTED, {"id": msg.header["ids"][0]}))
+            if msg.cmd is Cmd.ACCEPTED and "ids" in msg.header and len(msg.header) == 1
+            and len(msg.header["ids"]) == 1 else (identity, msg) for identity, msg in out]
 
 
 def _drain_fd(fd: int) -> None:

@@ -76,6 +76,10 @@ class Actor:
     def setup(self) -> None:
         worker = self.config.worker
         self.app = load_app(worker.app)
+        # What a task sends (the next link of its chain, its callbacks, its retry, a
+        # replacement, a task it calls) is accepted before its DONE goes: a kill in
+        # between then loses nothing.
+        self.app.conf.update(publish_confirm=True)
         self.executor = Executor(
             self.app, app_path=worker.app, emit=self._send_event,
             time_limit_s=worker.time_limit_s, soft_time_limit_s=worker.soft_time_limit_s,

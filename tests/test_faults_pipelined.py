@@ -1,0 +1,108 @@
+"""Tasks sent without waiting for each answer (the default): what the router confirmed is
+never lost, and what it did not is never dropped in silence while the client lives.
+
+A router SIGKILLed during a pipelined burst from several clients: every task each client
+sent ends with its result, and runs once (the client sends again what was not confirmed;
+the router drops an id it holds). A client SIGKILLed with unconfirmed tasks: every task
+the router had confirmed runs once; the others run once or never, never twice.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.apps import faults
+from tests.conftest import wait_until
+from tests.test_faults import faults_cluster, run_counts
+from tests.test_faults_router_kill import kill_router
+from zq import App
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(180)]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("how", ["group", "pid"])
+def test_router_killed_during_a_pipelined_burst_loses_nothing(tmp_path, how):
+    log = tmp_path / "runs.log"
+    with faults_cluster(tmp_path / "cluster", concurrency=2) as cluster:
+        sent: list[list[str]] = [[], [], []]
+        errors: list[str] = []
+
+        def client(index: int) -> None:
+            app = App(f"burst{index}", router=cluster.router, publish_timeout_s=30.0)
+            try:
+                for i in range(1000):
+                    result = app.send_task("tests.apps.faults.quick", (str(log), i))
+                    sent[index].append(result.id)
+                app.flush(60)
+            except Exception as exc:  # reported below
+                errors.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                app.close()
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: log.exists() and len(log.read_text().splitlines()) > 200, 30,
+                   "tasks to run")
+        kill_router(cluster, how)
+        time.sleep(0.5)
+        cluster.start_router()
+        for thread in threads:
+            thread.join(120)
+            assert not thread.is_alive()
+        assert errors == []
+        checker = App("checker", router=cluster.router)
+        try:
+            ids = [i for per_client in sent for i in per_client]
+            missing = []
+            for task_id in ids:
+                try:
+                    checker.AsyncResult(task_id).get(timeout=60)
+                except Exception as exc:
+                    missing.append((task_id, repr(exc)))
+        finally:
+            checker.close()
+    counts = run_counts(log)
+    assert len(ids) == 3000 and missing == []
+    assert [i for i in ids if counts[i] != 1] == []
+
+
+def test_client_killed_with_unconfirmed_tasks(tmp_path):
+    log = tmp_path / "runs.log"
+    with faults_cluster(tmp_path / "cluster", concurrency=2) as cluster:
+        out = tmp_path / "client.out"
+        with open(out, "w") as stdout:
+            client = subprocess.Popen(
+                [sys.executable, "-m", "tests.apps.pipelined_client", cluster.router,
+                 str(log), "100000"], cwd=REPO, stdout=stdout, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: out.read_text().count("confirmed ") >= 500, 60,
+                       "500 confirmed tasks")
+            client.send_signal(signal.SIGKILL)
+            client.wait(10)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait(10)
+        lines = out.read_text().splitlines()
+        sent = [line.split()[1] for line in lines if line.startswith("sent ")]
+        confirmed = {line.split()[1] for line in lines if line.startswith("confirmed ")}
+        assert confirmed and set(confirmed) <= set(sent)
+        # What the router confirmed has its result.
+        values = {task_id: faults.app.AsyncResult(task_id).get(timeout=60)
+                  for task_id in confirmed}
+        marker = faults.quick.delay(str(log), "marker")
+        assert marker.get(timeout=30) == "marker"
+    counts = run_counts(log)
+    assert len(values) == len(confirmed)
+    assert [i for i in confirmed if counts[i] != 1] == []
+    assert [i for i in sent if counts[i] > 1] == []
