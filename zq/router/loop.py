@@ -37,8 +37,9 @@ logger = logging.getLogger("zq.router")
 
 # Messages handled per step at most, so that timers and dispatch are not starved.
 _BATCH = 1000
-# While busy, the router sends state events to the results actor at most this often, so
-# they travel (and are stored) in batches; an idle step sends them at once.
+# State events go to the results actor when the router's socket is drained (they travel,
+# and are stored, in batches as large as a step's); under a backlog of full batches, at
+# least this often.
 _EVENT_FLUSH_S = 0.001
 _HOUSEKEEPING_S = 1.0
 _LAST_EVENTS_LINGER_S = 5.0
@@ -249,7 +250,9 @@ class Router:
             core.dirty = False
             for identity, entries in core.deal(time.time()).items():
                 self._deliver(identity, entries)
-        if core.events and (not handled
+        # Events go as soon as the socket is drained (a step that took less than a full
+        # batch); under a backlog, at least every _EVENT_FLUSH_S.
+        if core.events and (handled < _BATCH
                             or time.monotonic() - self._last_flush >= _EVENT_FLUSH_S):
             self._flush_events()
 
