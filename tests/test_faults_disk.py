@@ -36,6 +36,18 @@ from zq.protocol import Cmd, Message
 from zq.router import Router, RouterConfig
 from zq.testing import Process
 
+
+@pytest.fixture(autouse=True)
+def confirmed_sends() -> Iterator[None]:
+    """These tests count what the router refused, task by task, as it answers: each send
+    waits for its answer (publish_confirm). Sending without waiting is tested in
+    tests/test_faults_pipelined.py."""
+    faults.app.conf.update(publish_confirm=True)
+    try:
+        yield
+    finally:
+        faults.app.conf.update(publish_confirm=False)
+
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 
 app = faults.app
