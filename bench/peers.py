@@ -297,7 +297,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip", action="append", default=[], choices=PEERS,
                         help="leave this peer out (repeatable)")
     parser.add_argument("--timeout-s", type=float, default=120.0,
-                        help="longest wait for a start, one result or one batch")
+                        help="longest wait for a start or for any one result (for zq, "
+                             "for all of a throughput load's results)")
     return resolve_sizes(parser, parser.parse_args(argv), FULL, QUICK,
                          ("tasks", "latency_samples", "latency_block", "rounds"))
 
