@@ -142,8 +142,11 @@ def interleaved_latency(targets: dict[str, LatencyTarget], samples: int, block: 
     return {name: latency_summary(values) for name, values in collected.items()}
 
 
-def parse_args(description: str | None, argv: list[str] | None = None) -> argparse.Namespace:
-    """The sizes of a run: ``--quick`` for a smoke run, each size overridable."""
+def parse_args(description: str | None, argv: list[str] | None = None,
+               extra: Callable[[argparse.ArgumentParser], None] | None = None
+               ) -> argparse.Namespace:
+    """The sizes of a run: ``--quick`` for a smoke run, each size overridable; ``extra``
+    adds a script's own options."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
@@ -155,6 +158,8 @@ def parse_args(description: str | None, argv: list[str] | None = None) -> argpar
                         help="the zq router's results store (sqlite is zq's default)")
     parser.add_argument("--timeout-s", type=float, default=120.0,
                         help="longest wait for any one result or batch before the run fails")
+    if extra is not None:
+        extra(parser)
     return resolve_sizes(parser, parser.parse_args(argv), FULL, QUICK,
                          ("tasks", "latency_samples", "latency_block"))
 

@@ -223,21 +223,19 @@ class Client:
                      for i in range(warmup + count)]
         return samples_s[warmup:]
 
-    def throughput(self, count: int, timeout_s: float) -> dict[str, Any]:
-        """Send ``count`` messages back to back, then collect every echo."""
+    def throughput(self, count: int, timeout_s: float,
+                   window: int | None = None) -> dict[str, Any]:
+        """Send ``count`` messages and collect every echo, with at most ``window`` of them in
+        flight (sent, echo not yet back): a new one goes out as each echo arrives. With no
+        window all ``count`` are sent back to back first."""
+        if window is not None and window < 1:
+            raise BenchError(f"baseline: a window of {window} messages cannot send anything")
         payloads = [str(i).encode() for i in range(count)]
         self.round_trip_s(b"warm-up", timeout_s)
         started = time.perf_counter()
-        for payload in payloads:
+        sent = count if window is None else min(window, count)
+        for payload in payloads[:sent]:
             self.sock.send(payload)
-        replies = self._replies(count, timeout_s)
-        duration_s = time.perf_counter() - started
-        if sorted(replies) != sorted(payloads):
-            raise BenchError("baseline: the echoes do not match the messages sent")
-        return {"messages": count, "duration_s": round(duration_s, 4),
-                "msgs_per_s": rate_per_s(count, duration_s)}
-
-    def _replies(self, count: int, timeout_s: float) -> list[bytes]:
         deadline = time.monotonic() + timeout_s
         replies: list[bytes] = []
         while len(replies) < count:
@@ -245,5 +243,13 @@ class Client:
             if remaining_s <= 0 or not self.sock.poll(int(remaining_s * 1000) + 1):
                 raise BenchError(f"baseline: {len(replies)} of {count} echoes "
                                  f"within {timeout_s:g}s")
-            replies.extend(frames[0] for frames in _drain(self.sock))
-        return replies
+            for frames in _drain(self.sock):
+                replies.append(frames[0])
+                if sent < count:
+                    self.sock.send(payloads[sent])
+                    sent += 1
+        duration_s = time.perf_counter() - started
+        if sorted(replies) != sorted(payloads):
+            raise BenchError("baseline: the echoes do not match the messages sent")
+        return {"messages": count, "window": window, "duration_s": round(duration_s, 4),
+                "msgs_per_s": rate_per_s(count, duration_s)}

@@ -1,7 +1,8 @@
-"""The Celery side of ``celery_compare.py``: the same ``add``, with Redis as broker and backend.
+"""The Celery side of ``celery_compare.py`` and ``peers.py``: the same ``add``, with Redis as
+broker and backend.
 
-The Redis URL comes from ``ZQ_BENCH_REDIS_URL``, set by ``celery_compare.py`` for both the
-worker it starts and itself, before either imports this module.
+The Redis URL comes from ``ZQ_BENCH_REDIS_URL``, set by the benchmark for both the worker it
+starts and itself, before either imports this module.
 """
 
 import os

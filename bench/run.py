@@ -3,6 +3,7 @@
     python bench/run.py            # under a minute: 10,000 tasks, 2,000 round trips each
     python bench/run.py --quick    # about 10 s: a smoke run
     python bench/run.py --tasks 20000 --latency-samples 5000
+    python bench/run.py --skeleton-window 1000    # the skeleton with 1,000 messages in flight
 
 Loopback round trips on a shared machine swing several-fold from minute to minute, so the
 skeleton and both zq clusters run at the same time and the figures are taken interleaved:
@@ -53,19 +54,22 @@ def _mean(values: list[float]) -> float:
 
 
 def measure_throughput(skeleton: baseline.Client, client: zq_figures.Client,
-                       tasks: int, timeout_s: float) -> dict[str, Any]:
-    """Skeleton, zq delay, skeleton, zq group, skeleton: each zq figure between two passes."""
+                       tasks: int, timeout_s: float,
+                       window: int | None = None) -> dict[str, Any]:
+    """Skeleton, zq delay, skeleton, zq group, skeleton: each zq figure between two passes.
+    The skeleton keeps at most ``window`` messages in flight (all of them without one)."""
     passes = []
-    log(f"throughput: skeleton, {tasks} messages pipelined")
-    passes.append(skeleton.throughput(tasks, timeout_s))
+    in_flight = "all" if window is None else f"at most {window}"
+    log(f"throughput: skeleton, {tasks} messages pipelined ({in_flight} in flight)")
+    passes.append(skeleton.throughput(tasks, timeout_s, window))
     log(f"throughput: zq, {tasks} add.delay(i, i) then every result")
     delay = client.delay_throughput(tasks)
     log("throughput: skeleton again")
-    passes.append(skeleton.throughput(tasks, timeout_s))
+    passes.append(skeleton.throughput(tasks, timeout_s, window))
     log(f"throughput: zq, a group of {tasks} add.s(i, i)")
     group = client.group_throughput(tasks)
     log("throughput: skeleton again")
-    passes.append(skeleton.throughput(tasks, timeout_s))
+    passes.append(skeleton.throughput(tasks, timeout_s, window))
     rates = [p["msgs_per_s"] for p in passes]
     return {"passes": passes, "delay": delay, "group": group,
             "baseline_around_delay_msgs_per_s": _mean(rates[0:2]),
@@ -128,7 +132,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         routers = {name: cluster.router for name, cluster in clusters.items()}
         try:
             client.use(routers["ipc"])
-            throughput = measure_throughput(skeleton_client, client, args.tasks, args.timeout_s)
+            throughput = measure_throughput(skeleton_client, client, args.tasks, args.timeout_s,
+                                            args.skeleton_window)
             targets = latency_targets(skeleton_client, client, routers, args.timeout_s)
             latency = interleaved_latency(targets, args.latency_samples,
                                           args.latency_block, args.warmup)
@@ -147,10 +152,11 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "machine": machine,
         "zq_revision": revision,
-        "settings": settings(args),
+        "settings": {**settings(args), "skeleton_window": args.skeleton_window},
         "method": METHOD,
         "baseline": {
             "what": "pyzmq DEALER -> ROUTER broker -> 2 DEALER echo workers, credit 1, tcp",
+            "window": args.skeleton_window,
             "throughput_passes_msgs_per_s": [p["msgs_per_s"] for p in throughput["passes"]],
             "throughput_msgs_per_s": _mean([p["msgs_per_s"] for p in throughput["passes"]]),
             "latency": latency["baseline"],
@@ -169,8 +175,21 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _skeleton_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skeleton-window", type=_positive_int, default=None, metavar="N",
+                        help="at most N skeleton messages in flight during its throughput "
+                             "passes (default: all of them, sent back to back)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(__doc__, argv)
+    args = parse_args(__doc__, argv, _skeleton_options)
     return run_report(report, args)
 
 
