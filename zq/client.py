@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from .errors import ConfigurationError, NoRoute, ProtocolError, PublishError, Qu
 from .errors import TimeoutError as ZqTimeoutError
 from .protocol import Cmd, Message
 from .security import ClientKeys, secure_client
-from .utils import Reconnections, reachable
+from .utils import Reconnections, new_id, reachable
 
 logger = logging.getLogger("zq.client")
 
@@ -210,7 +209,7 @@ class RouterClient:
 
     def submit_many(self, items: list[tuple[dict[str, Any], bytes]], timeout_s: float) -> None:
         """Submit tasks in one message; raises for the first one the router refused."""
-        batch_id = str(uuid.uuid4())
+        batch_id = new_id()
         tasks = [[protocol.pack(header), body] for header, body in items]
         try:
             reply = self._request(Message(Cmd.SUBMIT, {"id": batch_id, "tasks": tasks}),
