@@ -22,7 +22,7 @@ from .errors import ConfigurationError, NoRoute, ProtocolError, PublishError, Qu
 from .errors import TimeoutError as ZqTimeoutError
 from .protocol import Cmd, Message
 from .security import ClientKeys, secure_client
-from .utils import Reconnections, new_id, reachable
+from .utils import Readable, Reconnections, new_id, reachable
 
 logger = logging.getLogger("zq.client")
 
@@ -129,12 +129,13 @@ class RouterClient:
         self.endpoint = endpoint
         self._ctx = ctx
         self._keys = keys
-        self._sock = self._connect()
+        self._sock, self._answered = self._connect()
         self._rids = itertools.count(1)
 
-    def _connect(self) -> zmq.Socket[Any]:
-        return _socket(self._ctx, zmq.DEALER, self.endpoint, self._keys,
+    def _connect(self) -> tuple[zmq.Socket[Any], Readable]:
+        sock = _socket(self._ctx, zmq.DEALER, self.endpoint, self._keys,
                        before_connect=_immediate)
+        return sock, Readable(sock)
 
     def close(self) -> None:
         self._sock.close(linger=0)
@@ -146,7 +147,7 @@ class RouterClient:
             raise _NoAnswer(sent=False)
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._sock.poll(_ms(remaining)):
+            if remaining <= 0 or not self._answered.wait(_ms(remaining)):
                 raise _NoAnswer(sent=True)
             try:
                 _, reply = protocol.recv(self._sock)
@@ -181,7 +182,7 @@ class RouterClient:
         them, and the new socket is a new peer to the router, so no late answer or queued
         resend of the old one can be mistaken for the next request's."""
         self._sock.close(linger=0)
-        self._sock = self._connect()
+        self._sock, self._answered = self._connect()
 
     def _unanswered(self, what: str, sent: bool, timeout_s: float) -> PublishError:
         """The error for a request given up on: sent or not, in words a caller can act on."""

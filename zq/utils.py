@@ -85,6 +85,19 @@ def reachable(endpoint: str, via: str) -> str:
     return endpoint
 
 
+class Readable:
+    """Waits for one socket to have a message to read, with a Poller made once:
+    ``Socket.poll`` makes a new Poller on every call."""
+
+    def __init__(self, sock: zmq.Socket[Any]):
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+
+    def wait(self, timeout_ms: int) -> bool:
+        """Whether a message waits now or arrives within ``timeout_ms``."""
+        return bool(self._poller.poll(timeout_ms))
+
+
 class Reconnections:
     """Tells when a connecting socket's peer came back: a successful handshake after the
     first one. Make it before the socket connects, so that no handshake is missed; poll
