@@ -6,6 +6,7 @@ Every test of the protocol runs on both stores; tests of what only a file can do
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from zq.results import sqlite as sqlite_module
 from zq.results.sqlite import FILENAME
 from zq.results.table import StateTable
 from zq.states import FAILURE, PENDING, READY_STATES, RETRY, SENT, STARTED, SUCCESS
+from zq.utils import new_id
 
 Row = dict[str, Any]
 
@@ -394,3 +396,102 @@ def test_a_row_the_store_refuses_does_not_cost_the_others(tmp_path: Path) -> Non
         assert table.store.get_many(["good", "bad"]).keys() == {"good"}
     finally:
         table.close()
+
+
+# -- ids that end in a counter: known absent without reading the file ----------------------
+
+def count_selects(store: SQLiteStore) -> list[str]:
+    selects: list[str] = []
+    store._db.set_trace_callback(lambda sql: selects.append(sql) if sql.startswith("SELECT") else None)
+    return selects
+
+
+def test_a_sent_task_of_a_known_client_is_looked_up_without_reading_the_file(
+        tmp_path: Path) -> None:
+    table = StateTable(SQLiteStore(tmp_path / FILENAME))
+    try:
+        store = table.store
+        assert isinstance(store, SQLiteStore)
+        ids = [new_id() for _ in range(10)]
+        selects = count_selects(store)
+        table.apply([event(ids[0], SENT)], now=1.0)
+        assert len(selects) == 1  # a prefix met once: read as any id
+        table.apply([event(ids[1], SENT)], now=1.0)
+        assert len(selects) == 2  # met again: the highest stored id with it, once
+        table.apply([event(i, SENT) for i in ids[2:]], now=1.0)
+        table.apply([event(ids[2], SUCCESS)], now=2.0)
+        assert len(selects) == 2
+        # The same task sent again after it finished: its end stands (the row is cached).
+        assert table.apply([event(ids[2], SENT)], now=3.0) == []
+        assert table.lookup([ids[2]])[ids[2]]["state"] == SUCCESS
+        # One the store has not seen the end of is read, whatever the bound says.
+        store._cache.clear()
+        assert table.apply([event(ids[2], SENT)], now=3.0) == []
+        assert len(selects) == 3
+    finally:
+        table.close()
+
+
+def test_a_late_sent_never_hides_a_stored_state_after_a_restart(tmp_path: Path) -> None:
+    done, running = new_id(), new_id()
+    first = StateTable(SQLiteStore(tmp_path / FILENAME))
+    first.apply([event(done, SUCCESS), event(running, STARTED)], now=1.0)
+    first.close()
+    again = StateTable(SQLiteStore(tmp_path / FILENAME))
+    try:
+        for _ in range(2):  # the second time, with the prefix's bound learnt
+            assert again.apply([event(done, SENT), event(running, SENT)], now=2.0) == []
+        assert {i: r["state"] for i, r in again.lookup([done, running]).items()} == {
+            done: SUCCESS, running: STARTED}
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize(("task_id", "parts"), [
+    ("80c417f0-df7d-48cb-b259-169abce1a347", ("80c417f0-df7d-48cb-b259-", 0x169ABCE1A347)),
+    ("x" * 24 + "000000000000", ("x" * 24, 0)),
+    ("80c417f0-df7d-48cb-b259-169ABCE1A347", None),  # upper case
+    ("80c417f0-df7d-48cb-b259-0x9abce1a347", None),
+    ("80c417f0-df7d-48cb-b259-169abce_a347", None),
+    ("80c417f0-df7d-48cb-b259- 69abce1a347", None),
+    ("80c417f0-df7d-48cb-b259-169abce1a3470", None),
+    ("given-id", None),
+])
+def test_which_ids_end_in_a_counter(task_id: str, parts: tuple[str, int] | None) -> None:
+    assert sqlite_module._counted(task_id) == parts
+
+
+def test_lookups_by_counter_answer_as_a_dict_whatever_the_order_of_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random writes, deletes, expiries and reopenings of ids under a few prefixes (and
+    ids of other kinds sorting among them), mostly of counters below a horizon that grows,
+    as tasks end after they are sent: every lookup finds what a dict holds."""
+    monkeypatch.setattr(sqlite_module, "_CACHE_ROWS", 2)  # lookups that reach the file
+    rng = random.Random(7)
+    prefixes = ["a" * 23 + "-", "b" * 23 + "-", "c" * 23 + "-"]
+    others = [prefixes[0] + "fffffffffff ", prefixes[1] + "zz", prefixes[2] + "0" * 11 + "g"]
+    model = MemoryStore()
+    store = SQLiteStore(tmp_path / FILENAME)
+    try:
+        for step in range(1500):
+            horizon = step // 20 + (50 if rng.random() < 0.05 else 0)
+            asked = [rng.choice(prefixes) + f"{rng.randint(0, step // 20 + 5):012x}"
+                     for _ in range(rng.randint(1, 5))] + rng.sample(others, rng.randint(0, 1))
+            action = rng.random()
+            if action < 0.2:
+                rows = [row(i, rng.choice([SUCCESS, STARTED]), ts=float(step)) for i in asked
+                        if i in others or int(i[24:], 16) <= horizon]
+                store.put_many(rows)
+                model.put_many(rows)
+            elif action < 0.3:
+                store.delete(asked)
+                model.delete(asked)
+            elif action < 0.32:
+                assert store.expire(step - 50.0) == model.expire(step - 50.0)
+            elif action < 0.35:
+                store.close()
+                store = SQLiteStore(tmp_path / FILENAME)
+            else:
+                assert store.get_many(asked) == model.get_many(asked), step
+    finally:
+        store.close()

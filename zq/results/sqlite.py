@@ -44,6 +44,19 @@ _PUT = ("INSERT OR REPLACE INTO results (k, id, state, ts, row) VALUES ("
 _MIGRATE_UP_TO = 250_000
 _PREVIOUS_PUT = "INSERT OR REPLACE INTO results (id, state, ready, ts, row) VALUES (?,?,?,?,?)"
 
+# Ids that end in a counter: 24 characters, then 12 lowercase hex digits, as zq.utils.new_id
+# makes them (a prefix per client process). For such a prefix the store keeps a bound: no
+# stored id with it has a higher counter. A task is asked for as soon as it is sent (its
+# SENT event), before anything of it can be stored, and its counter is then almost always
+# past the bound (its client's earlier tasks are what was stored), so the store knows it
+# holds no such row without reading the file. The bound is learnt on the second id of a
+# prefix asked for (one read: the highest stored id with it), raised before every write of
+# an id with it, and never lowered; prefixes are forgotten first-in first-out.
+_PREFIX = 24
+_COUNTER = 12
+_NO_BOUND = 1 << (4 * _COUNTER)  # above any counter: nothing is known absent
+_PREFIXES_KEPT = 10_000
+
 
 def _second(ts: float) -> int:
     """The second of ``ts`` the key orders by."""
@@ -52,6 +65,20 @@ def _second(ts: float) -> int:
     if ts >= _LAST_SECOND:
         return _LAST_SECOND
     return int(ts)
+
+
+def _counted(task_id: str) -> tuple[str, int] | None:
+    """The prefix and counter of an id that ends in a counter, else None."""
+    if len(task_id) != _PREFIX + _COUNTER:
+        return None
+    tail = task_id[_PREFIX:]
+    try:
+        count = int(tail, 16)
+    except ValueError:
+        return None
+    if f"{count:012x}" != tail:  # int() takes upper case, signs, spaces and underscores
+        return None
+    return task_id[:_PREFIX], count
 
 
 def _first_key(ready: bool, ts: float) -> int:
@@ -85,6 +112,8 @@ class SQLiteStore:
             # Whether the table has the current layout (else the previous one).
             self.keyed = "k" in columns or self._migrate()
         self._cache: OrderedDict[str, Row] = OrderedDict()
+        self._bounds: dict[str, int] = {}  # prefix -> no stored id has a higher counter
+        self._met: dict[str, int] = {}  # prefixes asked for once, with no bound yet
 
     def _migrate(self) -> bool:
         """Move the rows of the previous layout to the current one; False when it stays."""
@@ -126,7 +155,7 @@ class SQLiteStore:
             cached = self._cache.get(i)
             if cached is not None:
                 found[i] = cached
-            else:
+            elif not self._surely_absent(i):
                 missing.append(i)
         for start in range(0, len(missing), _IDS_PER_SELECT):
             chunk = missing[start:start + _IDS_PER_SELECT]
@@ -138,7 +167,41 @@ class SQLiteStore:
                 self._remember(row)
         return found
 
+    def _surely_absent(self, task_id: str) -> bool:
+        """Whether no row of ``task_id`` is stored, known without reading the file."""
+        counted = _counted(task_id)
+        if counted is None:
+            return False
+        prefix, count = counted
+        bound = self._bounds.get(prefix)
+        if bound is None:
+            if prefix not in self._met:
+                _keep(self._met, prefix, 0)
+                return False
+            del self._met[prefix]
+            bound = self._highest(prefix)
+            _keep(self._bounds, prefix, bound)
+        return count > bound
+
+    def _highest(self, prefix: str) -> int:
+        """The highest counter of a stored id with ``prefix``; -1 for none."""
+        # Every id between these two starts with the prefix, and those that end in a
+        # counter sort as their counters do: the one that sorts last bounds them all.
+        (highest,) = self._db.execute("SELECT max(id) FROM results WHERE id BETWEEN ? AND ?",
+                                      (prefix + "0" * _COUNTER, prefix + "f" * _COUNTER),
+                                      ).fetchone()
+        if highest is None:
+            return -1
+        counted = _counted(highest)
+        return _NO_BOUND if counted is None else counted[1]  # another kind of id sorts last
+
     def put_many(self, rows: list[Row]) -> None:
+        for row in rows:  # first: a bound may be too high, never too low
+            counted = _counted(row["id"])
+            if counted is not None:
+                bound = self._bounds.get(counted[0])
+                if bound is not None and counted[1] > bound:
+                    self._bounds[counted[0]] = counted[1]
         self._db.execute("BEGIN")
         try:
             if self.keyed:
@@ -189,6 +252,13 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _keep(kept: dict[str, int], key: str, value: int) -> None:
+    """Add to a first-in first-out memory of at most _PREFIXES_KEPT entries."""
+    kept[key] = value
+    if len(kept) > _PREFIXES_KEPT:
+        del kept[next(iter(kept))]
 
 
 def _keyed(rows: Iterable[tuple[str, str, int, float, bytes]],
