@@ -401,8 +401,14 @@ def test_a_row_the_store_refuses_does_not_cost_the_others(tmp_path: Path) -> Non
 # -- ids that end in a counter: known absent without reading the file ----------------------
 
 def count_selects(store: SQLiteStore) -> list[str]:
+    """The SELECT statements ``store`` runs from now on (not those inside a write)."""
     selects: list[str] = []
-    store._db.set_trace_callback(lambda sql: selects.append(sql) if sql.startswith("SELECT") else None)
+
+    def note(sql: str) -> None:
+        if sql.startswith("SELECT"):
+            selects.append(sql)
+
+    store._db.set_trace_callback(note)
     return selects
 
 

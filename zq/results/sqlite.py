@@ -245,9 +245,12 @@ class SQLiteStore:
         return cursor.rowcount
 
     def unready(self, limit: int) -> list[Row]:
-        cursor = self._db.execute("SELECT row FROM results WHERE k < ? LIMIT ?", (_READY, limit)) \
-            if self.keyed else self._db.execute(
-                "SELECT row FROM results WHERE ready = 0 LIMIT ?", (limit,))
+        if self.keyed:
+            cursor = self._db.execute("SELECT row FROM results WHERE k < ? LIMIT ?",
+                                      (_READY, limit))
+        else:
+            cursor = self._db.execute("SELECT row FROM results WHERE ready = 0 LIMIT ?",
+                                      (limit,))
         return [protocol.unpack(blob) for (blob,) in cursor]
 
     def close(self) -> None:
