@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import pytest
@@ -335,3 +337,48 @@ def test_results_and_signatures_without_an_app_use_the_last_app_made():
     assert zq.AsyncResult("some-id").app is last
     assert zq.signature("t")._app() is last
     assert first is not last
+
+
+class _Held:
+    """Stands for a client's socket: records whether anything closed it."""
+
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_forked_child_makes_its_own_sockets_and_leaves_the_parents_alone(app):
+    held = _Held()
+    pending = EagerResult("waited-for", 1, states.SUCCESS, app=app)
+    app._local().router = held
+    app._local().results = held
+    app.track(pending)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: what it finds goes up the pipe
+        try:
+            local = app._local()
+            again = app._local()
+            os.write(write, repr((local.router, local.results, dict(local.pending),
+                                  again is local, held.closed)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        seen = pipe.read().decode()
+    assert os.waitpid(pid, 0)[1] == 0
+    assert seen == repr((None, None, {}, True, False))
+    # The parent keeps its own.
+    assert app._local().router is held and app._local().results is held
+    assert dict(app._local().pending) == {"waited-for": pending}
+    assert not held.closed
+
+
+def test_each_thread_has_its_own_sockets(app):
+    app._local().router = _Held()
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(app._local().router))
+    thread.start()
+    thread.join()
+    assert seen == [None]

@@ -174,3 +174,54 @@ def test_extra_frames_are_a_protocol_error(dealer_and_router):
     assert router.poll(2000)
     with pytest.raises(ProtocolError, match="expected 2 frames, got 3"):
         protocol.recv(router, routed=True)
+
+
+def _sent(dealer, count, first=0):
+    for i in range(first, first + count):
+        protocol.send(dealer, Message(Cmd.HEARTBEAT, {"n": i}))
+
+
+def _numbers(drained):
+    return [msg.header["n"] for _, msg in drained]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 50])
+def test_drain_reads_every_waiting_message_in_order_and_then_stops(dealer_and_router, count):
+    dealer, router = dealer_and_router
+    _sent(dealer, count)
+    assert router.poll(2000)
+    drained = list(protocol.drain(router, routed=True))
+    assert [identity for identity, _ in drained] == [b"peer-1"] * count
+    assert _numbers(drained) == list(range(count))
+    assert list(protocol.drain(router, routed=True)) == []
+    # What arrives later is read by the next drain.
+    _sent(dealer, 2, first=count)
+    assert router.poll(2000)
+    assert _numbers(protocol.drain(router, routed=True)) == [count, count + 1]
+
+
+def test_drain_of_a_socket_with_nothing_waiting_returns_at_once(dealer_and_router):
+    dealer, router = dealer_and_router
+    assert list(protocol.drain(dealer)) == []
+    assert list(protocol.drain(router, routed=True)) == []
+
+
+@pytest.mark.parametrize("limit", [1, 2, 5])
+def test_drain_reads_no_more_than_its_limit(dealer_and_router, limit):
+    dealer, router = dealer_and_router
+    _sent(dealer, 6)
+    assert router.poll(2000)
+    assert _numbers(protocol.drain(router, limit, routed=True)) == list(range(limit))
+    assert _numbers(protocol.drain(router, routed=True)) == list(range(limit, 6))
+
+
+def test_drain_hands_a_malformed_message_to_on_error_and_goes_on(dealer_and_router):
+    dealer, router = dealer_and_router
+    dealer.send(b"garbage")
+    _sent(dealer, 2)
+    assert router.poll(2000)
+    errors = []
+    drained = protocol.drain(router, routed=True,
+                             on_error=lambda sender, exc: errors.append(sender))
+    assert _numbers(drained) == [0, 1]
+    assert errors == [b"peer-1"]

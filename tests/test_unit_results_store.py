@@ -6,7 +6,9 @@ Every test of the protocol runs on both stores; tests of what only a file can do
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import random
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,11 @@ import pytest
 from zq import protocol
 from zq.results import MemoryStore, ResultsConfig, SQLiteStore, Store
 from zq.results.config import open_store
+from zq.results import sqlite as sqlite_module
 from zq.results.sqlite import FILENAME
 from zq.results.table import StateTable
-from zq.states import FAILURE, PENDING, RETRY, SENT, STARTED, SUCCESS
+from zq.states import FAILURE, PENDING, READY_STATES, RETRY, SENT, STARTED, SUCCESS
+from zq.utils import new_id
 
 Row = dict[str, Any]
 
@@ -26,9 +30,46 @@ def row(task_id: str, state: str, ts: float = 1000.0, **fields: Any) -> Row:
     return {"id": task_id, "state": state, "ts": ts, "retries": 0, "version": 1, **fields}
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    made: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / FILENAME)
+# The layout of the results table before it was keyed by (ready, second of ts, order).
+PREVIOUS_LAYOUT = (
+    "CREATE TABLE results (id TEXT PRIMARY KEY, state TEXT NOT NULL, ready INTEGER NOT NULL, "
+    "ts REAL NOT NULL, row BLOB NOT NULL)",
+    "CREATE INDEX results_ready_ts ON results (ready, ts)")
+
+
+def previous_layout(path: Path, rows: Sequence[Row] = ()) -> None:
+    """A results file as the previous layout wrote it, holding ``rows``."""
+    db = sqlite3.connect(str(path), isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    for statement in PREVIOUS_LAYOUT:
+        db.execute(statement)
+    db.executemany("INSERT INTO results (id, state, ready, ts, row) VALUES (?,?,?,?,?)",
+                   [(r["id"], r["state"], r["state"] in READY_STATES, r.get("ts", 0.0),
+                     protocol.pack(r)) for r in rows])
+    db.close()
+
+
+def layout(path: Path) -> set[str]:
+    db = sqlite3.connect(str(path))
+    try:
+        return {name for _, name, *_ in db.execute("PRAGMA table_info(results)")}
+    finally:
+        db.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "sqlite-previous-layout"])
+def store(request: pytest.FixtureRequest, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    made: Store
+    if request.param == "memory":
+        made = MemoryStore()
+    elif request.param == "sqlite":
+        made = SQLiteStore(tmp_path / FILENAME)
+    else:  # a file of the previous layout too large to move: it is used as it is
+        previous_layout(tmp_path / FILENAME)
+        monkeypatch.setattr(sqlite_module, "_MIGRATE_UP_TO", -1)
+        made = SQLiteStore(tmp_path / FILENAME)
+        assert not made.keyed
     try:
         yield made
     finally:
@@ -159,6 +200,113 @@ def test_sqlite_batch_that_fails_writes_nothing(reopen: Callable[[], SQLiteStore
     assert reopen().get_many(["good", "bad"]) == {}
 
 
+def test_sqlite_expires_by_the_exact_stamp_within_a_second(
+        reopen: Callable[[], SQLiteStore]) -> None:
+    store = reopen()
+    store.put_many([row("a", SUCCESS, ts=100.2), row("b", SUCCESS, ts=100.7),
+                    row("c", FAILURE, ts=101.0), row("d", STARTED, ts=100.1)])
+    assert store.expire(100.5) == 1
+    assert store.expire(100.7) == 0
+    assert reopen().get_many(["a", "b", "c", "d"]).keys() == {"b", "c", "d"}
+    assert reopen().expire(101.5) == 2
+
+
+def test_sqlite_takes_any_stamp(reopen: Callable[[], SQLiteStore]) -> None:
+    stamps = {"zero": 0.0, "negative": -5.0, "whole": 7, "far": 1e300, "infinite": float("inf"),
+              "late": 2.0 ** 40}
+    reopen().put_many([row(name, SUCCESS, ts=ts) for name, ts in stamps.items()])
+    store = reopen()
+    assert {name: r["ts"] for name, r in store.get_many(stamps).items()} == stamps
+    assert store.expire(1.0) == 2
+    assert store.expire(float("inf")) == 3
+    assert reopen().get_many(stamps).keys() == {"infinite"}
+
+
+def test_sqlite_lists_unfinished_rows_oldest_first(reopen: Callable[[], SQLiteStore]) -> None:
+    store = reopen()
+    store.put_many([row("c", STARTED, ts=30.0), row("a", STARTED, ts=10.0),
+                    row("done", SUCCESS, ts=1.0), row("b", RETRY, ts=20.5)])
+    assert [r["id"] for r in store.unready(2)] == ["a", "b"]
+    # A row that finishes leaves the unfinished ones, and expires by its new stamp.
+    store.put_many([row("a", SUCCESS, ts=40.0, version=2)])
+    assert [r["id"] for r in reopen().unready(10)] == ["b", "c"]
+    assert reopen().expire(35.0) == 1
+    assert reopen().get_many(["a", "done"]).keys() == {"a"}
+
+
+def test_sqlite_second_with_no_room_left_refuses_the_row(
+        reopen: Callable[[], SQLiteStore], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_module, "_ORDER_BITS", 1)
+    monkeypatch.setattr(sqlite_module, "_LAST_IN_SECOND", 1)
+    store = reopen()
+    store.put_many([row("a", SUCCESS, ts=5.1), row("b", SUCCESS, ts=5.9)])
+    with pytest.raises(sqlite3.IntegrityError):
+        store.put_many([row("c", SUCCESS, ts=5.5)])
+    # The next second has room, for new rows and for one that moves there.
+    store.put_many([row("d", SUCCESS, ts=6.0), row("a", SUCCESS, ts=6.5, version=2)])
+    again = reopen()
+    assert again.get_many(["a", "b", "c", "d"]).keys() == {"a", "b", "d"}
+    assert again.get_many(["a"])["a"]["version"] == 2
+    assert again.expire(5.95) == 1
+    assert again.expire(6.6) == 2
+
+
+def test_sqlite_previous_layout_is_moved_to_the_current_one(tmp_path: Path) -> None:
+    rows = [row("done", SUCCESS, ts=10.0, body=b"\x00", ct="x"), row("run", STARTED, ts=5.0),
+            row("failed", FAILURE, ts=30.0, exc={"type": "E", "module": "m", "message": "",
+                                                 1: "one"}),
+            row("retry", RETRY, ts=20.0)] + [row(f"t-{i}", SUCCESS, ts=50.5) for i in range(5)]
+    previous_layout(tmp_path / FILENAME, rows)
+    store = SQLiteStore(tmp_path / FILENAME)
+    try:
+        assert store.keyed and "k" in layout(tmp_path / FILENAME)
+        ids = [r["id"] for r in rows]
+        assert store.get_many(ids) == {r["id"]: r for r in rows}
+        assert [r["id"] for r in store.unready(10)] == ["run", "retry"]
+        assert store.expire(40.0) == 2
+        store.put_many([row("new", SUCCESS, ts=50.7)])
+        assert store.expire(50.6) == 5
+        assert store.get_many(ids + ["new"]).keys() == {"run", "retry", "new"}
+    finally:
+        store.close()
+
+
+def test_sqlite_previous_layout_too_large_to_move_is_kept_and_moved_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    previous_layout(tmp_path / FILENAME, [row("a", SUCCESS), row("b", SUCCESS)])
+    monkeypatch.setattr(sqlite_module, "_MIGRATE_UP_TO", 1)
+    store = SQLiteStore(tmp_path / FILENAME)
+    try:
+        assert not store.keyed and "k" not in layout(tmp_path / FILENAME)
+        store.put_many([row("c", STARTED)])
+        assert store.get_many(["a", "b", "c"]).keys() == {"a", "b", "c"}
+    finally:
+        store.close()
+    monkeypatch.setattr(sqlite_module, "_MIGRATE_UP_TO", 3)
+    store = SQLiteStore(tmp_path / FILENAME)
+    try:
+        assert store.keyed
+        assert store.get_many(["a", "b", "c"]).keys() == {"a", "b", "c"}
+        assert [r["id"] for r in store.unready(10)] == ["c"]
+    finally:
+        store.close()
+
+
+def test_sqlite_previous_layout_that_cannot_be_moved_is_kept_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three finished rows in one second, where the current layout would have room for two.
+    rows = [row(f"t-{i}", SUCCESS, ts=7.0 + i / 10) for i in range(3)]
+    previous_layout(tmp_path / FILENAME, rows)
+    monkeypatch.setattr(sqlite_module, "_ORDER_BITS", 1)
+    monkeypatch.setattr(sqlite_module, "_LAST_IN_SECOND", 1)
+    store = SQLiteStore(tmp_path / FILENAME)
+    try:
+        assert not store.keyed and "k" not in layout(tmp_path / FILENAME)
+        assert store.get_many([r["id"] for r in rows]) == {r["id"]: r for r in rows}
+    finally:
+        store.close()
+
+
 def test_open_store_picks_the_backend_and_the_file(tmp_path: Path) -> None:
     def config(backend: str, data_dir: Path | None) -> ResultsConfig:
         return ResultsConfig(ingest="", query="", pub="", data_dir=data_dir, backend=backend)
@@ -248,3 +396,108 @@ def test_a_row_the_store_refuses_does_not_cost_the_others(tmp_path: Path) -> Non
         assert table.store.get_many(["good", "bad"]).keys() == {"good"}
     finally:
         table.close()
+
+
+# -- ids that end in a counter: known absent without reading the file ----------------------
+
+def count_selects(store: SQLiteStore) -> list[str]:
+    """The SELECT statements ``store`` runs from now on (not those inside a write)."""
+    selects: list[str] = []
+
+    def note(sql: str) -> None:
+        if sql.startswith("SELECT"):
+            selects.append(sql)
+
+    store._db.set_trace_callback(note)
+    return selects
+
+
+def test_a_sent_task_of_a_known_client_is_looked_up_without_reading_the_file(
+        tmp_path: Path) -> None:
+    table = StateTable(SQLiteStore(tmp_path / FILENAME))
+    try:
+        store = table.store
+        assert isinstance(store, SQLiteStore)
+        ids = [new_id() for _ in range(10)]
+        selects = count_selects(store)
+        table.apply([event(ids[0], SENT)], now=1.0)
+        assert len(selects) == 1  # a prefix met once: read as any id
+        table.apply([event(ids[1], SENT)], now=1.0)
+        assert len(selects) == 2  # met again: the highest stored id with it, once
+        table.apply([event(i, SENT) for i in ids[2:]], now=1.0)
+        table.apply([event(ids[2], SUCCESS)], now=2.0)
+        assert len(selects) == 2
+        # The same task sent again after it finished: its end stands (the row is cached).
+        assert table.apply([event(ids[2], SENT)], now=3.0) == []
+        assert table.lookup([ids[2]])[ids[2]]["state"] == SUCCESS
+        # One the store has not seen the end of is read, whatever the bound says.
+        store._cache.clear()
+        assert table.apply([event(ids[2], SENT)], now=3.0) == []
+        assert len(selects) == 3
+    finally:
+        table.close()
+
+
+def test_a_late_sent_never_hides_a_stored_state_after_a_restart(tmp_path: Path) -> None:
+    done, running = new_id(), new_id()
+    first = StateTable(SQLiteStore(tmp_path / FILENAME))
+    first.apply([event(done, SUCCESS), event(running, STARTED)], now=1.0)
+    first.close()
+    again = StateTable(SQLiteStore(tmp_path / FILENAME))
+    try:
+        for _ in range(2):  # the second time, with the prefix's bound learnt
+            assert again.apply([event(done, SENT), event(running, SENT)], now=2.0) == []
+        assert {i: r["state"] for i, r in again.lookup([done, running]).items()} == {
+            done: SUCCESS, running: STARTED}
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize(("task_id", "parts"), [
+    ("80c417f0-df7d-48cb-b259-169abce1a347", ("80c417f0-df7d-48cb-b259-", 0x169ABCE1A347)),
+    ("x" * 24 + "000000000000", ("x" * 24, 0)),
+    ("80c417f0-df7d-48cb-b259-169ABCE1A347", None),  # upper case
+    ("80c417f0-df7d-48cb-b259-0x9abce1a347", None),
+    ("80c417f0-df7d-48cb-b259-169abce_a347", None),
+    ("80c417f0-df7d-48cb-b259- 69abce1a347", None),
+    ("80c417f0-df7d-48cb-b259-169abce1a3470", None),
+    ("given-id", None),
+])
+def test_which_ids_end_in_a_counter(task_id: str, parts: tuple[str, int] | None) -> None:
+    assert sqlite_module._counted(task_id) == parts
+
+
+def test_lookups_by_counter_answer_as_a_dict_whatever_the_order_of_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random writes, deletes, expiries and reopenings of ids under a few prefixes (and
+    ids of other kinds sorting among them), mostly of counters below a horizon that grows,
+    as tasks end after they are sent: every lookup finds what a dict holds."""
+    monkeypatch.setattr(sqlite_module, "_CACHE_ROWS", 2)  # lookups that reach the file
+    rng = random.Random(7)
+    prefixes = ["a" * 23 + "-", "b" * 23 + "-", "c" * 23 + "-"]
+    others = [prefixes[0] + "fffffffffff ", prefixes[1] + "zz", prefixes[2] + "0" * 11 + "g"]
+    model = MemoryStore()
+    store = SQLiteStore(tmp_path / FILENAME)
+    try:
+        for step in range(1500):
+            horizon = step // 20 + (50 if rng.random() < 0.05 else 0)
+            asked = [rng.choice(prefixes) + f"{rng.randint(0, step // 20 + 5):012x}"
+                     for _ in range(rng.randint(1, 5))] + rng.sample(others, rng.randint(0, 1))
+            action = rng.random()
+            if action < 0.2:
+                rows = [row(i, rng.choice([SUCCESS, STARTED]), ts=float(step)) for i in asked
+                        if i in others or int(i[24:], 16) <= horizon]
+                store.put_many(rows)
+                model.put_many(rows)
+            elif action < 0.3:
+                store.delete(asked)
+                model.delete(asked)
+            elif action < 0.32:
+                assert store.expire(step - 50.0) == model.expire(step - 50.0)
+            elif action < 0.35:
+                store.close()
+                store = SQLiteStore(tmp_path / FILENAME)
+            else:
+                assert store.get_many(asked) == model.get_many(asked), step
+    finally:
+        store.close()

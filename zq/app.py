@@ -35,7 +35,8 @@ StateSink = Callable[[dict[str, Any]], None]
 
 
 class _Clients(threading.local):
-    pid: int = 0
+    """An App's sockets in one thread; a forked child starts with none (see _after_fork)."""
+
     router: RouterClient | None = None
     results: ResultsClient | None = None
 
@@ -90,6 +91,7 @@ class App:
         self.Task: type[Task] = type("Task", (base,), {
             "app": self, "abstract": True, "__module__": base.__module__})
         self._clients = _Clients()
+        _APPS[id(self)] = self
         self._state_sink: StateSink | None = None
         self.control = Control(self)
         register_builtins(self)
@@ -337,13 +339,7 @@ class App:
     # -- the sockets of this thread -----------------------------------------------------
 
     def _local(self) -> _Clients:
-        local = self._clients
-        if local.pid != os.getpid():
-            local.pid = os.getpid()
-            local.router = None
-            local.results = None
-            local.pending = weakref.WeakValueDictionary()
-        return local
+        return self._clients
 
     def router_client(self) -> RouterClient:
         """This thread's connection to the router (made on first use, with the App's
@@ -419,3 +415,18 @@ class App:
 
 
 _current.set_default_factory(App)
+
+# Every App alive, for _after_fork (by id: an App subclass need not be hashable).
+_APPS: weakref.WeakValueDictionary[int, App] = weakref.WeakValueDictionary()
+
+
+def _after_fork() -> None:
+    """In a forked child, every App makes sockets of its own on next use: the parent's are
+    left as they are (ZeroMQ sockets cannot be shared with a child, and closing them here
+    could disturb the parent's), and so are the results the parent waits for. Done once at
+    the fork rather than by comparing pids on every call."""
+    for app in list(_APPS.values()):
+        app._clients = _Clients()
+
+
+os.register_at_fork(after_in_child=_after_fork)

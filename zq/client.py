@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from .errors import ConfigurationError, NoRoute, ProtocolError, PublishError, Qu
 from .errors import TimeoutError as ZqTimeoutError
 from .protocol import Cmd, Message
 from .security import ClientKeys, secure_client
-from .utils import Reconnections, reachable
+from .utils import Readable, Reconnections, new_id, reachable
 
 logger = logging.getLogger("zq.client")
 
@@ -151,7 +150,7 @@ class RouterClient:
         self.endpoint = endpoint
         self._ctx = ctx
         self._keys = keys
-        self._sock = self._connect()
+        self._sock, self._answered = self._connect()
         self._rids = itertools.count(1)
         # Tasks sent without waiting (``publish``) and not confirmed yet, oldest first;
         # at most ``window`` of them: a sender with a full window waits.
@@ -163,9 +162,10 @@ class RouterClient:
         # Refused since the last flush (which raises about them).
         self._unreported: list[str] = []
 
-    def _connect(self) -> zmq.Socket[Any]:
-        return _socket(self._ctx, zmq.DEALER, self.endpoint, self._keys,
+    def _connect(self) -> tuple[zmq.Socket[Any], Readable]:
+        sock = _socket(self._ctx, zmq.DEALER, self.endpoint, self._keys,
                        before_connect=_immediate)
+        return sock, Readable(sock)
 
     def close(self) -> None:
         self._sock.close(linger=0)
@@ -179,7 +179,7 @@ class RouterClient:
             raise _NoAnswer(sent=False)
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._sock.poll(_ms(remaining)):
+            if remaining <= 0 or not self._answered.wait(_ms(remaining)):
                 raise _NoAnswer(sent=True)
             reply = self._recv()
             if reply is None:
@@ -352,7 +352,7 @@ class RouterClient:
         them, and the new socket is a new peer to the router, so no late answer or queued
         resend of the old one can be mistaken for the next request's."""
         self._sock.close(linger=0)
-        self._sock = self._connect()
+        self._sock, self._answered = self._connect()
 
     def _unanswered(self, what: str, sent: bool, timeout_s: float) -> PublishError:
         """The error for a request given up on: sent or not, in words a caller can act on."""
@@ -380,7 +380,7 @@ class RouterClient:
 
     def submit_many(self, items: list[tuple[dict[str, Any], bytes]], timeout_s: float) -> None:
         """Submit tasks in one message; raises for the first one the router refused."""
-        batch_id = str(uuid.uuid4())
+        batch_id = new_id()
         tasks = [[protocol.pack(header), body] for header, body in items]
         try:
             reply = self._request(Message(Cmd.SUBMIT, {"id": batch_id, "tasks": tasks}),

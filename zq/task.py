@@ -36,6 +36,36 @@ class TaskApp(CanvasApp, Protocol):
 
 
 
+class _ArgumentCheck:
+    """Whether a call's arguments fit a task's signature, as ``Signature.bind`` says.
+
+    Whether they bind depends only on how many positional arguments there are and which
+    keywords are given, never on the values, so each shape of call found to bind is
+    remembered and not bound again. A shape that does not bind is bound each time, so
+    that the error is bind's own.
+    """
+
+    _KEPT = 256  # shapes remembered per task class
+
+    def __init__(self, signature: inspect.Signature | None) -> None:
+        self.signature = signature
+        self._fits: set[int | tuple[int, frozenset[str]]] = set()
+
+    def check(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Raise bind's TypeError if the arguments do not fit."""
+        if self.signature is None:
+            return
+        if not isinstance(args, (tuple, list)) or not isinstance(kwargs, dict):
+            self.signature.bind(*args, **kwargs)  # its own word on anything else
+            return
+        shape = (len(args), frozenset(kwargs)) if kwargs else len(args)
+        if shape in self._fits:
+            return
+        self.signature.bind(*args, **kwargs)
+        if len(self._fits) < self._KEPT:
+            self._fits.add(shape)
+
+
 def current_request() -> Request | None:
     """The request of the task running in this thread, if one is."""
     request: Request | None = _running.innermost_request()
@@ -246,20 +276,19 @@ class Task:
                 follow_up.run()
 
     def _check_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
-        # Worked out once per task class; False where the callable has no signature.
+        # Worked out once per task class.
         cls = type(self)
-        signature: inspect.Signature | bool | None = cls.__dict__.get("_zq_signature")
-        if signature is None:
+        check: _ArgumentCheck | None = cls.__dict__.get("_zq_arguments")
+        if check is None:
             try:
-                signature = inspect.signature(self.run)
-            except (TypeError, ValueError):
-                signature = False
-            setattr(cls, "_zq_signature", signature)
-        if isinstance(signature, inspect.Signature):
-            try:
-                signature.bind(*args, **kwargs)
-            except TypeError as exc:
-                raise TypeError(f"{self.name}() {exc}") from None
+                check = _ArgumentCheck(inspect.signature(self.run))
+            except (TypeError, ValueError):  # the callable has no signature
+                check = _ArgumentCheck(None)
+            setattr(cls, "_zq_arguments", check)
+        try:
+            check.check(args, kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}() {exc}") from None
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         return Signature(self.name or "", args, kwargs, app=self._app())

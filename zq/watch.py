@@ -22,6 +22,7 @@ from . import protocol
 from .errors import ProtocolError
 from .errors import TimeoutError as ZqTimeoutError
 from .protocol import Cmd
+from .utils import Readable
 
 logger = logging.getLogger("zq.client")
 
@@ -50,35 +51,38 @@ def watch(results: Watched, ids: list[str] | None, timeout_s: float | None = Non
             sub.setsockopt(zmq.SUBSCRIBE, topic)
         # The hello on our own topic proves every subscription above is in place, so
         # nothing published after the snapshot below can be missed.
-        _await_hello(sub, token, deadline=time.monotonic() + 10.0)
+        readable = Readable(sub)
+        _await_hello(sub, readable, token, deadline=time.monotonic() + 10.0)
         snap = results.snapshot(ids)
         last_seq = snap["seq"]
         versions: OrderedDict[str, int] = OrderedDict()
         for meta in snap["states"]:
             versions[meta["id"]] = meta.get("version", 0)
             yield meta
-        yield from _stream(sub, last_seq, versions, results, timeout_s)
+        yield from _stream(sub, readable, last_seq, versions, results, timeout_s)
     finally:
         sub.close(linger=0)
 
 
-def _await_hello(sub: zmq.Socket[Any], token: bytes, deadline: float) -> None:
+def _await_hello(sub: zmq.Socket[Any], readable: Readable, token: bytes,
+                 deadline: float) -> None:
     while time.monotonic() < deadline:
-        if sub.poll(100):
+        if readable.wait(100):
             frames = sub.recv_multipart()
             if frames[0] == token:
                 return
     raise ZqTimeoutError("the results actor did not confirm the subscription")
 
 
-def _stream(sub: zmq.Socket[Any], last_seq: int, versions: OrderedDict[str, int],
-            results: Watched, timeout_s: float | None) -> Iterator[dict[str, Any]]:
+def _stream(sub: zmq.Socket[Any], readable: Readable, last_seq: int,
+            versions: OrderedDict[str, int], results: Watched, timeout_s: float | None,
+            ) -> Iterator[dict[str, Any]]:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         wait_s = 1.0 if deadline is None else deadline - time.monotonic()
         if wait_s <= 0:
             return
-        if not sub.poll(max(0, int(wait_s * 1000))):
+        if not readable.wait(max(0, int(wait_s * 1000))):
             continue
         try:
             _, msg = protocol.recv(sub, routed=True)
