@@ -271,7 +271,7 @@ class RouterClient:
         """Take every answer there is (waiting up to ``timeout_s`` for the first), then
         send again what is due and give up what is past its time."""
         sock = self._sock
-        if _readable(sock) or (timeout_s > 0 and sock.poll(_ms(timeout_s))):
+        if _readable(sock) or (timeout_s > 0 and self._answered.wait(_ms(timeout_s))):
             while _readable(sock):
                 reply = self._recv()
                 if reply is not None:
