@@ -6,9 +6,10 @@ Sockets:
   * ROUTER ``query``: GET, WAIT, FORGET, SNAPSHOT and EVENTS from clients.
   * XPUB ``pub``: every stored change, topic = task id (see :mod:`.stream`).
 
-Each step reads a batch of messages, applies the events among them in one store
-transaction (:mod:`.table`), then publishes the changes and answers the waiters. A query
-first applies the events received before it, so that it sees them.
+Each step reads a batch of messages, merges the events among them (:mod:`.table`),
+publishes the changes and answers the waiters, then stores them in one transaction (off
+the waiters' path), and only then tells the router they are stored. A query first
+applies the events received before it, so that it sees them.
 """
 
 from __future__ import annotations
@@ -269,7 +270,7 @@ class ResultsActor:
         """Apply the events received so far; publish the changes, answer their waiters."""
         if not self._received:
             return
-        changed = self.table.apply(self._received, time.time())
+        changed = self.table.take(self._received, time.time())
         self._received.clear()
         finished: dict[bytes, list[Row]] = {}
         for row in changed:
@@ -285,6 +286,9 @@ class ResultsActor:
                     finished.setdefault(peer, []).append(row)
         for peer, rows in finished.items():
             self._send(peer, Message(Cmd.STATES, {"states": rows}))
+        # Stored after the waiters have their answers: the commit is off their path.
+        # The router hears STORED only after it (see _acknowledge).
+        self.table.write()
 
     def _send(self, peer: bytes, msg: Message) -> None:
         try:

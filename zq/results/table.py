@@ -60,13 +60,15 @@ class StateTable:
         self.store = store
         self._sent_kept = sent_kept
         self._sent: OrderedDict[str, Row] = OrderedDict()
+        # Rows merged and not written yet (see ``take``), by id: the newest of each.
+        self._unwritten: dict[str, Row] = {}
         # Whether the last write stored every row (the router is told only then).
         self.all_stored = True
 
     def lookup(self, ids: Iterable[str]) -> dict[str, Row]:
         """The current rows of ``ids`` that have one, by id."""
         ids = list(ids)
-        found = {i: self._sent[i] for i in ids if i in self._sent}
+        found = {i: row for i in ids if (row := self._unwritten.get(i) or self._sent.get(i))}
         rest = [i for i in ids if i not in found]
         if rest:
             found.update(self.store.get_many(rest))
@@ -75,6 +77,14 @@ class StateTable:
     def apply(self, events: list[Row], now: float) -> list[Row]:
         """Take a batch of valid events in one store transaction; return the rows that
         changed, in order (a task may change more than once in a batch)."""
+        changed = self.take(events, now)
+        self.write()
+        return changed
+
+    def take(self, events: list[Row], now: float) -> list[Row]:
+        """Merge a batch of valid events; return the rows that changed, in order. What is
+        to be stored waits for :meth:`write` (one transaction), so that the changes can
+        be published and their waiters answered first."""
         current = self.lookup({e["id"] for e in events})
         changed: list[Row] = []
         durable: dict[str, Row] = {}
@@ -89,9 +99,15 @@ class StateTable:
             else:
                 self._sent.pop(row["id"], None)
                 durable[row["id"]] = row  # the last change of a batch is the one written
-        if durable:
-            self._store(list(durable.values()))
+        self._unwritten.update(durable)
         return changed
+
+    def write(self) -> None:
+        """Store what :meth:`take` merged, in one transaction."""
+        if self._unwritten:
+            rows = list(self._unwritten.values())
+            self._unwritten.clear()
+            self._store(rows)
 
     def forget(self, ids: Iterable[str]) -> None:
         ids = list(ids)
