@@ -58,10 +58,14 @@ def _flush_at_exit(app: App) -> None:
 
     def flush() -> None:
         alive = ref()
-        if alive is not None and threading.current_thread() is threading.main_thread():
-            local = alive._clients
-            if local.router is not None and local.pid == os.getpid():
+        if alive is None or threading.current_thread() is not threading.main_thread():
+            return
+        router = alive._clients.router  # a forked child's were reset at the fork
+        if router is not None and router.unconfirmed:
+            try:
                 alive.close()
+            except Exception as exc:  # never a traceback at exit
+                logger.error("closing at exit: %s", exc)
 
     atexit.register(flush)
 
