@@ -343,6 +343,7 @@ class _Held:
     """Stands for a client's socket: records whether anything closed it."""
 
     closed = False
+    unconfirmed: dict[str, object] = {}
 
     def close(self) -> None:
         self.closed = True

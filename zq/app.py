@@ -217,7 +217,7 @@ class App:
         if router is not None:
             # Everything sent before it too: a result can hang on a task sent earlier
             # (the first link of its chain), whose refusal must not go unnoticed.
-            router.settle(timeout_s)
+            router.settle(timeout_s, quiet=True)
             router.confirmed(task_id, timeout_s)
 
     def flush(self, timeout_s: float | None = None) -> None:

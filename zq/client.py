@@ -244,13 +244,15 @@ class RouterClient:
         if error is not None:
             raise error
 
-    def settle(self, timeout_s: float | None) -> None:
+    def settle(self, timeout_s: float | None, *, quiet: bool = False) -> None:
         """Wait until every task published is confirmed or given up (refusals are kept,
-        each for its own task)."""
+        each for its own task); ``quiet``: return at the timeout instead of raising."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while self.unconfirmed:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
+                if quiet:
+                    return
                 raise ZqTimeoutError(f"{len(self.unconfirmed)} tasks not confirmed by the "
                                      f"router within {timeout_s:g}s")
             self._collect(_RESEND_AFTER_S if remaining is None

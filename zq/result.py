@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
@@ -182,7 +183,10 @@ class AsyncResult:
         assert_will_not_block(disable_sync_subtasks)
         if self._meta is None:
             # A task sent without waiting: a refusal by the router is raised here.
+            started = time.monotonic()
             self.app.published(self.id, timeout)
+            if timeout is not None:
+                timeout = max(timeout - (time.monotonic() - started), 0.0)
             results = self.app.results_client()
             results.track(self)
             self.set_meta(results.wait(self.id, timeout))
