@@ -83,7 +83,7 @@ def test_naive_eta_is_utc(cluster):
 
 
 def test_countdown_task_waits_in_the_router(cluster):
-    result = add.apply_async((1, 1), countdown=1.0)
+    result = add.apply_async((1, 1), countdown=1.0).accepted(10)
     assert cluster.stats()["scheduled"] >= 1
     assert result.get(timeout=10) == 2
 

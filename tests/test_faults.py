@@ -438,6 +438,7 @@ def test_router_killed_with_thousands_queued_replays_each_unfinished_task_once(t
                         for _ in range(10)]
         eta = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=4.5)
         by_eta = [faults.stamp.apply_async((str(log),), eta=eta) for _ in range(10)]
+        faults.app.flush(10)  # all accepted before the router is asked
         assert cluster.stats()["scheduled"] == 20
 
         cluster.restart_router()
@@ -464,6 +465,7 @@ def test_router_killed_with_fanout_copies_waiting_runs_each_copy_once(tmp_path, 
                   for i in range(20)]
         scheduled = [faults.quick.apply_async((str(log), i), exchange="everyone",
                                               countdown=2.0) for i in range(5)]
+        faults.app.flush(10)  # every copy accepted before the router is asked
         assert cluster.stats()["tasks"] == 50
 
         cluster.restart_router()

@@ -763,3 +763,35 @@ def test_a_relay_survives_a_router_restart(tmp_path):
     assert [e for e in router.core.events if e["id"] == "x"][-1]["body"] == b"42"
     router.kill()
     assert replayed_ids(path) == ([], [])
+
+
+def test_a_resend_of_a_finished_task_is_recognised_after_restarts(tmp_path):
+    """A client sending again a task whose ACCEPTED died with the router (a task sent
+    without waiting, say) must not make it run twice: the finished attempts are replayed,
+    and kept by the rewrite, so that two restarts later the resend is still recognised."""
+    path = tmp_path / "journal.log"
+    router = Started(path)
+    router.submit({"id": "done-once"}, {"id": "still-queued"})
+    assert router.deal() == ["done-once", "still-queued"]
+    router.done("done-once")
+    router.kill()
+    assert replay_all(path).finished[-1] == ("done-once", 0)
+    for _ in range(2):  # the second start reads only what the first one's rewrite kept
+        router = Started(path)
+        router.submit({"id": "done-once"})
+        assert "done-once" not in router.core.book.tasks
+        assert router.core.book.known("done-once", 0)
+        router.kill()
+    assert sorted(router.core.book.tasks) == ["still-queued"]
+
+
+def test_a_compaction_keeps_the_finished_attempts(tmp_path):
+    path = tmp_path / "journal.log"
+    router = Started(path)
+    router.submit({"id": "a"})
+    router.deal()
+    router.done("a")
+    journal = router.journal
+    assert journal.compact([], [], [], [], router.core.book.finished_attempts())
+    router.kill()
+    assert replay_all(path).finished == [("a", 0)]

@@ -206,6 +206,12 @@ class Book:
     def remember_finished(self, key: tuple[str, int]) -> None:
         self.finished.add(attempt(*key))
 
+    def finished_attempts(self) -> list[tuple[str, int]]:
+        """The finished attempts remembered, as (uid, retries): what a journal rewrite
+        keeps so that a restart still recognises a resend of one."""
+        return [key if isinstance(key, tuple) else (key, 0)
+                for generation in self.finished.generations for key in generation]
+
     def known(self, uid: str, retries: int) -> bool:
         """Whether this attempt of the task was accepted already (a resend)."""
         entry = self.tasks.get(uid)

@@ -62,6 +62,8 @@ def replay(core: Core, journal: Journal) -> int:
     replayed = journal.open()
     for task_id in replayed.revoked:
         core.book.revoke(task_id, record=False)
+    for key in replayed.finished:
+        core.book.remember_finished(key)
     if replayed.unstored:
         # Before any event of this start (a task expired meanwhile), in sequence order.
         logger.info("sending %d results the results actor may not have stored",

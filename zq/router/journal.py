@@ -13,6 +13,8 @@ An append-only file of msgpack records:
     ["E", seq, event]     a final event not yet stored (what a rewrite keeps of a D)
     ["S", seq]            the results actor stored every final event up to ``seq``
     ["R", id]             revoked: stays in the revoked set across restarts
+    ["F", uid, retries]   finished (what a rewrite keeps of a D): a resend of it after a
+                          restart is recognised and not run again
     ["C", body_id, index, event]
                           a chord part ended with this final event (a failure unless
                           SUCCESS): kept while the body's A is live, so that a restart
@@ -56,6 +58,9 @@ logger = logging.getLogger("zq.journal")
 # Rewrite the file when it grows past this and most of it is finished work.
 _COMPACT_BYTES = 64 * 1024 * 1024
 _REVOKED_KEPT = 50_000
+# Finished attempts a rewrite keeps (``F`` records), so that a client's resend of a task
+# whose ACCEPTED died with the router is still recognised after a restart.
+_FINISHED_KEPT = 100_000
 
 
 @dataclass
@@ -68,6 +73,9 @@ class Replayed:
     unstored: list[tuple[int, Any]] = field(default_factory=list)
     # Chord parts counted for live bodies: (body id, index, event), in the order counted.
     parts: list[tuple[str, int, Any]] = field(default_factory=list)
+    # The most recently finished attempts (tracked id, retries), oldest first: a resend of
+    # one after a restart (its ACCEPTED lost with the old router) is not taken again.
+    finished: list[tuple[str, int]] = field(default_factory=list)
 
 
 class Journal:
@@ -138,7 +146,7 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         replayed = Replayed([(header, body) for header, body, _ in state.live.values()],
                             list(state.revoked)[-_REVOKED_KEPT:], list(state.unstored.items()),
-                            state.live_parts())
+                            state.live_parts(), list(state.finished))
         self.event_seq = state.event_seq
         failed = self._rewrite(replayed)
         if failed is not None:
@@ -163,6 +171,8 @@ class Journal:
                     f.write(msgpack.packb(["C", body_id, index, event], use_bin_type=True))
                 for task_id in replayed.revoked:
                     f.write(msgpack.packb(["R", task_id], use_bin_type=True))
+                for uid, retries in replayed.finished[-_FINISHED_KEPT:]:
+                    f.write(msgpack.packb(["F", uid, retries], use_bin_type=True))
                 for seq, event in replayed.unstored:
                     f.write(msgpack.packb(["E", seq, event], use_bin_type=True))
                 f.flush()
@@ -298,7 +308,8 @@ class Journal:
 
     def compact(self, live: list[tuple[bytes, bytes]], revoked: list[str],
                 unstored: list[tuple[int, Any]] | None = None,
-                parts: list[tuple[str, int, Any]] | None = None) -> bool:
+                parts: list[tuple[str, int, Any]] | None = None,
+                finished: list[tuple[str, int]] | None = None) -> bool:
         """Rewrite the file with only ``live``, ``revoked``, the ``unstored`` final events
         and the chord ``parts`` of the bodies held (the router's memory, which holds
         everything committed). False when it was not rewritten: a commit could not be
@@ -307,7 +318,7 @@ class Journal:
         if not self.commit():
             return False
         if self._rewrite(Replayed(live, revoked[-_REVOKED_KEPT:], list(unstored or ()),
-                                  list(parts or ()))) is None:
+                                  list(parts or ()), list(finished or ()))) is None:
             self._compact_bytes = _COMPACT_BYTES
             return True
         self._compact_bytes = self._live_bytes + _COMPACT_BYTES
@@ -360,6 +371,7 @@ class _ReplayState:
         self.live_ids: dict[str, int] = {}
         self.revoked: OrderedDict[str, None] = OrderedDict()
         self.unstored: OrderedDict[int, Any] = OrderedDict()
+        self.finished: OrderedDict[tuple[str, int], None] = OrderedDict()
         self.event_seq = 0
         # Chord parts by body id, in the order counted. A C record may come before its
         # body's A (it was kept from a failed commit): which bodies are live is judged at
@@ -383,6 +395,9 @@ class _ReplayState:
                 self.unstored.popitem(last=False)
         elif kind == "R" and size == 2:
             self.revoked[record[1]] = None
+        elif (kind == "F" and size == 3 and isinstance(record[1], str)
+              and isinstance(record[2], int)):
+            self._remember_finished((record[1], record[2]))
         elif (kind == "C" and size == 4 and isinstance(record[1], str)
               and isinstance(record[2], int) and isinstance(record[3], dict)):
             self.parts.setdefault(record[1], []).append((record[2], record[3]))
@@ -399,8 +414,17 @@ class _ReplayState:
             self.live_ids[task_id] = self.live_ids.get(task_id, 0) + 1
         self.live[key] = (raw_header, body, task_id)
 
+    def _remember_finished(self, key: tuple[str, int]) -> None:
+        self.finished[key] = None
+        self.finished.move_to_end(key)
+        if len(self.finished) > _FINISHED_KEPT:
+            self.finished.popitem(last=False)
+
     def _finished(self, key: Any) -> None:
-        """A D record: the attempt is over; a body's parts go with its last live entry."""
+        """A D record: the attempt is over (remembered, so that a resend of it is not
+        taken again); a body's parts go with its last live entry."""
+        if isinstance(key[0], str) and isinstance(key[1], int):
+            self._remember_finished((key[0], key[1]))
         ended = self.live.pop(key, None)
         if ended is None:
             return

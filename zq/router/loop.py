@@ -244,7 +244,7 @@ class Router:
             self.journal.compact([(e.raw_header or protocol.pack(e.header), e.body)
                                   for e in core.book.tasks.values()],
                                  list(core.book.revoked), list(core.unstored.items()),
-                                 core.held_parts())
+                                 core.held_parts(), core.book.finished_attempts())
         self._answer()
         if core.dirty and time.monotonic() >= self._dispatch_after:
             core.dirty = False
