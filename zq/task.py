@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol
 from . import states
 from .canvas import CanvasApp, Signature, chord, chunks, follow, signature, xmap, xstarmap
 from .canvas.follow import derived_id
-from .canvas.signature import SINGLE_MESSAGE
+from .canvas.signature import SINGLE_MESSAGE, as_list
 from .canvas.group import ACCUMULATE_TASK
 from .errors import Ignore, MaxRetriesExceededError, Retry
 from .protocol import RELAY_INDEX
@@ -76,12 +76,6 @@ def current_task() -> Task | None:
     """The task running in this thread, if one is."""
     task: Task | None = _running.innermost_task()
     return task
-
-
-def _listed(value: Any) -> list[Any] | None:
-    if value is None:
-        return None
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _relay_to(sig: Signature, task_id: str) -> None:
@@ -252,8 +246,8 @@ class Task:
                           headers=options.get("headers") or {}, root_id=root_id,
                           parent_id=parent_id, group=options.get("group_id"),
                           delivery_info={"is_eager": True},
-                          callbacks=_listed(options.get("link")),
-                          errbacks=_listed(options.get("link_error")))
+                          callbacks=as_list(options.get("link")) or None,
+                          errbacks=as_list(options.get("link_error")) or None)
         outcome = trace(self, request, args, kwargs)
         self._follow_eagerly(request, outcome)
         result = EagerResult(task_id, outcome.retval, outcome.state, outcome.traceback,

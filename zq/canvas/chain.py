@@ -10,7 +10,7 @@ from ..result import AsyncResult
 from .. import _running
 from ..utils import new_id
 from .signature import (_KINDS, SINGLE_MESSAGE, CanvasApp, Signature, _kind, _wire_options,
-                        maybe_signature)
+                        as_list, maybe_signature)
 
 
 def _members(tasks: tuple[Any, ...]) -> Iterable[Any]:
@@ -60,13 +60,6 @@ class chain(Signature):  # noqa: N801 - Celery's name
             return chain(*self.tasks, other, app=self.app, **self.options)
         return NotImplemented
 
-    def clone(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
-              **options: Any) -> Signature:
-        """A copy whose links are copies too (freezing it leaves this one as it was)."""
-        new = super().clone(args, kwargs, **options)
-        new["kwargs"]["tasks"] = [t.clone() for t in self.tasks]
-        return new
-
     def freeze(self, _id: str | None = None, group_id: str | None = None,
                root_id: str | None = None, parent_id: str | None = None) -> Any:
         """Fix every link's id (``_id`` is the last link's: the chain's result), so that
@@ -113,10 +106,10 @@ class chain(Signature):  # noqa: N801 - Celery's name
             if parent_id:
                 link.options["parent_id"] = parent_id
             parent_id = link.id
-        for errback in _as_list(options.pop("link_error", None)):
+        for errback in as_list(options.pop("link_error", None)):
             for link in links:
                 link.link_error(errback)
-        for callback in _as_list(options.pop("link", None)):
+        for callback in as_list(options.pop("link", None)):
             links[-1].link(callback)
         for key in ("group_id", "chord", "chord_index"):
             if options.get(key) is not None and not (key == "group_id"
@@ -185,12 +178,6 @@ def _append(flat: list[Signature], sig: Signature) -> None:
         flat[-1] = chord(flat[-1], sig)
     else:
         flat.append(sig)
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _succeeded(result: Any) -> bool:

@@ -98,13 +98,6 @@ class group(Signature):  # noqa: N801 - Celery's name
         results = [task.clone(args, kwargs).apply(**options) for task in self.tasks]
         return GroupResult(group_id, results, app=self.app)
 
-    def clone(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
-              **options: Any) -> Signature:
-        """A copy whose members are copies too (freezing it leaves this one as it was)."""
-        new = super().clone(args, kwargs, **options)
-        new["kwargs"]["tasks"] = [t.clone() for t in self.tasks]
-        return new
-
     def freeze(self, _id: str | None = None, group_id: str | None = None,
                root_id: str | None = None, parent_id: str | None = None) -> Any:
         """Fix every member's id and the group's, so the GroupResult is known before
@@ -169,14 +162,6 @@ class chord(Signature):  # noqa: N801 - Celery's name
         if isinstance(other, Signature):
             return chain(self, other)
         return NotImplemented
-
-    def clone(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
-              **options: Any) -> Signature:
-        new = super().clone(args, kwargs, **options)
-        new["kwargs"]["header"] = self.header.clone()
-        body = self.body
-        new["kwargs"]["body"] = body.clone() if body is not None else None
-        return new
 
     def freeze(self, _id: str | None = None, group_id: str | None = None,
                root_id: str | None = None, parent_id: str | None = None) -> Any:

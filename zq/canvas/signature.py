@@ -151,7 +151,9 @@ class Signature(dict[str, Any]):
         new = type(self).__new__(type(self))
         dict.__init__(new, self)
         new.app = self.app
-        new["kwargs"] = dict(self.kwargs)
+        # Signatures it holds (a chain's links, a group's members, a chord's header and
+        # body) are copied too, so that freezing the copy leaves this one as it was.
+        new["kwargs"] = {k: _copied(v) for k, v in self.kwargs.items()}
         new["args"] = list(self.args)
         if not self.immutable:
             new["args"] = [*(args or ()), *self.args]
@@ -270,6 +272,22 @@ class Signature(dict[str, Any]):
         return f"{self.task}({args}){'' if not self.immutable else '!'}"
 
     __hash__ = None
+
+
+def _copied(value: Any) -> Any:
+    """A signature held in another's kwargs (or a list of them) as a copy of its own."""
+    if isinstance(value, Signature):
+        return value.clone()
+    if isinstance(value, list) and value and all(isinstance(v, Signature) for v in value):
+        return [v.clone() for v in value]
+    return value
+
+
+def as_list(value: Any) -> list[Any]:
+    """An option that takes one item or several (``link``, ``link_error``) as a list."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _rebuild(data: dict[str, Any]) -> Signature:

@@ -350,10 +350,7 @@ def _result_ids(link: Any) -> list[tuple[str, Any]]:
     if not isinstance(link, dict):
         return []
     options = link.get("options") or {}
-    if link.get("subtask_type") == "group":
-        tasks = (link.get("kwargs") or {}).get("tasks") or []
-        return [found for task in tasks for found in _result_ids(task)]
-    if link.get("subtask_type") == "chain":
+    if link.get("subtask_type") in ("group", "chain"):
         tasks = (link.get("kwargs") or {}).get("tasks") or []
         return [found for task in tasks for found in _result_ids(task)]
     task_id = options.get("task_id")
