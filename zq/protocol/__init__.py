@@ -50,7 +50,9 @@ from .ids import (
     WATCH_HELLO,
     attempt_label,
     copy_id,
+    ended_label,
     parse_attempt_label,
+    started_attempt,
     tracked_id,
 )
 
@@ -69,5 +71,6 @@ __all__ = [
     # ids and limits
     "EXCHANGE_TYPES", "MAX_CHORD_SIZE", "MAX_MESSAGE_SIZE", "MAX_QUEUE_NAME", "MAX_TASK_ID", "RELAY_INDEX",
     "WATCH_HELLO",
-    "attempt_label", "copy_id", "parse_attempt_label", "tracked_id",
+    "attempt_label", "copy_id", "ended_label", "parse_attempt_label", "started_attempt",
+    "tracked_id",
 ]

@@ -61,11 +61,15 @@ class TaskHeader(TypedDict, total=False):
     chord_chain: list[Any]
 
 
-class BatchHeader(TypedDict):
-    """SUBMIT or TASK carrying several tasks: [header bytes, body] pairs."""
+class BatchHeader(TypedDict, total=False):
+    """SUBMIT or TASK carrying several tasks: [header bytes, body] pairs. A TASK also
+    carries the DONEs it confirms, and which of its tasks are granted: the actor may start
+    those before the DONEs before them are confirmed."""
 
     id: str
     tasks: list[list[bytes]]
+    confirm: list[list[Any]]     # [tracked id, retries]
+    granted: list[int]           # indexes into tasks
 
 
 class AcceptedHeader(TypedDict, total=False):
@@ -96,7 +100,6 @@ class WelcomeHeader(TypedDict, total=False):
     drop: list[list[Any]]        # [tracked id, retries]
     confirm: list[list[Any]]     # [tracked id, retries]
     lease_s: float
-    task_confirms: bool          # a TASK to an actor of prefetch 1 confirms its DONEs
 
 
 class ConfirmHeader(TypedDict):
@@ -152,6 +155,7 @@ class DoneRecord(TypedDict, total=False):
     # [body id, index]: the chord part this outcome settles, in place of the header's
     # (a chain in a chord's header that failed before its last link, which carries it).
     chord: list[Any]
+    runtime: float               # seconds the body ran: how the router paces the actor
 
 
 class HeartbeatHeader(TypedDict, total=False):
@@ -170,6 +174,7 @@ class LostHeader(TypedDict, total=False):
     reason: str
     error: str
     clean: bool
+    started: str                 # the last task it started: attempt label, or ended label
 
 
 class ByeHeader(TypedDict, total=False):

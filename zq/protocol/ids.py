@@ -38,6 +38,25 @@ def attempt_label(uid: str, retries: int) -> str:
     return f"{uid}\n{retries}"
 
 
+# Appended to the label of an actor's last task once it ended (see ``started_attempt``).
+_ENDED = "\n."
+
+
+def ended_label(label: str) -> str:
+    """The label of an attempt that ran and ended: what an actor leaves for its
+    supervisor between tasks, so that the last task it started is always known."""
+    return label + _ENDED
+
+
+def started_attempt(label: str) -> tuple[tuple[str, int], bool] | None:
+    """The last attempt an actor started, from its label (:func:`attempt_label`, or
+    :func:`ended_label` once it ended), and whether it still runs; None when there is
+    none."""
+    running = not label.endswith(_ENDED)
+    attempt = parse_attempt_label(label if running else label[:-len(_ENDED)])
+    return None if attempt is None else (attempt, running)
+
+
 def parse_attempt_label(label: str) -> tuple[str, int] | None:
     """The (tracked id, retries) of :func:`attempt_label`; None when it is not one."""
     uid, sep, retries = label.partition("\n")

@@ -81,7 +81,10 @@ def _revoke_inflight(core: Core, entry: Entry, terminate: bool, signal_name: str
             continue
         if next(iter(actor.inflight)) != entry.key:
             pulls.setdefault(actor.identity, []).append(entry.id)  # prefetched
-        elif terminate:
+        # The first held runs, or a granted one may (see zq.router.pace): its supervisor
+        # kills the actor only if it runs this very task.
+        if terminate and (next(iter(actor.inflight)) == entry.key
+                          or entry.key in actor.granted):
             _terminate(core, actor, signal_name, entry)
 
 

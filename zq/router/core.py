@@ -22,6 +22,7 @@ from .book import INFLIGHT, QUEUED, SCHEDULED, WAITING, Book, Entry
 from .chords import IGNORED, Chords, chain_membership, membership, waits
 from .dispatch import Dispatch
 from .durable import Durable, Log
+from .pace import Pace
 from .peers import ActorState, HostState
 from .schedule import Schedule
 
@@ -44,7 +45,8 @@ class Core:
         # Set when declarations changed the bindings: the loop saves them.
         self.bindings_changed = False
         self.schedule = Schedule()
-        self.dispatch = Dispatch()
+        self.pace = Pace()
+        self.dispatch = Dispatch(self.pace)
         self.durable = Durable(journal)
         self.chords = Chords(journal)
         # Chord parts that ended and are not counted yet: counted in turn, so that a
@@ -393,7 +395,7 @@ class Core:
         actor = self.actors.get(identity)
         for entry in reversed(entries):
             if actor is not None:
-                actor.inflight.pop(entry.key, None)
+                actor.release(entry.key)
             self.enqueue(entry, front=True)
         self.actor_lost(identity, "unreachable")
 
@@ -415,25 +417,52 @@ class Core:
     # -- lost actors --------------------------------------------------------------------
 
     def actor_lost(self, identity: bytes, reason: str, error: str | None = None, *,
-                   presumed: bool = False) -> None:
-        """Celery's rules for the tasks of a dead actor; prefetched ones always go back.
+                   presumed: bool = False, started: tuple[str, int] | None = None,
+                   running: bool = True, now: float | None = None) -> None:
+        """Celery's rules for the tasks of a dead actor; those it never started go back.
+
+        ``started``: the last task it started, as its supervisor saw (``running``: still
+        running then). An actor starts its tasks in the order it got them, so none held
+        after that one started, and every one held before it started and ended: their
+        DONEs died with the actor or are still on their way. Those wait (the actor is kept
+        as departed, ``now``) and are judged as lost only if no DONE comes in time.
+
+        Without that word (the host went silent, or left), the first task held may have
+        started, and so may the granted ones right behind it (an actor starts those
+        without waiting for the router's confirmation); the rest never started.
 
         ``presumed``: the actor may still be alive (its host went silent): a FAILURE given
-        to its running task gives way to the real outcome if the actor reports one later.
-        An actor starts a reserved task only once the router confirmed the DONE before
-        it, so the first task the router holds for it is the only one that can have
-        started."""
+        to a task that may have started gives way to the real outcome reported later."""
         actor = self.actors.pop(identity, None)
         self.dispatch.forget(identity)
         if actor is None:
             return
         logger.warning("actor %s lost (%s) holding %d task(s)", actor.name, reason,
                        len(actor.inflight))
-        for position, entry in enumerate(actor.inflight.values()):
-            if position > 0:  # prefetched, never started
-                self.requeue(entry, redelivered=False)
+        held = list(actor.inflight.values())
+        if started is not None:
+            keys = [entry.key for entry in held]
+            # Not held: its DONE came, and every DONE before it, so nothing held started.
+            cut = keys.index(started) + (0 if running else 1) if started in keys else 0
+            for entry in held[cut:]:
+                actor.release(entry.key)
+                if entry.key == started and running:
+                    self._running_task_lost(entry, reason, error, presumed)
+                else:
+                    self.requeue(entry, redelivered=False)
+            if actor.inflight and now is not None:
+                actor.credit, actor.departed_at = 0, now
+                self.actors[identity] = actor
+                return
+            held = list(actor.inflight.values())
+        maybe = True
+        for position, entry in enumerate(held):
+            maybe = maybe and (position == 0 or entry.key in actor.granted)
+            if maybe:
+                self._running_task_lost(entry, reason, error if position == 0 else None,
+                                        presumed=presumed or position > 0)
             else:
-                self._running_task_lost(entry, reason, error, presumed)
+                self.requeue(entry, redelivered=False)
 
     def _running_task_lost(self, entry: Entry, reason: str, error: str | None,
                            presumed: bool) -> None:

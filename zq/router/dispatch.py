@@ -1,8 +1,9 @@
 """Credit and queues: which waiting task goes to which actor.
 
-An actor announces credit (how many tasks it may hold); each task handed to it takes one,
-each DONE gives one back. A dispatch round hands one task per hungry actor in turn, so work
-spreads evenly, and what one actor gets in a round travels in one message.
+An actor announces credit (how many tasks it may hold: its prefetch); each task handed to
+it takes one, each DONE gives one back. Behind short tasks the router stacks more than the
+credit (see :mod:`.pace`). A dispatch round hands one task per hungry actor in turn, so
+work spreads evenly, and what one actor gets in a round travels in one message.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .book import INFLIGHT, Entry, TaskQueue
+from .pace import Pace
 from .peers import ActorState
 
 # Takes the next entry popped from a queue for an actor; False when it may not run now
@@ -18,9 +20,10 @@ Admit = Callable[[Entry], bool]
 
 
 class Dispatch:
-    def __init__(self) -> None:
+    def __init__(self, pace: Pace | None = None) -> None:
         self.queues: dict[str, TaskQueue] = {}
         self.hungry: dict[bytes, ActorState] = {}
+        self.pace = pace or Pace()
 
     def push(self, entry: Entry, *, front: bool = False) -> None:
         queue = self.queues.get(entry.queue)
@@ -38,11 +41,28 @@ class Dispatch:
 
     def update(self, actor: ActorState) -> bool:
         """Note the actor's credit; returns whether it can take work now."""
-        if actor.credit > 0:
+        if actor.taking and (actor.credit > 0 or self._room(actor, None)):
             self.hungry[actor.identity] = actor
             return True
         self.hungry.pop(actor.identity, None)
         return False
+
+    def _room(self, actor: ActorState, entry: Entry | None) -> bool:
+        """Whether ``entry`` (any short task, when None) may be stacked on what the actor
+        holds beyond its credit: it holds something, and all of it and ``entry`` are short
+        and fit in its depth."""
+        if not actor.inflight:
+            return False
+        names = [e.name for e in actor.inflight.values()]
+        if entry is not None:
+            names.append(entry.name)
+        return len(actor.inflight) < self.pace.depth(names)
+
+    def _granted(self, actor: ActorState, entry: Entry) -> bool:
+        """Whether the actor may start ``entry`` before its DONEs before it are confirmed:
+        it is short and held behind short tasks only."""
+        return bool(actor.inflight) and self.pace.short(entry.name) \
+            and self.pace.depth(e.name for e in actor.inflight.values()) > 1
 
     def forget(self, identity: bytes) -> None:
         self.hungry.pop(identity, None)
@@ -57,19 +77,26 @@ class Dispatch:
             for actor in list(self.hungry.values()):
                 entry = self.next_for(actor, admit)
                 if entry is None:
+                    if actor.credit <= 0:
+                        del self.hungry[actor.identity]  # nothing short to stack
                     continue
                 progress = True
+                if self._granted(actor, entry):
+                    actor.granted.add(entry.key)
                 entry.state = INFLIGHT
                 actor.inflight[entry.key] = entry
                 batches.setdefault(actor.identity, []).append(entry)
                 actor.credit -= 1
-                if actor.credit <= 0:
+                if actor.credit <= 0 and not self._room(actor, None):
                     del self.hungry[actor.identity]
         return batches
 
     def next_for(self, actor: ActorState, admit: Admit) -> Entry | None:
         """The next task for ``actor``: its queues are served in rotation, one task from
-        each in turn (as Celery consumes several queues), priority first within one."""
+        each in turn (as Celery consumes several queues), priority first within one.
+        Beyond its credit only a task that may be stacked (see ``_room``) is taken; the
+        one that may not stays at the front of its queue."""
+        stacking = actor.credit <= 0
         names = actor.queues
         count = len(names)
         for offset in range(count):
@@ -78,6 +105,9 @@ class Dispatch:
             while queue is not None and queue.size:
                 entry = queue.pop()
                 if entry is None:
+                    break
+                if stacking and not self._room(actor, entry):
+                    queue.push(entry, front=True)
                     break
                 if not admit(entry):
                     continue

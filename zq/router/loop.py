@@ -307,21 +307,23 @@ class Router:
             return False
 
     def _deliver(self, identity: bytes, entries: list[Entry]) -> None:
-        """What one actor got in a dispatch round, in one message."""
+        """What one actor got in a dispatch round, in one message, with the confirmations
+        of its DONEs recorded by now (this step's journal write is done) and which of
+        these tasks it may start before its DONEs are confirmed (see :mod:`.pace`)."""
         actor = self.core.actors.get(identity)
-        # An actor holding one task at a time takes this TASK as the confirmation (see
-        # members.on_ready); others get theirs with it. What is not sent here goes at the
-        # next housekeeping anyway.
-        confirms = None if actor is None or actor.window <= 1 \
-            else self.core.take_confirms(identity)
-        if len(entries) == 1 and confirms is None:
+        confirms = self.core.take_confirms(identity)
+        granted = [] if actor is None else \
+            [index for index, entry in enumerate(entries) if entry.key in actor.granted]
+        if len(entries) == 1 and confirms is None and not granted:
             entry = entries[0]
             msg = Message(Cmd.TASK, entry.header, entry.body, entry.raw_header)
         else:
             header: dict[str, Any] = {"tasks": [[e.raw_header or protocol.pack(e.header),
                                                  e.body] for e in entries]}
             if confirms is not None:
-                header["confirm"] = confirms  # sent after this step's journal write
+                header["confirm"] = confirms
+            if granted:
+                header["granted"] = granted
             msg = Message(Cmd.TASK, header)
         if not self._send(identity, msg):
             self.core.undeliverable(identity, entries)

@@ -21,6 +21,8 @@ logger = logging.getLogger("zq.router")
 
 # An actor whose supervisor saw it exit cleanly is settled by its BYE within this long.
 _DEPARTURE_GRACE_S = 2.0
+# What a LOST naming an empty label means: the actor started nothing yet.
+_NOTHING = ("", -1)
 
 
 def on_hello(core: Core, identity: bytes, msg: Message, now: float) -> None:
@@ -50,6 +52,7 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
     else:
         actor.queues, actor.credit = names, credit
         actor.placeholder = False
+        actor.granted.clear()  # it starts nothing it holds before this WELCOME
     actor.window = credit + len(holding)
     # Outcomes it could not be sure the router recorded (it reconnected, or was told to
     # announce itself): taken first, so that a replayed copy of a finished task never runs.
@@ -67,10 +70,6 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
         core.hosts[actor.host] = HostState(actor.host, b"", now)
     welcome = core.welcome_for(msg)
     welcome["lease_s"] = core.lease_s
-    if not core.durable.journal.fsync:
-        # A TASK to an actor that holds one task at a time leaves only after the router
-        # took its last DONE and wrote the journal: the TASK itself confirms that DONE.
-        welcome["task_confirms"] = True
     if confirmed:
         welcome["confirm"] = confirmed
     if disowned:
@@ -103,8 +102,10 @@ def on_done(core: Core, identity: bytes, msg: Message, now: float) -> None:
         core.reply(identity, Message(Cmd.RESYNC))
         return
     # Recorded now (journaled in this step): the actor may forget these outcomes, and
-    # start its next reserved task; with none reserved it is told with its next TASK.
-    core.confirm(identity, confirmed, urgent=bool(actor.inflight))
+    # start its next reserved task; with none reserved, or only granted ones (which it
+    # may start anyway), it is told with its next TASK.
+    core.confirm(identity, confirmed,
+                 urgent=any(key not in actor.granted for key in actor.inflight))
     core.set_hungry(actor)
 
 
@@ -149,8 +150,10 @@ def _key(record: dict[str, Any]) -> list[Any]:
 
 def _done_one(core: Core, actor: ActorState, record: dict[str, Any]) -> list[Any]:
     key = (record.get("id"), record.get("retries", 0))
-    entry = actor.inflight.pop(key, None)  # type: ignore[arg-type]
+    entry = actor.release(key)  # type: ignore[arg-type]
     actor.credit += 1
+    if entry is not None:
+        core.pace.observe(entry.name, record.get("runtime"))
     if entry is None:
         _outcome(core, record)
         return _key(record)
@@ -271,7 +274,17 @@ def on_lost(core: Core, identity: bytes, msg: Message, now: float) -> None:
         state.credit = 0
         core.dispatch.forget(actor)
         return
-    core.actor_lost(actor, str(msg.header.get("reason", "exited")), msg.header.get("error"))
+    reason, error = str(msg.header.get("reason", "exited")), msg.header.get("error")
+    label = msg.header.get("started")
+    started = protocol.started_attempt(label) if isinstance(label, str) else None
+    if started is not None:
+        core.actor_lost(actor, reason, error, started=started[0], running=started[1],
+                        now=now)
+    elif label == "":
+        core.actor_lost(actor, reason, error, started=_NOTHING, now=now)
+    else:
+        # Which task it started last is not known: the first held may have.
+        core.actor_lost(actor, reason, error)
 
 
 def on_bye(core: Core, identity: bytes, msg: Message, now: float) -> None:

@@ -30,6 +30,19 @@ class ActorState:
     last_seen: float = 0.0
     # How many tasks it may hold at once (its prefetch), as its last READY said.
     window: int = 0
+    # Held tasks it may start before the router confirmed the DONEs before them (see
+    # zq.router.pace): a lost actor may have started any of them.
+    granted: set[tuple[str, int]] = field(default_factory=set)
+
+    def release(self, key: tuple[str, int]) -> Entry | None:
+        """No longer held: finished, handed back, or placed elsewhere."""
+        self.granted.discard(key)
+        return self.inflight.pop(key, None)
+
+    @property
+    def taking(self) -> bool:
+        """Whether it may be given tasks at all (not leaving, not just a placeholder)."""
+        return self.departed_at is None and not self.placeholder
 
     @property
     def name(self) -> str:

@@ -68,8 +68,9 @@ class Actor:
         # The lease: reserved tasks start only within lease_s of the router's last word.
         self._last_heard = 0.0
         self._last_announced = 0.0
-        # Whether a TASK confirms the DONEs before it (the router said so in its WELCOME).
-        self._task_confirms = False
+        # Reserved tasks the router granted: they may start before the DONEs before them
+        # are confirmed (see zq.router.pace), by (tracked id, retries).
+        self.granted: set[tuple[Any, Any]] = set()
         self.lease_s = _DEFAULT_LEASE_S
         self._finished: list[dict[str, Any]] = []
 
@@ -137,6 +138,8 @@ class Actor:
         }
         if self.unconfirmed:
             header["done"] = list(self.unconfirmed.values())
+        # What it holds waits for the router's answer now, granted or not.
+        self.granted.clear()
         self._last_announced = time.monotonic()
         self._send(Message(Cmd.READY, header))
 
@@ -179,9 +182,11 @@ class Actor:
 
     def _may_start(self) -> bool:
         """Whether the next reserved task may start: the router welcomed this actor, has
-        confirmed every DONE it sent (so it counts that task as the one running), and was
-        heard from within the lease (so it does not count this actor lost yet)."""
-        return (self._welcomed and not self.unconfirmed
+        confirmed every DONE it sent (so it counts that task as the one running) or
+        granted this one, and was heard from within the lease (so it does not count this
+        actor lost yet)."""
+        return (self._welcomed
+                and (not self.unconfirmed or _key(self.buffer[0].header) in self.granted)
                 and time.monotonic() - self._last_heard < self.lease_s)
 
     def step(self, timeout_s: float) -> None:
@@ -209,7 +214,9 @@ class Actor:
         if self.sock in ready:
             self._drain()
         if self.buffer and self._may_start() and not self.stopping:
-            self._run(self.buffer.popleft())
+            msg = self.buffer.popleft()
+            self.granted.discard(_key(msg.header))
+            self._run(msg)
             self.tasks_run += 1
             # DONE goes before the next task starts: however long that one runs, this
             # result must not wait for it.
@@ -230,7 +237,6 @@ class Actor:
                 pass  # the router's answer to ours: the lease goes on
             elif msg.cmd is Cmd.WELCOME:
                 self._welcomed = True
-                self._task_confirms = msg.header.get("task_confirms") is True
                 lease_s = msg.header.get("lease_s")
                 if isinstance(lease_s, (int, float)) and lease_s > 0:
                     self.lease_s = float(lease_s)
@@ -253,15 +259,15 @@ class Actor:
     # -- the buffer of prefetched tasks --------------------------------------------------
 
     def _take(self, msg: Message) -> None:
-        if self._task_confirms and self.config.worker.prefetch == 1:
-            # Sent only after the router took this actor's last DONE and wrote it down.
-            self.unconfirmed.clear()
         batch = msg.header.get("tasks")
         if batch is None:
             self.buffer.append(msg)
             return
         self._confirmed(msg.header.get("confirm"))
-        for item in batch if isinstance(batch, list) else ():
+        granted = msg.header.get("granted")
+        granted = {i for i in granted if isinstance(i, int)} \
+            if isinstance(granted, list) else set()
+        for index, item in enumerate(batch if isinstance(batch, list) else ()):
             try:
                 raw_header, body = item
                 header = protocol.unpack(raw_header)
@@ -270,6 +276,8 @@ class Actor:
             except Exception as exc:
                 logger.error("dropping malformed task in a batch from the router: %s", exc)
                 continue
+            if index in granted:
+                self.granted.add(_key(header))
             self.buffer.append(Message(Cmd.TASK, header, body, raw_header))
 
     def _drop_revoked(self, ids: list[str]) -> None:
@@ -277,6 +285,7 @@ class Actor:
         revoked = set(ids)
         for msg in [m for m in self.buffer if m.header.get("id") in revoked]:
             self.buffer.remove(msg)
+            self.granted.discard(_key(msg.header))
             self._finished.append(revoked_record(msg.header))
         self._flush_done()
 
@@ -293,10 +302,12 @@ class Actor:
             logger.warning("dropping task %s[%s]: the router placed it elsewhere",
                            msg.header.get("task"), msg.header.get("id"))
             self.buffer.remove(msg)
+            self.granted.discard(_key(msg.header))
 
     # -- running one task and reporting it ------------------------------------------------
 
     def _run(self, msg: Message) -> None:
+        began = time.monotonic()
         executed = self.executor.execute(msg)
         try:
             self._follow(executed)
@@ -304,6 +315,7 @@ class Actor:
         except Exception as exc:
             # A next link that cannot be sent fails this task, as one that cannot start.
             done = self.executor.cannot_run(msg.header, exc)
+        done["runtime"] = time.monotonic() - began
         self._finished.append(done)
 
     def _follow(self, executed: Executed) -> None:
@@ -338,6 +350,10 @@ class Actor:
                 logger.info("recycling at %d KiB resident (max_memory_per_child %d KiB)",
                             rss_kb, worker.max_memory_per_child_kb)
                 self.stopping = True
+
+
+def _key(header: dict[str, Any]) -> tuple[Any, Any]:
+    return tracked_id(header), header.get("retries", 0)
 
 
 def _soft_time_limit(signum: int, frame: FrameType | None) -> None:

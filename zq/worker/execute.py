@@ -24,7 +24,7 @@ from .._remote import data_to_exception, exception_to_data
 from ..app import App
 from ..canvas import FollowUp, follow
 from ..errors import ChordError, NotRegistered, SerializationError
-from ..protocol import Message, attempt_label, exception_data, tracked_id
+from ..protocol import Message, attempt_label, ended_label, exception_data, tracked_id
 from ..task import Request, Task
 from ..trace import IGNORED, Outcome, trace
 
@@ -223,9 +223,10 @@ class Executor:
         supervisor watches, and the running task's label for the supervisor."""
         soft = request.soft_time_limit or self.soft_time_limit_s
         hard = request.time_limit or self.time_limit_s
+        label = attempt_label(tracked_id(header), request.retries)
         try:
             if self.current is not None:
-                self.current.value = attempt_label(tracked_id(header), request.retries).encode()
+                self.current.value = label.encode()
             if soft:
                 signal.setitimer(signal.ITIMER_REAL, soft)
             if hard and self.deadline is not None:
@@ -237,7 +238,10 @@ class Executor:
             if hard and self.deadline is not None:
                 self.deadline.value = 0.0
             if self.current is not None:
-                self.current.value = b""
+                # Still the last task started: if this process dies before its DONE
+                # reaches the router, the router knows it ended and what came after it
+                # never started.
+                self.current.value = ended_label(label).encode()
 
     def _follow(self, request: Request, outcome: Outcome) -> Executed:
         """What follows the outcome: on success the next link of the chain and the

@@ -206,6 +206,9 @@ class Supervisor:
     def _report_lost(self, child: Child, reason: str, error: str | None = None,
                      clean: bool = False) -> None:
         header: dict[str, Any] = {"actor": child.identity, "reason": reason}
+        # The last task it started (empty: none yet), and whether it still ran: what the
+        # router needs to judge each task the actor held.
+        header["started"] = bytes(child.current.value).decode(errors="replace")
         if clean:
             header["clean"] = True
         if error:
