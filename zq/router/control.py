@@ -34,6 +34,9 @@ def stats(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
         "queued": {name: q.size for name, q in core.dispatch.queues.items() if q.size},
         "scheduled": core.schedule.scheduled_count(),
         "inflight": sum(len(a.inflight) for a in core.actors.values()),
+        # Tasks handed out stacked behind short ones, which an actor may start before
+        # the router confirmed the DONEs before them (zq.router.pace).
+        "granted": core.dispatch.granted,
         "tasks": len(core.book.tasks),
         # Chord bodies (and replaced tasks) held until their parts have ended.
         "chords_waiting": sum(1 for e in core.book.tasks.values() if e.state == WAITING),

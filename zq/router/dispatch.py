@@ -24,6 +24,8 @@ class Dispatch:
         self.queues: dict[str, TaskQueue] = {}
         self.hungry: dict[bytes, ActorState] = {}
         self.pace = pace or Pace()
+        # Tasks handed out granted (stacked behind short ones), since the start.
+        self.granted = 0
 
     def push(self, entry: Entry, *, front: bool = False) -> None:
         queue = self.queues.get(entry.queue)
@@ -83,6 +85,7 @@ class Dispatch:
                 progress = True
                 if self._granted(actor, entry):
                     actor.granted.add(entry.key)
+                    self.granted += 1
                 entry.state = INFLIGHT
                 actor.inflight[entry.key] = entry
                 batches.setdefault(actor.identity, []).append(entry)
