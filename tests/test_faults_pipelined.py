@@ -106,3 +106,45 @@ def test_client_killed_with_unconfirmed_tasks(tmp_path):
     assert len(values) == len(confirmed)
     assert [i for i in confirmed if counts[i] != 1] == []
     assert [i for i in sent if counts[i] > 1] == []
+
+
+def test_a_thread_that_sends_and_ends_at_once_loses_nothing(tmp_path):
+    """A thread sends tasks without waiting and returns while the router is paused
+    (nothing confirmed yet): its sockets go with its thread-local data, and what they
+    hold unconfirmed is waited for (sent again) first, not dropped."""
+    log = tmp_path / "runs.log"
+    with faults_cluster(tmp_path / "cluster", concurrency=2) as cluster:
+        app = App("short-lived", router=cluster.router, publish_timeout_s=30.0)
+        app.send_task("tests.apps.faults.quick", (str(log), "warm")).get(timeout=10)
+        sent: list[str] = []
+        connected, paused = threading.Event(), threading.Event()
+
+        def sender() -> None:
+            # Connected (and the handshake done) before the router is paused.
+            app.send_task("tests.apps.faults.quick", (str(log), "first")).get(timeout=10)
+            connected.set()
+            paused.wait(10)
+            for i in range(20):
+                sent.append(app.send_task("tests.apps.faults.quick", (str(log), i)).id)
+
+        thread = threading.Thread(target=sender)
+        thread.start()
+        assert connected.wait(20)
+        router = cluster.router_process.popen
+        router.send_signal(signal.SIGSTOP)
+        try:
+            paused.set()
+            time.sleep(1.0)
+            # Returned, and still in its thread-end flush: nothing is confirmed yet.
+            assert thread.is_alive() and len(sent) == 20
+        finally:
+            router.send_signal(signal.SIGCONT)
+        thread.join(30)
+        assert not thread.is_alive()
+        try:
+            values = [app.AsyncResult(task_id).get(timeout=30) for task_id in sent]
+        finally:
+            app.close()
+    assert values == list(range(20))
+    counts = run_counts(log)
+    assert [counts[task_id] for task_id in sent] == [1] * 20

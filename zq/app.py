@@ -34,15 +34,53 @@ _BATCH_SIZE = 500
 StateSink = Callable[[dict[str, Any]], None]
 
 
+class _Sockets:
+    """One thread's sockets. When the thread ends (its thread-local data goes), what it
+    sent without waiting is waited for first, as at ``close``: a thread that sends and
+    exits loses nothing in silence."""
+
+    def __init__(self) -> None:
+        self.router: RouterClient | None = None
+        self.results: ResultsClient | None = None
+        self.flush_timeout_s = 0.0
+        self._pid = os.getpid()
+
+    def __del__(self) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked child's copy: the parent's sockets are not the child's
+        try:
+            if self.router is not None and self.router.unconfirmed:
+                self.router.flush(self.flush_timeout_s)
+        except Exception as exc:  # never a traceback from a finalizer
+            logger.error("a thread ended with tasks the router did not confirm: %s", exc)
+        for client in (self.router, self.results):
+            if client is not None:
+                client.close()
+
+
 class _Clients(threading.local):
     """An App's sockets in one thread; a forked child starts with none (see _after_fork)."""
-
-    router: RouterClient | None = None
-    results: ResultsClient | None = None
 
     def __init__(self) -> None:
         self.pending: weakref.WeakValueDictionary[str, Pending] = (
             weakref.WeakValueDictionary())
+        self.sockets = _Sockets()
+
+    @property
+    def router(self) -> RouterClient | None:
+        return self.sockets.router
+
+    @router.setter
+    def router(self, client: RouterClient | None) -> None:
+        self.sockets.router = client
+
+    @property
+    def results(self) -> ResultsClient | None:
+        return self.sockets.results
+
+    @results.setter
+    def results(self, client: ResultsClient | None) -> None:
+        self.sockets.results = client
 
 
 # Options that travel in a task's header as they are (the canvas's): what follows the
@@ -358,6 +396,7 @@ class App:
                 client.call(Cmd.CONTROL, {"op": "declare", "queues": queues},
                             self.settings.publish_timeout_s)
             local.router = client
+            local.sockets.flush_timeout_s = self.settings.publish_timeout_s
         return local.router
 
     def results_client(self) -> ResultsClient:
