@@ -407,7 +407,8 @@ class App:
             welcome = self.router_client().call(Cmd.HELLO, {}, self.settings.publish_timeout_s)
             local.results = ResultsClient(zmq.Context.instance(), welcome["results"],
                                           self.settings.router, local.pending,
-                                          self.settings.curve_keys())
+                                          self.settings.curve_keys(),
+                                          router_client=self.router_client())
         return local.results
 
     def close(self) -> None:

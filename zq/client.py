@@ -34,6 +34,10 @@ _RESEND_AFTER_S = 2.0
 # most 30 s); the client renews it, which also carries waiters across a restart of the
 # results actor.
 _WAIT_RENEW_S = 10.0
+# A task the router was asked to send the result of, and has not, is waited for at the
+# results actor too after this long; and a waiting get() wakes this often to check.
+_ROUTER_WAIT_S = 1.0
+_PUMP_S = 0.25
 # Refusals of tasks published without waiting, kept until asked for (the oldest dropped).
 _REFUSED_KEPT = 100_000
 # Ready results kept for AsyncResults other than the one that asked.
@@ -161,6 +165,9 @@ class RouterClient:
         self._next_check = 0.0
         # Refused since the last flush (which raises about them).
         self._unreported: list[str] = []
+        # Takes the final states (and ``elsewhere`` answers) of tasks this client waits
+        # for here (see ``wait_for``): the results client of the same thread.
+        self.on_states: Callable[[Message], None] | None = None
 
     def _connect(self) -> tuple[zmq.Socket[Any], Readable]:
         sock = _socket(self._ctx, zmq.DEALER, self.endpoint, self._keys,
@@ -169,6 +176,23 @@ class RouterClient:
 
     def close(self) -> None:
         self._sock.close(linger=0)
+
+    @property
+    def socket(self) -> zmq.Socket[Any]:
+        return self._sock
+
+    def wait_for(self, ids: list[str]) -> bool:
+        """Ask the router to send the final states of these tasks here as they end (see
+        zq.router.waiting); False when it cannot be asked now."""
+        try:
+            protocol.send(self._sock, Message(Cmd.WAIT, {"ids": ids}), flags=zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError:
+            return False
+
+    def poll_answers(self) -> None:
+        """Take the answers that arrived, and send again what is due."""
+        self._collect(0)
 
     def _exchange(self, msg: Message, key: str, value: Any, timeout_s: float) -> Message:
         """Send ``msg`` and return the first answer whose ``key`` equals ``value`` (or,
@@ -216,7 +240,7 @@ class RouterClient:
                                        f"router at {self.endpoint} after {timeout_s:g}s")
                 self._collect(min(remaining, _RESEND_AFTER_S))
         now = time.monotonic()
-        msg = Message(Cmd.SUBMIT, header, body)
+        msg = Message(Cmd.PUBLISH, header, body)
         pending = _Unconfirmed(msg, now + timeout_s, timeout_s)
         self._try_send(pending, now)
         if not pending.sent:
@@ -294,6 +318,13 @@ class RouterClient:
         elif reply.cmd is Cmd.ERROR and header.get("id") in self.unconfirmed:
             self._refuse(header["id"], _ERRORS.get(header.get("error", ""), PublishError)(
                 header.get("message", "the router refused the task")))
+        elif reply.cmd is Cmd.STATES:
+            # A task that ended was accepted: its final state stands for its ACCEPTED.
+            for meta in header.get("states") or ():
+                if isinstance(meta, dict):
+                    self.unconfirmed.pop(meta.get("id"), None)  # type: ignore[arg-type]
+            if self.on_states is not None:
+                self.on_states(reply)
 
     def _refuse(self, task_id: Any, error: PublishError) -> None:
         if self.unconfirmed.pop(task_id, None) is None:
@@ -421,7 +452,7 @@ class ResultsClient:
 
     def __init__(self, ctx: zmq.Context[Any], endpoints: dict[str, str], router: str,
                  pending: weakref.WeakValueDictionary[str, Pending],
-                 keys: ClientKeys | None = None):
+                 keys: ClientKeys | None = None, router_client: RouterClient | None = None):
         self.query_endpoint = reachable(endpoints["query"], router)
         self.pub_endpoint = reachable(endpoints["pub"], router)
         self._ctx = ctx
@@ -446,6 +477,15 @@ class ResultsClient:
         self._ready: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._replies: dict[int, dict[str, Any]] = {}
         self._awaited: set[int] = set()  # the rids of requests not answered yet
+        # The router of the same thread: asked first for what this client waits for (it
+        # sends a task's final state the moment the task ends, see zq.router.waiting).
+        self._router = router_client
+        self._router_sock: zmq.Socket[Any] | None = None
+        self._asked_router: dict[str, float] = {}
+        # Ids the router does not hold: asked of the results actor at once.
+        self._elsewhere: set[str] = set()
+        if router_client is not None:
+            router_client.on_states = self._from_router
 
     def close(self) -> None:
         self._reconnections.close()
@@ -479,9 +519,37 @@ class ResultsClient:
             if len(self._ready) > _READY_CACHE:
                 self._ready.popitem(last=False)
 
+    def _from_router(self, msg: Message) -> None:
+        """Final states the router sent, and the ids it does not hold."""
+        elsewhere = msg.header.get("elsewhere")
+        if isinstance(elsewhere, list):
+            self._elsewhere.update(i for i in elsewhere if isinstance(i, str))
+            if len(self._elsewhere) > 4 * _MAX_WAITS:
+                self._elsewhere = {i for i in self._elsewhere if i in self._pending}
+        if isinstance(msg.header.get("states"), list):
+            self._handle(Message(Cmd.STATES, {"states": msg.header["states"]}))
+
+    def _watch_router(self) -> None:
+        """Poll the router socket of this thread too (it is made anew after a request
+        the router never answered)."""
+        sock = None if self._router is None else self._router.socket
+        if sock is not self._router_sock:
+            if self._router_sock is not None:
+                try:
+                    self._poller.unregister(self._router_sock)
+                except KeyError:
+                    pass
+            if sock is not None:
+                self._poller.register(sock, zmq.POLLIN)
+            self._router_sock = sock
+
     def _pump(self, timeout_s: float) -> bool:
         """Handle what arrives within ``timeout_s``; False when nothing did."""
+        self._watch_router()
         ready = dict(self._poller.poll(_ms(max(timeout_s, 0))))
+        if self._router is not None:
+            # Answers from the router (results among them), and resends that are due.
+            self._router.poll_answers()
         if not ready:
             return False
         if self._reconnections.socket in ready and self._reconnections.came_back():
@@ -522,7 +590,14 @@ class ResultsClient:
         return reply
 
     def get(self, ids: list[str], timeout_s: float = 10.0) -> list[dict[str, Any]]:
-        return list(self.request(Cmd.GET, {"ids": ids}, timeout_s)["states"])
+        """The current state of each of ``ids``; a final one this client was sent is not
+        asked for again."""
+        known = {i: self._ready[i] for i in ids if i in self._ready}
+        if len(known) == len(ids):
+            return [known[i] for i in ids]
+        asked = [i for i in ids if i not in known]
+        found = iter(self.request(Cmd.GET, {"ids": asked}, timeout_s)["states"])
+        return [known[i] if i in known else next(found) for i in ids]
 
     def forget(self, ids: list[str], timeout_s: float = 10.0) -> None:
         self.request(Cmd.FORGET, {"ids": ids}, timeout_s)
@@ -536,22 +611,61 @@ class ResultsClient:
         return self.request(Cmd.SNAPSHOT, {"ids": ids}, timeout_s)
 
     def wait(self, task_id: str, timeout_s: float | None) -> dict[str, Any]:
-        """Block until ``task_id`` is ready; returns its stored state.
+        """Block until ``task_id`` is ready; returns its final state.
 
-        One WAIT asks for every tracked result not yet asked for, so collecting many
-        results costs one request, and the results actor pushes each as it becomes ready.
+        The router is asked first (on this thread's router socket, right behind the
+        tasks sent on it): it sends the final state of a task it holds the moment the
+        task ends. What it does not hold, and what it has not answered within
+        ``_ROUTER_WAIT_S``, is asked of the results actor. One WAIT covers every tracked
+        result not yet asked for, so collecting many results costs one request each way.
+        A refusal by the router of a task sent without waiting is raised here.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             meta = self._ready.get(task_id)
             if meta is not None:
                 return meta
+            if self._router is not None:
+                error = self._router.refused.get(task_id)
+                if error is not None:
+                    raise error
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise ZqTimeoutError(f"task {task_id} not ready within {timeout_s:g}s")
-            self._send_wait(task_id, now)
-            slice_s = _WAIT_RENEW_S if deadline is None else min(_WAIT_RENEW_S, deadline - now)
+            self._ask_router(task_id, now)
+            if self._due_at_results(task_id, now):
+                self._send_wait(task_id, now)
+            slice_s = _PUMP_S if deadline is None else min(_PUMP_S, deadline - now)
             self._pump(slice_s)
+
+    def _ask_router(self, task_id: str, now: float) -> None:
+        if self._router is None:
+            return
+        stale = now - _WAIT_RENEW_S
+        if self._asked_router.get(task_id, -_WAIT_RENEW_S * 2) > stale:
+            return
+        ids = [task_id]
+        for other in self._pending.keys():
+            if len(ids) >= _MAX_WAITS:
+                break
+            if other != task_id and other not in self._ready \
+                    and self._asked_router.get(other, -_WAIT_RENEW_S * 2) <= stale:
+                ids.append(other)
+        if self._router.wait_for(ids):
+            for asked in ids:
+                self._asked_router[asked] = now
+            if len(self._asked_router) > 4 * _MAX_WAITS:
+                self._asked_router = {k: v for k, v in self._asked_router.items()
+                                      if v > stale}
+
+    def _due_at_results(self, task_id: str, now: float) -> bool:
+        """Whether to wait for ``task_id`` at the results actor too: the router does not
+        hold it, or has not answered for a while (it restarted and forgot its waiters,
+        its journal cannot be written), or there is no router socket to ask."""
+        if self._router is None or task_id in self._elsewhere:
+            return True
+        asked = self._asked_router.get(task_id)
+        return asked is None or now - asked >= _ROUTER_WAIT_S
 
     def _send_wait(self, task_id: str, now: float) -> None:
         stale = now - _WAIT_RENEW_S
@@ -562,10 +676,12 @@ class ResultsClient:
         for other in self._pending.keys():
             if len(ids) > room:
                 break
-            if other != task_id and self._asked.get(other, 0.0) <= stale:
+            if other != task_id and self._asked.get(other, 0.0) <= stale \
+                    and self._due_at_results(other, now):
                 ids.append(other)
         for asked in ids:
             self._asked[asked] = now
+            self._elsewhere.discard(asked)
         if len(self._asked) > 4 * _MAX_WAITS:
             self._asked = {k: v for k, v in self._asked.items() if v > stale}
         _send_within(self._sock, Message(Cmd.WAIT, {"ids": ids, "timeout_s": _WAIT_RENEW_S * 2}),

@@ -182,11 +182,7 @@ class AsyncResult:
             return None
         assert_will_not_block(disable_sync_subtasks)
         if self._meta is None:
-            # A task sent without waiting: a refusal by the router is raised here.
-            started = time.monotonic()
-            self.app.published(self.id, timeout)
-            if timeout is not None:
-                timeout = max(timeout - (time.monotonic() - started), 0.0)
+            # A task sent without waiting: a refusal by the router is raised by the wait.
             results = self.app.results_client()
             results.track(self)
             self.set_meta(results.wait(self.id, timeout))

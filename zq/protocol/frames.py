@@ -65,6 +65,10 @@ class Cmd(str, enum.Enum):
     CONFIRM = "CONFIRM"        # header: {"done": [[tracked id, retries], ...]}
     # results actor -> router: every final event up to this journal sequence is stored
     STORED = "STORED"          # header: {"upto": n}
+    # client -> router: a task sent without waiting (a SUBMIT otherwise): its ACCEPTED
+    # may wait a moment to travel with others, and is not sent at all when the task's
+    # final state reaches this client first (it says as much)
+    PUBLISH = "PUBLISH"
 
 
 _CODES = {c: bytes([i + 1]) for i, c in enumerate(Cmd)}

@@ -25,8 +25,14 @@ from .durable import Durable, Log
 from .pace import Pace
 from .peers import ActorState, HostState
 from .schedule import Schedule
+from .waiting import Waiters
 
 logger = logging.getLogger("zq.router")
+
+# How long an ACCEPTED for a task sent without waiting may wait, to travel with others (or
+# not at all, if the task's final state goes to the same client first), and how many may.
+ACCEPT_LATER_S = 0.002
+ACCEPT_LATER_MAX = 1000
 
 
 class Core:
@@ -49,6 +55,8 @@ class Core:
         self.dispatch = Dispatch(self.pace)
         self.durable = Durable(journal)
         self.chords = Chords(journal)
+        # Clients waiting in get() for tasks held here (see .waiting).
+        self.waiters = Waiters()
         # Chord parts that ended and are not counted yet: counted in turn, so that a
         # cascade (a release that ends a task that is a part itself) is a loop, not a
         # recursion as deep as the chords are nested.
@@ -64,6 +72,10 @@ class Core:
         self.unstored: OrderedDict[int, dict[str, Any]] = OrderedDict()
         # DONEs recorded and not yet confirmed to their actors (see ``confirm``).
         self.confirms: dict[bytes, list[list[Any]]] = {}
+        # ACCEPTEDs that may wait a moment (tasks sent with PUBLISH), per client, and since
+        # when the oldest waits (see ``accept_later``).
+        self.later: dict[bytes, dict[str, None]] = {}
+        self.later_since: float | None = None
         # Something was queued or some actor has new credit: a dispatch round is due.
         self.dirty = False
         # What a WELCOME tells a peer: the results actor's endpoints, the router's epoch.
@@ -80,6 +92,37 @@ class Core:
             self.reply(identity, Message(Cmd.CONFIRM, {"done": keys}))
         else:
             self.confirms.setdefault(identity, []).extend(keys)
+
+    def accept_later(self, identity: bytes, task_id: str, now: float) -> None:
+        """Answer ACCEPTED for ``task_id`` within ACCEPT_LATER_S, with the others due to
+        ``identity`` by then, or not at all if its final state goes to that client first."""
+        self.later.setdefault(identity, {})[task_id] = None
+        if self.later_since is None:
+            self.later_since = now
+
+    def covered(self, identity: bytes, ids: list[str]) -> None:
+        """These tasks' final states go to ``identity``: they answer for their ACCEPTEDs."""
+        later = self.later.get(identity)
+        if later:
+            for task_id in ids:
+                later.pop(task_id, None)
+            if not later:
+                del self.later[identity]
+                if not self.later:
+                    self.later_since = None
+
+    def flush_later(self, now: float, force: bool = False) -> None:
+        """The ACCEPTEDs that waited long enough (or all, ``force``), one per client."""
+        if self.later_since is None:
+            return
+        if not force and now - self.later_since < ACCEPT_LATER_S \
+                and sum(len(ids) for ids in self.later.values()) < ACCEPT_LATER_MAX:
+            return
+        for identity, ids in self.later.items():
+            if ids:
+                self.reply(identity, Message(Cmd.ACCEPTED, {"ids": list(ids)}))
+        self.later.clear()
+        self.later_since = None
 
     def take_confirms(self, identity: bytes) -> list[list[Any]] | None:
         """The confirmations waiting for ``identity``, to send with a TASK."""
@@ -194,6 +237,7 @@ class Core:
         ``part``: the chord part this outcome settles, when its DONE named one."""
         self.events.append(event)
         self._unstored(self.book.retire(entry, event), event)
+        self.waiters.ended(event)
         self._forget_parts(entry)
         self._ended(entry, event, part)
 

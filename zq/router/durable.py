@@ -19,8 +19,9 @@ from typing import Any, Protocol
 from ..protocol import Cmd, Message
 from .book import SYNCING, Entry
 
-# Answers that promise something is on disk.
-_DURABLE_REPLIES = frozenset({Cmd.ACCEPTED, Cmd.REPLY, Cmd.CONFIRM})
+# Answers that promise something is on disk (a task's result pushed to a client waiting
+# for it: its end is).
+_DURABLE_REPLIES = frozenset({Cmd.ACCEPTED, Cmd.REPLY, Cmd.CONFIRM, Cmd.STATES})
 # While the journal cannot be written, tasks are refused at once; this often the next
 # tasks are let through to try a write again.
 JOURNAL_RETRY_S = 1.0

@@ -16,6 +16,7 @@ from ..protocol import Cmd, Message, copy_id
 from ..ratelimit import parse_rate
 from .book import Entry
 from .core import Core
+from .waiting import wait_problem
 
 logger = logging.getLogger("zq.router")
 
@@ -51,6 +52,16 @@ def on_submit(core: Core, identity: bytes, msg: Message, now: float) -> None:
                            error.header["message"]])
     core.reply(identity, Message(Cmd.ACCEPTED, {"id": batch_id, "ids": accepted,
                                                 "errors": errors}))
+
+
+def on_publish(core: Core, identity: bytes, msg: Message, now: float) -> None:
+    """One task sent without waiting: refused at once, or its ACCEPTED answered a little
+    later, with others (see :meth:`Core.accept_later`)."""
+    error = accept(core, identity, msg.header, msg.raw_header, msg.body, now)
+    if error is not None:
+        core.reply(identity, error)
+    else:
+        core.accept_later(identity, msg.header["id"], now)
 
 
 def accept(core: Core, identity: bytes, header: dict[str, Any], raw_header: bytes | None,
@@ -158,6 +169,11 @@ def unwritten(core: Core, entries: list[Entry], failure: str) -> None:
     core.events = [e for e in core.events if (e.get("id"), e.get("retries", 0)) not in keys]
     core.replies = [(identity, _unaccepted(msg, ids, failure))
                     for identity, msg in core.replies]
+    for identity, later in core.later.items():
+        for task_id in [i for i in later if i in ids]:
+            del later[task_id]
+            core.reply(identity, protocol.error(failure, kind="PublishError",
+                                                task_id=task_id))
 
 
 def _unaccepted(msg: Message, ids: set[str], failure: str) -> Message:
@@ -176,3 +192,23 @@ def _unaccepted(msg: Message, ids: set[str], failure: str) -> Message:
         **msg.header, "ids": [i for i in batch if i not in ids],
         "errors": [*msg.header.get("errors", []),
                    *([i, "PublishError", failure] for i in refused)]})
+
+
+def on_wait(core: Core, identity: bytes, msg: Message, now: float) -> None:
+    """A client waits in ``get()`` for these tasks (see :mod:`.waiting`): noted for each
+    the router holds; the others are answered ``elsewhere``: the client asks the results
+    actor for those."""
+    ids = msg.header.get("ids")
+    problem = wait_problem(ids)
+    if problem is not None or not isinstance(ids, list):
+        core.refuse(identity, problem or "WAIT needs 'ids'")
+        return
+    elsewhere = []
+    # While the journal cannot be written no result leaves from here.
+    writable = core.durable.failure is None
+    for task_id in ids:
+        if not (writable and task_id in core.book.tasks
+                and core.waiters.add(task_id, identity)):
+            elsewhere.append(task_id)
+    if elsewhere:
+        core.reply(identity, Message(Cmd.STATES, {"states": [], "elsewhere": elsewhere}))

@@ -29,7 +29,7 @@ from . import control, files, intake, members
 from .book import Entry
 from .children import ResultsChild
 from .config import RouterConfig
-from .core import Core
+from .core import ACCEPT_LATER_S, Core
 from .datadir import DataDir
 from .journal import Journal
 
@@ -53,9 +53,10 @@ EXIT_JOURNAL_FAILED = 3  # an fsync of the journal failed
 Handler = Callable[[Core, bytes, Message, float], None]
 
 HANDLERS: dict[Cmd, Handler] = {
-    Cmd.SUBMIT: intake.on_submit, Cmd.HELLO: members.on_hello, Cmd.CONTROL: control.on_control,
+    Cmd.SUBMIT: intake.on_submit, Cmd.PUBLISH: intake.on_publish, Cmd.HELLO: members.on_hello, Cmd.CONTROL: control.on_control,
     Cmd.READY: members.on_ready, Cmd.DONE: members.on_done, Cmd.HEARTBEAT: members.on_heartbeat,
     Cmd.LOST: members.on_lost, Cmd.EVENTS: members.on_events, Cmd.BYE: members.on_bye,
+    Cmd.WAIT: intake.on_wait,
 }
 
 
@@ -216,6 +217,8 @@ class Router:
             timeout_s = max(0.0, min(timeout_s, deadline - now))
         if core.events:
             timeout_s = min(timeout_s, _EVENT_FLUSH_S)
+        if core.later_since is not None:
+            timeout_s = max(0.0, min(timeout_s, core.later_since + ACCEPT_LATER_S - now))
         ready = dict(self.poller.poll(int(timeout_s * 1000)))
         if self.wakeup is not None and self.wakeup.fd in ready:
             self.wakeup.drain()
@@ -235,6 +238,7 @@ class Router:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + _HOUSEKEEPING_S
             members.housekeeping(core, now)
+            core.waiters.forget(core.book.tasks.__contains__)
             core.flush_confirms()
             self._resend_unstored()
         if core.bindings_changed:
@@ -289,6 +293,16 @@ class Router:
     def _answer(self) -> None:
         """Send what may leave now; place the accepted tasks whose commit is on disk."""
         core = self.core
+        if core.waiters.pushes:
+            # Results for clients waiting here, after the step's journal commit (with
+            # fsync they wait for its sync, as answers do); each answers for its task's
+            # ACCEPTED too. The results actor gets them first: a client that asks it for
+            # the state of a task it just got the result of finds that state there.
+            self._flush_events()
+            for identity, push in core.waiters.take_pushes():
+                core.covered(identity, [row["id"] for row in push.header["states"]])
+                core.reply(identity, push)
+        core.flush_later(time.time(), force=self.stopping)
         replies, core.replies = core.replies, []
         for identity, msg in _coalesced(core.durable.outgoing(replies)):
             self._send(identity, msg)
