@@ -11,6 +11,7 @@ import uuid
 from collections import defaultdict
 from contextlib import closing
 from fractions import Fraction
+from typing import Any
 
 import psutil
 import pytest
@@ -490,9 +491,14 @@ def test_results_stored_in_sqlite_under_the_data_dir(cluster):
     result = add.delay(5, 5)
     result.get(timeout=10)
     db = cluster.data_dir / "results.sqlite3"
-    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        row = conn.execute("SELECT state FROM results WHERE id = ?", (result.id,)).fetchone()
-    assert row == (states.SUCCESS,)
+
+    def stored() -> Any:
+        # Written a batch at a time, a few milliseconds after the result went out.
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return conn.execute("SELECT state FROM results WHERE id = ?",
+                                (result.id,)).fetchone()
+
+    assert wait_until(stored, 5, "the result in the store") == (states.SUCCESS,)
 
 
 def test_memory_results_backend_works_and_writes_no_store(tmp_path):

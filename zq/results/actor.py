@@ -47,6 +47,12 @@ _STEP_S = 1.0
 _LAST_EVENTS_WAIT_S = 0.2
 # The router keeps results until told they are stored; telling it this often is enough.
 _ACK_EVERY_S = 0.1
+# Merged rows are stored together, at most this long after the first of them (or once
+# this many wait): one transaction per many tasks, and none on the path of a get(), which
+# is answered from memory. The router's journal keeps each final event until it hears the
+# event is stored (STORED), so nothing waiting here is lost with this process.
+_WRITE_EVERY_S = 0.01
+_WRITE_ROWS = 5000
 
 
 
@@ -86,6 +92,7 @@ class ResultsActor:
         # that a busy router is not woken (and its journal written) once per batch.
         self._stored: dict[bytes, int] = {}
         self._next_ack = 0.0
+        self._write_at: float | None = None
         self._next_expire = 0.0
         self._next_trim = 0.0
 
@@ -106,9 +113,11 @@ class ResultsActor:
     def _store_last_events(self) -> None:
         """On the way out, store what the router sent before it stopped us: it lets its
         last events leave before it does, so they are here or in flight by now."""
+        self._write(force=True)
         while self.ingest.poll(int(_LAST_EVENTS_WAIT_S * 1000)):
             self._read_ingest()
             self._apply_received()
+            self._write(force=True)
             self._acknowledge()
 
     def setup(self) -> None:
@@ -147,6 +156,8 @@ class ResultsActor:
         logger.info("results actor %s ready at %s", self.stream.epoch, self.endpoints)
 
     def teardown(self) -> None:
+        if self.table.unwritten:
+            self.table.write()
         for sock in (self.ingest, self.query, self.pub):
             sock.close(linger=0)
         if self.auth is not None:
@@ -162,6 +173,8 @@ class ResultsActor:
             return
         if self._stored:  # acknowledgements are due by then
             timeout_s = min(timeout_s, max(0.0, self._next_ack - time.monotonic()))
+        if self._write_at is not None:  # and the next write
+            timeout_s = min(timeout_s, max(0.0, self._write_at - time.monotonic()))
         ready = dict(self.poller.poll(int(timeout_s * 1000)))
         if self.wakeup is not None and self.wakeup.fd in ready:
             self.wakeup.drain()
@@ -173,10 +186,25 @@ class ResultsActor:
         if self.query in ready:
             self._read_queries(replies)
         self._apply_received()
+        # An answer to a client's own events (or any query) goes once they are stored.
+        self._write(force=bool(replies))
         self._acknowledge()
         for peer, reply in replies:
             self._send(peer, reply)
         self._expire(time.time())
+
+    def _write(self, force: bool = False) -> None:
+        """Store the merged rows when their time has come (see _WRITE_EVERY_S)."""
+        pending = self.table.unwritten
+        if not pending:
+            self._write_at = None
+            return
+        now = time.monotonic()
+        if self._write_at is None:
+            self._write_at = now + _WRITE_EVERY_S
+        if force or self.stopping or pending >= _WRITE_ROWS or now >= self._write_at:
+            self.table.write()
+            self._write_at = None
 
     def _read_subscriptions(self) -> None:
         while True:
@@ -206,6 +234,8 @@ class ResultsActor:
         cover the events lost with it, so nothing is acknowledged until the router's
         resend (``resync``) of them is stored; the one that covers every unacknowledged
         event (``complete``) ends the wait."""
+        if self.table.unwritten:
+            return  # told once the rows they cover are stored
         acks, self._acks = self._acks, []
         if not self.table.all_stored:
             if not self._withholding:
@@ -286,9 +316,8 @@ class ResultsActor:
                     finished.setdefault(peer, []).append(row)
         for peer, rows in finished.items():
             self._send(peer, Message(Cmd.STATES, {"states": rows}))
-        # Stored after the waiters have their answers: the commit is off their path.
-        # The router hears STORED only after it (see _acknowledge).
-        self.table.write()
+        # Stored after the waiters have their answers, a batch of steps at a time (see
+        # _write): the commit is off their path. The router hears STORED only after it.
 
     def _send(self, peer: bytes, msg: Message) -> None:
         try:

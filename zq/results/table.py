@@ -109,18 +109,28 @@ class StateTable:
             self._unwritten.clear()
             self._store(rows)
 
+    @property
+    def unwritten(self) -> int:
+        """Rows merged and not stored yet."""
+        return len(self._unwritten)
+
     def forget(self, ids: Iterable[str]) -> None:
         ids = list(ids)
         self.store.delete(ids)
         for task_id in ids:
             self._sent.pop(task_id, None)
+            self._unwritten.pop(task_id, None)
 
     def snapshot(self, ids: list[str] | None, limit: int) -> list[Row]:
         """The rows of ``ids``; without ids, up to ``limit`` unfinished tasks from the store
         and the newest ``limit`` SENT ones."""
         if ids:
             return list(self.lookup(ids).values())
-        return self.store.unready(limit) + list(self._sent.values())[-limit:]
+        unready = [row for row in self._unwritten.values()
+                   if row["state"] not in states.READY_STATES]
+        seen = {row["id"] for row in unready}
+        stored = [row for row in self.store.unready(limit) if row["id"] not in seen]
+        return (unready + stored)[:limit] + list(self._sent.values())[-limit:]
 
     def expire(self, before_ts: float) -> int:
         """Drop the finished rows stamped before ``before_ts``; return how many."""
