@@ -9,6 +9,7 @@ the router had confirmed runs once; the others run once or never, never twice.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 
 from tests.apps import faults
 from tests.conftest import wait_until
-from tests.test_faults import faults_cluster, run_counts
+from tests.test_faults import faults_cluster, run_counts, spawned_children
 from tests.test_faults_router_kill import kill_router
 from zq import App
 
@@ -148,3 +149,29 @@ def test_a_thread_that_sends_and_ends_at_once_loses_nothing(tmp_path):
     assert values == list(range(20))
     counts = run_counts(log)
     assert [counts[task_id] for task_id in sent] == [1] * 20
+
+
+def test_results_come_from_the_router_while_the_results_actor_is_paused(tmp_path):
+    """The short way: with the results actor stopped (SIGSTOP), get() still returns each
+    result, sent by the router the moment the task ends; once the results actor runs
+    again it stores every one of them."""
+    log = tmp_path / "runs.log"
+    with faults_cluster(tmp_path / "cluster", concurrency=2) as cluster:
+        faults.quick.delay(str(log), "warm").get(timeout=10)
+        results_actor = spawned_children(cluster.router_process.pid)
+        assert len(results_actor) == 1
+        (pid,) = results_actor
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            sent = [faults.quick.delay(str(log), i) for i in range(50)]
+            values = [result.get(timeout=10) for result in sent]
+            one_by_one = [faults.quick.delay(str(log), i).get(timeout=10) for i in range(20)]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert values == list(range(50)) and one_by_one == list(range(20))
+        checker = App("checker", router=cluster.router)
+        try:
+            wait_until(lambda: all(checker.AsyncResult(r.id).state == "SUCCESS"
+                                   for r in sent), 10, "the results stored")
+        finally:
+            checker.close()

@@ -70,6 +70,8 @@ class Core:
         # Final events recorded in the journal that the results actor has not confirmed
         # storing yet, by journal sequence: sent again to a restarted results actor.
         self.unstored: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        # The newest final one of each task among them, by task id (see unstored_final).
+        self._unstored_final: dict[str, int] = {}
         # DONEs recorded and not yet confirmed to their actors (see ``confirm``).
         self.confirms: dict[bytes, list[list[Any]]] = {}
         # ACCEPTEDs that may wait a moment (tasks sent with PUBLISH), per client, and since
@@ -260,14 +262,28 @@ class Core:
 
     def _unstored(self, seq: int | None, event: dict[str, Any]) -> None:
         if seq is not None:
-            self.unstored[seq] = event
+            self.keep_unstored(seq, event)
+
+    def keep_unstored(self, seq: int, event: dict[str, Any]) -> None:
+        """A final event journaled as ``seq``, kept until the results actor stores it."""
+        self.unstored[seq] = event
+        if event.get("state") in states.READY_STATES:
+            self._unstored_final[event["id"]] = seq
+
+    def unstored_final(self, task_id: str) -> dict[str, Any] | None:
+        """The final event of ``task_id`` if it ended recently (the results actor has not
+        said it stored it yet): a client waiting for it gets it from here."""
+        seq = self._unstored_final.get(task_id)
+        return None if seq is None else self.unstored.get(seq)
 
     def stored(self, upto: int) -> None:
         """The results actor stored every final event up to ``upto``."""
         if not self.unstored or next(iter(self.unstored)) > upto:
             return
         while self.unstored and next(iter(self.unstored)) <= upto:
-            self.unstored.popitem(last=False)
+            seq, event = self.unstored.popitem(last=False)
+            if self._unstored_final.get(event.get("id")) == seq:  # type: ignore[arg-type]
+                del self._unstored_final[event["id"]]
         self.book.records.stored(upto)
 
     def fail(self, entry: Entry, kind: str, message: str, *, presumed: bool = False) -> None:

@@ -69,7 +69,7 @@ def replay(core: Core, journal: Journal) -> int:
         logger.info("sending %d results the results actor may not have stored",
                     len(replayed.unstored))
         for seq, event in replayed.unstored:
-            core.unstored[seq] = event
+            core.keep_unstored(seq, event)
         core.events.extend(core.unstored.values())
     entries = [Entry(protocol.unpack(raw_header), raw_header, body)
                for raw_header, body in replayed.live]

@@ -207,8 +207,14 @@ def on_wait(core: Core, identity: bytes, msg: Message, now: float) -> None:
     # While the journal cannot be written no result leaves from here.
     writable = core.durable.failure is None
     for task_id in ids:
-        if not (writable and task_id in core.book.tasks
-                and core.waiters.add(task_id, identity)):
+        if not writable:
+            elsewhere.append(task_id)
+        elif task_id in core.book.tasks:
+            if not core.waiters.add(task_id, identity):
+                elsewhere.append(task_id)
+        elif (event := core.unstored_final(task_id)) is not None:
+            core.waiters.push(identity, event)
+        else:
             elsewhere.append(task_id)
     if elsewhere:
         core.reply(identity, Message(Cmd.STATES, {"states": [], "elsewhere": elsewhere}))

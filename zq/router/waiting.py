@@ -3,8 +3,10 @@
 A client sends WAIT on its router socket, right behind the task it sent (so the router
 holds the task by then). For each task it holds, the router notes the client and sends it
 the task's final state the moment it ends, in the step that journals the end; the results
-actor stores it as before. Of the ids it does not hold (finished already, or never seen)
-it answers ``elsewhere`` at once: the client asks the results actor for those. A client
+actor stores it as before. A task that ended recently (its final event still kept until
+the results actor says it is stored) is answered at once from there. Of the other ids
+(finished long ago, or never seen) it answers ``elsewhere``: the client asks the results
+actor for those. A client
 also asks the results actor for what it is still waiting on after a while, so that
 neither a router restart (which forgets the waiters) nor a journal that cannot be
 written (no result leaves the router then) leaves a ``get()`` hanging.
@@ -51,6 +53,11 @@ class Waiters:
             return False
         waiting.append(identity)
         return True
+
+    def push(self, identity: bytes, event: dict[str, Any]) -> None:
+        """Send ``identity`` this final event with the next answers."""
+        self.pushes.setdefault(identity, []).append(
+            {key: event[key] for key in _FIELDS if key in event})
 
     def ended(self, event: dict[str, Any]) -> None:
         """A task ended with ``event``: its waiters get it with the next answers."""
