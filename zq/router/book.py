@@ -127,7 +127,10 @@ class RecentKeys:
             self.generations.append(set())
 
     def __contains__(self, key: Any) -> bool:
-        return any(key in generation for generation in self.generations)
+        for generation in self.generations:  # a loop: no generator made per lookup
+            if key in generation:
+                return True
+        return False
 
     def __len__(self) -> int:
         return sum(len(generation) for generation in self.generations)

@@ -49,25 +49,34 @@ class Dispatch:
         self.hungry.pop(actor.identity, None)
         return False
 
+    def forget(self, identity: bytes) -> None:
+        self.hungry.pop(identity, None)
+
+    def limit(self, actor: ActorState) -> int:
+        """How many tasks the actor may hold, given what it holds: worked out again only
+        when the figures changed (a name's depth shrank) or it held nothing in between;
+        meanwhile each task stacked lowers it (see ``round``), and one that ends leaves it
+        as it is, which errs on the side of stacking less."""
+        if not actor.depth or actor.depth_version != self.pace.version:
+            actor.depth = self.pace.depth(e.name for e in actor.inflight.values())
+            actor.depth_version = self.pace.version
+        return actor.depth
+
     def _room(self, actor: ActorState, entry: Entry | None) -> bool:
         """Whether ``entry`` (any short task, when None) may be stacked on what the actor
         holds beyond its credit: it holds something, and all of it and ``entry`` are short
         and fit in its depth."""
         if not actor.inflight:
             return False
-        names = [e.name for e in actor.inflight.values()]
+        limit = self.limit(actor)
         if entry is not None:
-            names.append(entry.name)
-        return len(actor.inflight) < self.pace.depth(names)
+            limit = min(limit, self.pace.depth_of(entry.name))
+        return len(actor.inflight) < limit
 
     def _granted(self, actor: ActorState, entry: Entry) -> bool:
         """Whether the actor may start ``entry`` before its DONEs before it are confirmed:
         it is short and held behind short tasks only."""
-        return bool(actor.inflight) and self.pace.short(entry.name) \
-            and self.pace.depth(e.name for e in actor.inflight.values()) > 1
-
-    def forget(self, identity: bytes) -> None:
-        self.hungry.pop(identity, None)
+        return bool(actor.inflight) and self.pace.short(entry.name) and self.limit(actor) > 1
 
     def round(self, admit: Admit) -> dict[bytes, list[Entry]]:
         """Hand out tasks one per hungry actor per pass until nothing more fits; returns
@@ -86,6 +95,8 @@ class Dispatch:
                 if self._granted(actor, entry):
                     actor.granted.add(entry.key)
                     self.granted += 1
+                if actor.inflight:
+                    actor.depth = min(self.limit(actor), self.pace.depth_of(entry.name))
                 entry.state = INFLIGHT
                 actor.inflight[entry.key] = entry
                 batches.setdefault(actor.identity, []).append(entry)

@@ -53,6 +53,7 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
         actor.queues, actor.credit = names, credit
         actor.placeholder = False
         actor.granted.clear()  # it starts nothing it holds before this WELCOME
+        actor.depth = 0
     actor.window = credit + len(holding)
     # Outcomes it could not be sure the router recorded (it reconnected, or was told to
     # announce itself): taken first, so that a replayed copy of a finished task never runs.
@@ -104,8 +105,7 @@ def on_done(core: Core, identity: bytes, msg: Message, now: float) -> None:
     # Recorded now (journaled in this step): the actor may forget these outcomes, and
     # start its next reserved task; with none reserved, or only granted ones (which it
     # may start anyway), it is told with its next TASK.
-    core.confirm(identity, confirmed,
-                 urgent=any(key not in actor.granted for key in actor.inflight))
+    core.confirm(identity, confirmed, urgent=len(actor.granted) < len(actor.inflight))
     core.set_hungry(actor)
 
 

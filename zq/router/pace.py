@@ -31,6 +31,9 @@ _DECAY = 0.3
 class Pace:
     def __init__(self) -> None:
         self._expected: dict[str, float] = {}
+        # Counts up whenever a name's depth shrinks: what was worked out from the old
+        # figures is worked out again (see Dispatch).
+        self.version = 0
 
     def observe(self, name: Any, runtime: Any) -> None:
         """A task of ``name`` ran for ``runtime`` seconds (as its actor reports; anything
@@ -39,6 +42,7 @@ class Pace:
                 or not isinstance(runtime, (int, float)) \
                 or not math.isfinite(runtime) or runtime < 0:
             return
+        depth = self.depth_of(name)
         before = self._expected.pop(name, None)
         if before is None or runtime >= before:
             expected = float(runtime)
@@ -47,6 +51,8 @@ class Pace:
         self._expected[name] = expected
         if len(self._expected) > MAX_NAMES:
             del self._expected[next(iter(self._expected))]
+        if self.depth_of(name) < depth:
+            self.version += 1
 
     def expected(self, name: str) -> float | None:
         return self._expected.get(name)
@@ -55,15 +61,17 @@ class Pace:
         expected = self._expected.get(name)
         return expected is not None and expected <= SHORT_S
 
-    def depth(self, names: Iterable[str]) -> int:
-        """How many tasks an actor may hold when these are all short: the budget over the
-        slowest, between 2 and MAX_DEPTH; 1 when one of them is not short."""
-        slowest = 0.0
-        for name in names:
-            expected = self._expected.get(name)
-            if expected is None or expected > SHORT_S:
-                return 1
-            slowest = max(slowest, expected)
-        if slowest <= 0:
+    def depth_of(self, name: str) -> int:
+        """How many tasks of ``name`` an actor may hold: the budget over its expected
+        runtime, between 2 and MAX_DEPTH; 1 when it is not known to be short."""
+        expected = self._expected.get(name)
+        if expected is None or expected > SHORT_S:
+            return 1
+        if expected <= 0:
             return MAX_DEPTH
-        return max(2, min(MAX_DEPTH, int(BUDGET_S / slowest)))
+        return max(2, min(MAX_DEPTH, int(BUDGET_S / expected)))
+
+    def depth(self, names: Iterable[str]) -> int:
+        """How many tasks an actor may hold when it holds these: the least of their
+        depths (1 when one of them is not short)."""
+        return min((self.depth_of(name) for name in names), default=MAX_DEPTH)

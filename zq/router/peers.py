@@ -33,11 +33,18 @@ class ActorState:
     # Held tasks it may start before the router confirmed the DONEs before them (see
     # zq.router.pace): a lost actor may have started any of them.
     granted: set[tuple[str, int]] = field(default_factory=set)
+    # How many tasks it may hold, as worked out from what it holds (0: not worked out
+    # yet), and from which figures of the router's Pace (see Dispatch.limit).
+    depth: int = 0
+    depth_version: int = -1
 
     def release(self, key: tuple[str, int]) -> Entry | None:
         """No longer held: finished, handed back, or placed elsewhere."""
         self.granted.discard(key)
-        return self.inflight.pop(key, None)
+        entry = self.inflight.pop(key, None)
+        if not self.inflight:
+            self.depth = 0  # what it held no longer bounds it
+        return entry
 
     @property
     def taking(self) -> bool:
