@@ -1,4 +1,8 @@
-"""The ``zq`` command line: parse, build a config, call in."""
+"""The ``zq`` command line: parse, build a config, call in.
+
+How a command fails (one line, ``zq <command>: <why>``, and an exit status) is decided in
+one place for all of them: :mod:`zq._cli_errors`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 
 import click
 
+from ._cli_errors import Failed, Group
 from .config import DEFAULT_ROUTER
 from .protocol import MAX_MESSAGE_SIZE
 
@@ -46,7 +51,7 @@ def _print(obj: Any) -> None:
     click.echo(json.dumps(obj, default=repr))
 
 
-@click.group()
+@click.group(cls=Group)
 @click.version_option(package_name="zq")
 def main() -> None:
     """zq: a distributed task queue with Celery's programming model and no broker."""
@@ -82,11 +87,9 @@ def router(bind: str, data_dir: str, results_backend: str, result_expires: float
            max_redeliveries: int, journal_fsync: bool, curve_secret_key: str | None,
            curve_authorized_dir: str | None, loglevel: str) -> None:
     """Run the router (and its results actor)."""
-    from .errors import ConfigurationError
     from .log import setup_logging
     from .router import RouterConfig
     from .router import main as router_main
-    from .router.loop import EXIT_CANNOT_START
 
     setup_logging(loglevel)
     config = RouterConfig(
@@ -95,11 +98,7 @@ def router(bind: str, data_dir: str, results_backend: str, result_expires: float
         max_message_size=max_message_size, host_timeout_s=host_timeout,
         max_redeliveries=max_redeliveries, journal_fsync=journal_fsync, log_level=loglevel.upper(),
         curve_secret_key=curve_secret_key, curve_authorized_dir=curve_authorized_dir)
-    try:
-        router_main(config)
-    except ConfigurationError as exc:
-        click.echo(f"zq router: {exc}", err=True)
-        sys.exit(EXIT_CANNOT_START)
+    router_main(config)
 
 
 @main.command()
@@ -129,7 +128,6 @@ def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
             curve_secret_key: str | None, curve_server_key: str | None, router: str,
             loglevel: str) -> None:
     """Run a supervisor with N actor processes on this host."""
-    from .errors import ConfigurationError
     from .log import setup_logging
     from .worker import WorkerConfig
     from .worker import main as supervisor_main
@@ -143,10 +141,7 @@ def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
         soft_time_limit_s=soft_time_limit, max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child_kb=max_memory_per_child, curve_secret_key=curve_secret_key,
         curve_server_key=curve_server_key)
-    try:
-        sys.exit(supervisor_main(config))
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
+    sys.exit(supervisor_main(config))
 
 
 @main.command()
@@ -163,22 +158,16 @@ def call(name: str, args_json: str, kwargs_json: str, countdown: float | None,
          queue: str | None, wait: bool, timeout: float | None, app_path: str | None,
          router: str) -> None:
     """Send the task NAME; print its id, or with --wait its result."""
-    from .errors import ZqError
-
     args = _json_arg(args_json, list, "--args")
     kwargs = _json_arg(kwargs_json, dict, "--kwargs")
     app = _client_app(app_path, router)
-    try:
-        result = app.send_task(name, args, kwargs, countdown=countdown, queue=queue)
-        if not wait:
-            click.echo(result.id)
-            return
-        value = result.get(timeout=timeout, propagate=False)
-    except ZqError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    result = app.send_task(name, args, kwargs, countdown=countdown, queue=queue)
+    if not wait:
+        click.echo(result.id)
+        return
+    value = result.get(timeout=timeout, propagate=False)
     if isinstance(value, BaseException):
-        raise click.ClickException(f"task {name}[{result.id}] failed: "
-                                   f"{type(value).__name__}: {value}")
+        raise Failed(f"task {name}[{result.id}] failed: {type(value).__name__}: {value}")
     _print(value)
 
 
@@ -189,17 +178,12 @@ def call(name: str, args_json: str, kwargs_json: str, countdown: float | None,
 @router_option
 def result(task_id: str, wait: bool, timeout: float | None, router: str) -> None:
     """Print a task's state and result."""
-    from .errors import ZqError
-
     app = _client_app(None, router)
     res = app.AsyncResult(task_id)
-    try:
-        if wait:
-            res.get(timeout=timeout, propagate=False)
-        state = res.state
-        info = res.info
-    except ZqError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    if wait:
+        res.get(timeout=timeout, propagate=False)
+    state = res.state
+    info = res.info
     out = {"id": task_id, "state": state,
            "result": f"{type(info).__name__}: {info}" if isinstance(info, BaseException)
            else info}
@@ -214,23 +198,16 @@ def result(task_id: str, wait: bool, timeout: float | None, router: str) -> None
 @router_option
 def watch(task_ids: tuple[str, ...], timeout: float | None, router: str) -> None:
     """Print task state changes live, one JSON line each (all tasks, or TASK_IDS)."""
-    from .errors import ZqError
-
     app = _client_app(None, router)
-    try:
-        for event in app.watch(list(task_ids) or None, timeout_s=timeout):
-            line = {k: event.get(k) for k in ("seq", "id", "name", "state", "retries", "ts")
-                    if k in event}
-            if "exc" in event:
-                line["exc"] = f"{event['exc'].get('type')}: {event['exc'].get('message')}"
-            elif event.get("info") is not None:
-                line["info"] = event["info"]
-            _print(line)
-            sys.stdout.flush()
-    except ZqError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
-    except KeyboardInterrupt:
-        pass
+    for event in app.watch(list(task_ids) or None, timeout_s=timeout):
+        line = {k: event.get(k) for k in ("seq", "id", "name", "state", "retries", "ts")
+                if k in event}
+        if "exc" in event:
+            line["exc"] = f"{event['exc'].get('type')}: {event['exc'].get('message')}"
+        elif event.get("info") is not None:
+            line["info"] = event["info"]
+        _print(line)
+        sys.stdout.flush()
 
 
 @main.group()
@@ -242,12 +219,7 @@ def inspect() -> None:
 @router_option
 def stats(router: str) -> None:
     """Actors, hosts, queue lengths and tasks in flight."""
-    from .errors import ZqError
-
-    try:
-        _print(_client_app(None, router).control.stats())
-    except ZqError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    _print(_client_app(None, router).control.stats())
 
 
 @main.group()
