@@ -6,11 +6,22 @@ by the OS or ipc:// paths under ``tmp_path``, and stops every process it starts 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+from zq import App
+from zq._address import IPC_PATH_MAX, check_endpoint
+from zq.errors import ConfigurationError
+from zq.router import children
+from zq.router.config import RESULTS_IPC_SUFFIX
+from zq.testing import Process
 
 REPO = Path(__file__).resolve().parent.parent
 BASIC = "tests.apps.basic"
@@ -78,3 +89,87 @@ def test_usage_errors_keep_clicks_usage_and_status_2():
     done = zq("call")
     assert done.returncode == 2
     assert "Usage:" in done.stderr and "Missing argument 'NAME'" in done.stderr
+
+
+# -- 3. addresses checked before anything starts, with a hint ------------------------------
+
+
+@pytest.mark.parametrize("endpoint, hint", [
+    ("127.0.0.1:5555", "did you mean tcp://127.0.0.1:5555?"),
+    ("localhost:7000", "did you mean tcp://localhost:7000?"),
+    ("/tmp/zq.sock", "did you mean ipc:///tmp/zq.sock?"),
+    ("tcp://127.0.0.1", "has no port"),
+    ("tcp://127.0.0.1:99999", "port 99999 is out of range (1-65535)"),
+    ("tcp://127.0.0.1:0", "no router listens on port 0"),
+    ("tcp://*:5555", "'*' is for binding"),
+    ("http://127.0.0.1:5555", "zq talks over tcp:// or ipc://"),
+])
+def test_a_client_refuses_a_bad_address_with_a_hint(endpoint, hint):
+    line = one_line(zq("call", f"{BASIC}.add", "--router", endpoint), 2, "call")
+    assert hint in line
+
+
+def test_workers_refuse_a_bad_address_before_starting(tmp_path):
+    done = zq("workers", "-A", BASIC, "-n", "1", "--router", "127.0.0.1:5555")
+    assert "did you mean tcp://127.0.0.1:5555?" in one_line(done, 2, "workers")
+
+
+@pytest.mark.parametrize("port, hint", [
+    ("0", "port 0 lets the OS pick a port, which clients and workers could not find"),
+    ("*", "port * lets the OS pick a port"),
+    ("99999", "port 99999 is out of range"),
+])
+def test_router_refuses_a_port_clients_could_not_reach(tmp_path, port, hint):
+    data = tmp_path / "data"
+    done = zq("router", "--bind", f"tcp://127.0.0.1:{port}", "--data-dir", str(data))
+    assert hint in one_line(done, 2, "router")
+    assert not data.exists()  # refused before anything started
+
+
+def test_an_ipc_path_longer_than_the_os_allows_is_refused(tmp_path):
+    too_long = ipc_path(tmp_path, IPC_PATH_MAX + 1)
+    line = one_line(zq("inspect", "stats", "--router", f"ipc://{too_long}"), 2,
+                    "inspect stats")
+    assert f"longer than the {IPC_PATH_MAX} a Unix socket path holds" in line
+
+
+def test_router_ipc_path_leaves_room_for_the_results_actor(tmp_path):
+    data = tmp_path / "data"
+    path = ipc_path(tmp_path, IPC_PATH_MAX - RESULTS_IPC_SUFFIX + 1)
+    done = zq("router", "--bind", f"ipc://{path}", "--data-dir", str(data))
+    line = one_line(done, 2, "router")
+    assert f"use a path of at most {IPC_PATH_MAX - RESULTS_IPC_SUFFIX} bytes" in line
+    assert not data.exists()
+
+
+def test_router_on_the_longest_ipc_path_allowed_works_with_its_results_actor(tmp_path):
+    endpoint = f"ipc://{ipc_path(tmp_path, IPC_PATH_MAX - RESULTS_IPC_SUFFIX)}"
+    router = Process("router", ["router", "--bind", endpoint, "--data-dir",
+                                str(tmp_path / "data")], tmp_path / "router.log", zq_env(),
+                     REPO)
+    try:
+        wait_until(lambda: zq("inspect", "stats", "--router", endpoint).returncode == 0,
+                   30, "the router to answer")
+        done = zq("result", "never-sent", "--router", endpoint)  # asks the results actor
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["state"] == "PENDING"
+    finally:
+        router.stop()
+
+
+def test_the_results_suffix_room_is_the_longest_suffix_the_results_actor_adds():
+    assert RESULTS_IPC_SUFFIX == max(len(f".results-{role}") for role in children._ROLES)
+
+
+@pytest.mark.parametrize("endpoint, options", [
+    ("tcp://127.0.0.1:5555", {}), ("tcp://[::1]:5555", {}), ("tcp://*:5555", {"bind": True}),
+    ("tcp://eth0:5555", {"bind": True}), ("ipc:///tmp/zq.sock", {}),
+    ("ipc://relative.sock", {"bind": True, "room": 15}),
+])
+def test_addresses_zq_can_use_pass_unchanged(endpoint, options):
+    assert check_endpoint(endpoint, **options) == endpoint
+
+
+def test_an_app_refuses_a_bad_router_address_when_made():
+    with pytest.raises(ConfigurationError, match="did you mean tcp://127.0.0.1:5555"):
+        App("x", router="127.0.0.1:5555")
