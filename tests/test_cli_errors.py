@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import wait_until
@@ -173,3 +176,86 @@ def test_addresses_zq_can_use_pass_unchanged(endpoint, options):
 def test_an_app_refuses_a_bad_router_address_when_made():
     with pytest.raises(ConfigurationError, match="did you mean tcp://127.0.0.1:5555"):
         App("x", router="127.0.0.1:5555")
+
+
+# -- 4. a router that cannot start: one line, status 2, nothing left running ---------------
+
+
+def _session(pid: int) -> list[psutil.Process]:
+    """Processes started by ``pid`` (its children, or members of the session it led)."""
+    found = []
+    for proc in psutil.process_iter(["ppid"]):
+        try:
+            if proc.info["ppid"] == pid or os.getsid(proc.pid) == pid:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+def run_router(tmp_path: Path, *args: str, prefix: tuple[str, ...] = ()
+               ) -> subprocess.CompletedProcess[str]:
+    """``zq router ARGS`` in a session of its own; fails if anything it started outlives
+    it (a results actor, or multiprocessing's resource tracker, left behind)."""
+    command = [*prefix, sys.executable, "-m", "zq", "router", *args]
+    with subprocess.Popen(command, cwd=REPO, env=zq_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        try:
+            # Children notice their parent's exit within a moment; a loose bound.
+            wait_until(lambda: not _session(proc.pid), 10, "the router's children to exit")
+        finally:
+            for left in _session(proc.pid):
+                left.kill()
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def test_router_on_a_port_in_use(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        endpoint = f"tcp://127.0.0.1:{taken.getsockname()[1]}"
+        done = run_router(tmp_path, "--bind", endpoint, "--data-dir", str(tmp_path / "data"))
+    assert one_line(done, 2, "router") == (
+        f"zq router: cannot listen on {endpoint}: the address is in use (another router, "
+        f"or another program, holds it)")
+
+
+def test_router_on_a_data_dir_that_is_a_file(tmp_path):
+    data = tmp_path / "data"
+    data.write_text("")
+    done = run_router(tmp_path, "--bind", f"ipc://{tmp_path}/r.sock", "--data-dir", str(data))
+    assert one_line(done, 2, "router") == f"zq router: data dir {data} is not a directory"
+
+
+def test_router_on_a_data_dir_it_cannot_write(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o500)
+    prefix: tuple[str, ...] = ()
+    if os.geteuid() == 0:
+        # Root writes anywhere; without these capabilities it obeys the mode like others.
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root, and setpriv is missing to drop CAP_DAC_OVERRIDE")
+        prefix = ("setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--")
+    try:
+        done = run_router(tmp_path, "--bind", f"ipc://{tmp_path}/r.sock", "--data-dir",
+                          str(data), prefix=prefix)
+    finally:
+        data.chmod(0o700)
+    assert one_line(done, 2, "router") == \
+        f"zq router: data dir {data} is not writable: permission denied"
+
+
+def test_router_that_fails_after_starting_its_results_actor_leaves_nothing(tmp_path):
+    data = tmp_path / "data"
+    (data / "journal.log").mkdir(parents=True)  # opened only once the results actor runs
+    done = run_router(tmp_path, "--bind", f"ipc://{tmp_path}/r.sock", "--data-dir", str(data))
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == \
+        f"zq router: journal {data / 'journal.log'}: Is a directory"
