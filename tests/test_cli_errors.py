@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -92,6 +93,34 @@ def test_usage_errors_keep_clicks_usage_and_status_2():
     done = zq("call")
     assert done.returncode == 2
     assert "Usage:" in done.stderr and "Missing argument 'NAME'" in done.stderr
+
+
+# -- 2. no router: said within a second or two, not after the 10 s request timeout ---------
+
+
+@pytest.mark.parametrize("command, args", [
+    ("purge", ["purge"]),
+    ("call", ["call", f"{BASIC}.add", "--args", "[1, 2]"]),
+    ("call", ["call", f"{BASIC}.add", "--args", "[1, 2]", "--wait"]),
+    ("result", ["result", "some-task-id"]),
+    ("inspect stats", ["inspect", "stats"]),
+    ("watch", ["watch"]),
+])
+def test_no_router_listening_is_said_at_once(command, args):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    done = zq(*args, "--router", endpoint)
+    took_s = time.monotonic() - started
+    line = one_line(done, 1, command)
+    assert f"no router answers at {endpoint}" in line
+    assert took_s < PROMPTLY_S
+
+
+def test_no_router_on_an_ipc_path_is_said_at_once(tmp_path):
+    started = time.monotonic()
+    done = zq("inspect", "stats", "--router", f"ipc://{tmp_path}/nobody.sock")
+    assert "no router answers at ipc://" in one_line(done, 1, "inspect stats")
+    assert time.monotonic() - started < PROMPTLY_S
 
 
 # -- 3. addresses checked before anything starts, with a hint ------------------------------

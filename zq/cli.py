@@ -25,16 +25,28 @@ loglevel_option = click.option("-l", "--loglevel", default="INFO", show_default=
                                                   "CRITICAL"], case_sensitive=False))
 
 
+# A router that is up completes a connection in milliseconds: a command that finds none
+# within this says so, rather than wait out a request's timeout (10 s).
+_ANSWER_WITHIN_S = 1.5
+
+
 def _client_app(app_path: str | None, router: str) -> Any:
+    """The app a client command talks through, once a router answers at its address."""
+    import zmq
+
     from .app import App
+    from .client import reach_router
     from .worker import load_app
 
     if app_path:
         app = load_app(app_path)
         if router != app.settings.router:
             app.conf.update(router=router)
-        return app
-    return App(router=router)
+    else:
+        app = App(router=router)
+    reach_router(zmq.Context.instance(), app.settings.router, app.settings.curve_keys(),
+                 _ANSWER_WITHIN_S)
+    return app
 
 
 def _json_arg(value: str, kind: type, what: str) -> Any:
