@@ -288,3 +288,18 @@ def test_router_that_fails_after_starting_its_results_actor_leaves_nothing(tmp_p
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == \
         f"zq router: journal {data / 'journal.log'}: Is a directory"
+
+
+# -- 6. ``zq router --bind`` from $ZQ_ROUTER -----------------------------------------------
+
+
+def test_router_binds_zq_router_when_no_bind_is_given(tmp_path):
+    endpoint = f"ipc://{tmp_path}/from-env.sock"
+    router = Process("router", ["router", "--data-dir", str(tmp_path / "data")],
+                     tmp_path / "router.log", zq_env(ZQ_ROUTER=endpoint), REPO)
+    try:
+        wait_until(lambda: zq("inspect", "stats", "--router", endpoint).returncode == 0,
+                   30, "the router to answer at $ZQ_ROUTER")
+    finally:
+        assert router.stop() == 0, router.log()
+    assert f"listening on {endpoint}" in router.log()

@@ -70,8 +70,8 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--bind", default=DEFAULT_ROUTER, show_default=True,
-              help="Where clients and workers connect.")
+@click.option("--bind", envvar="ZQ_ROUTER", default=DEFAULT_ROUTER, show_default=True,
+              help="Where clients and workers connect ($ZQ_ROUTER, as they read it).")
 @click.option("--data-dir", default="zq-data", show_default=True, type=click.Path(),
               help="Journal and results store.")
 @click.option("--results", "results_backend", type=click.Choice(["sqlite", "memory"]),
