@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+import zmq.auth
 
 from tests.conftest import wait_until
-from zq import App
+from zq import App, security
 from zq._address import IPC_PATH_MAX, check_endpoint
 from zq.errors import ConfigurationError
 from zq.router import children
@@ -303,3 +305,54 @@ def test_router_binds_zq_router_when_no_bind_is_given(tmp_path):
     finally:
         assert router.stop() == 0, router.log()
     assert f"listening on {endpoint}" in router.log()
+
+
+# -- 7. ``zq keys generate`` ---------------------------------------------------------------
+
+
+def test_keys_generate_refuses_to_overwrite_without_force(tmp_path):
+    keys = tmp_path / "keys"
+    assert zq("keys", "generate", str(keys)).returncode == 0
+    before = zmq.auth.load_certificate(keys / "router.key_secret")
+    line = one_line(zq("keys", "generate", str(keys), "--name", "other", "--name", "router"),
+                    2, "keys generate")
+    assert line.startswith(f"zq keys generate: {keys / 'router.key'} exists already: pass "
+                           f"--force")
+    assert zmq.auth.load_certificate(keys / "router.key_secret") == before
+    assert not (keys / "other.key").exists()  # nothing written when one pair is refused
+    done = zq("keys", "generate", str(keys), "--name", "router", "--force")
+    assert done.returncode == 0, done.stderr
+    after = zmq.auth.load_certificate(keys / "router.key_secret")
+    assert after != before
+    assert zmq.auth.load_certificate(keys / "router.key")[0] == after[0]
+    assert stat.S_IMODE((keys / "router.key_secret").stat().st_mode) == 0o600
+    assert sorted(p.name for p in keys.iterdir()) == [
+        "client.key", "client.key_secret", "router.key", "router.key_secret"]
+
+
+@pytest.mark.parametrize("name", ["../evil", "sub/name", ".hidden", ""])
+def test_keys_generate_refuses_a_name_that_is_not_a_plain_file_name(tmp_path, name):
+    keys = tmp_path / "deep" / "keys"
+    line = one_line(zq("keys", "generate", str(keys), "--name", name), 2, "keys generate")
+    assert f"key name {name!r} refused" in line
+    assert not (tmp_path / "deep").exists() and not (tmp_path / "evil.key").exists()
+
+
+def test_keys_generate_makes_the_secret_key_0600_even_under_umask_0(tmp_path):
+    keys = tmp_path / "keys"
+    done = zq("keys", "generate", str(keys), "--name", "host", umask=0)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE((keys / "host.key_secret").stat().st_mode) == 0o600
+    assert stat.S_IMODE((keys / "host.key").stat().st_mode) == 0o644
+
+
+def test_keys_generate_never_changes_a_mode_after_creating_a_file(tmp_path, monkeypatch):
+    """The secret key is created 0600, not made so afterwards: no chmod to race."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("chmod called")
+
+    monkeypatch.setattr(os, "chmod", refuse)
+    monkeypatch.setattr(Path, "chmod", refuse)
+    [(public, secret)] = security.generate(tmp_path, ["host"])
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert zmq.auth.load_certificate(secret)[0] == zmq.auth.load_certificate(public)[0]

@@ -243,12 +243,13 @@ def keys() -> None:
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--name", "names", multiple=True, default=("router", "client"),
               show_default=True, help="A key pair to make (repeatable).")
-def generate(directory: str, names: tuple[str, ...]) -> None:
-    """Write NAME.key (public) and NAME.key_secret for each NAME under DIRECTORY."""
+@click.option("--force", is_flag=True, help="Replace key pairs that exist already.")
+def generate(directory: str, names: tuple[str, ...], force: bool) -> None:
+    """Write NAME.key (public) and NAME.key_secret (mode 0600) for each NAME under
+    DIRECTORY; existing keys are kept unless --force."""
     from .security import generate as generate_keys
 
-    for name in names:
-        public, secret = generate_keys(directory, name)
+    for public, secret in generate_keys(directory, names, force=force):
         click.echo(f"{public}\n{secret}")
 
 
