@@ -356,3 +356,32 @@ def test_keys_generate_never_changes_a_mode_after_creating_a_file(tmp_path, monk
     [(public, secret)] = security.generate(tmp_path, ["host"])
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert zmq.auth.load_certificate(secret)[0] == zmq.auth.load_certificate(public)[0]
+
+
+# -- 8. ``zq workers -c`` and ``--prefetch`` -----------------------------------------------
+
+
+def test_workers_take_celerys_c_for_concurrency(cluster, tmp_path):
+    before = cluster.actor_count()
+    queue = "dash-c"
+    workers = Process("workers", ["workers", "-A", BASIC, "-c", "1", "-Q", queue,
+                                  "--router", cluster.router], tmp_path / "workers.log",
+                      cluster.env, REPO)
+    try:
+        cluster.wait_for(lambda s: s["actors"] == before + 1, "one more actor", workers)
+        done = zq("call", f"{BASIC}.add", "--args", "[2, 2]", "--queue", queue, "--wait",
+                  "--timeout", "20", "--router", cluster.router)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "4"
+    finally:
+        workers.stop()
+
+
+def test_workers_help_says_what_prefetch_does():
+    done = zq("workers", "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "-c, -n, --concurrency" in text
+    assert "Tasks each actor process may hold: the one it runs plus those reserved for it" \
+        in text
+    assert "-Ofair" in text

@@ -115,11 +115,13 @@ def router(bind: str, data_dir: str, results_backend: str, result_expires: float
 
 @main.command()
 @click.option("-A", "--app", "app_path", required=True, help="module or module:attr")
-@click.option("-n", "--concurrency", type=click.IntRange(min=1), default=os.cpu_count() or 1,
-              show_default="number of CPUs", help="Actor processes to run.")
+@click.option("-c", "-n", "--concurrency", type=click.IntRange(min=1),
+              default=os.cpu_count() or 1, show_default="number of CPUs",
+              help="Actor processes to run (-c as in Celery; -n also works).")
 @click.option("-Q", "--queues", default="", help="Comma-separated queues to consume.")
 @click.option("--prefetch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Tasks each actor may hold beyond the one it runs (credit).")
+              help="Tasks each actor process may hold: the one it runs plus those reserved "
+                   "for it. 1 is Celery's -Ofair: no task waits behind a long one.")
 @click.option("--time-limit", type=float, default=None, help="Hard time limit, seconds.")
 @click.option("--soft-time-limit", type=float, default=None, help="Soft time limit, seconds.")
 @click.option("--max-tasks-per-child", type=int, default=None)
