@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -27,7 +29,7 @@ from zq._address import IPC_PATH_MAX, check_endpoint
 from zq.errors import ConfigurationError
 from zq.router import children
 from zq.router.config import RESULTS_IPC_SUFFIX
-from zq.testing import Process
+from zq.testing import Cluster, Process
 
 REPO = Path(__file__).resolve().parent.parent
 BASIC = "tests.apps.basic"
@@ -292,6 +294,45 @@ def test_router_that_fails_after_starting_its_results_actor_leaves_nothing(tmp_p
         f"zq router: journal {data / 'journal.log'}: Is a directory"
 
 
+# -- 5. Ctrl-C during ``zq call --wait``: the task id, and status 130 ----------------------
+
+
+@pytest.fixture
+def lone_router(tmp_path: Path) -> Iterator[Cluster]:
+    """A router with no workers."""
+    with Cluster(tmp_path / "cluster", env=zq_env(), cwd=REPO) as cluster:
+        yield cluster
+
+
+def test_ctrl_c_during_call_wait_prints_the_task_id(lone_router):
+    queue = "nobody-consumes"
+    command = [sys.executable, "-m", "zq", "call", f"{BASIC}.add", "--args", "[1, 2]",
+               "--queue", queue, "--wait", "--router", lone_router.router]
+    with subprocess.Popen(command, cwd=REPO, env=zq_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as caller:
+        try:
+            lone_router.wait_for(lambda s: s["queued"].get(queue) == 1, "the task queued")
+            caller.send_signal(signal.SIGINT)
+            out, err = caller.communicate(timeout=20)
+        finally:
+            caller.kill()
+    assert caller.returncode == 130, err
+    assert "Traceback" not in err and "Aborted" not in err, err
+    last = err.strip().splitlines()[-1]
+    found = re.fullmatch(r"zq call: interrupted; task (\S+) was sent and may still run: "
+                         r"`zq result \1` shows it", last)
+    assert found, last
+    # It is the id of the task waiting in the queue: revoking it ends that task.
+    client = App("revoker", router=lone_router.router)
+    try:
+        client.control.revoke(found.group(1))
+        assert client.AsyncResult(found.group(1)).get(timeout=10, propagate=False) is not None
+        assert client.AsyncResult(found.group(1)).state == "REVOKED"
+        assert lone_router.stats()["queued"].get(queue) is None
+    finally:
+        client.close()
+
+
 # -- 6. ``zq router --bind`` from $ZQ_ROUTER -----------------------------------------------
 
 
@@ -385,3 +426,73 @@ def test_workers_help_says_what_prefetch_does():
     assert "Tasks each actor process may hold: the one it runs plus those reserved for it" \
         in text
     assert "-Ofair" in text
+
+
+# -- 9. ``zq call --wait`` for a task nothing will take ------------------------------------
+
+
+def _hint(caller: subprocess.Popen[str]) -> str:
+    """The first line the caller prints to stderr (read until it comes)."""
+    assert caller.stderr is not None
+    return caller.stderr.readline().strip()
+
+
+def test_call_wait_says_when_no_worker_is_connected(lone_router):
+    command = [sys.executable, "-m", "zq", "call", "no.such.task", "--wait",
+               "--router", lone_router.router]
+    with subprocess.Popen(command, cwd=REPO, env=zq_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as caller:
+        try:
+            line = _hint(caller)
+            assert caller.poll() is None  # still waiting, as asked
+        finally:
+            caller.kill()
+    assert re.fullmatch(r"zq call: task \S+ waits in queue 'celery': no worker is connected "
+                        r"to the router \(start `zq workers`\)", line), line
+
+
+@pytest.mark.timeout(120)
+def test_call_wait_says_when_the_workers_consume_other_queues(tmp_path):
+    with Cluster(tmp_path / "cluster", app=BASIC, concurrency=1, env=zq_env(), cwd=REPO,
+                 workers_args=["-Q", "elsewhere"]) as cluster:
+        command = [sys.executable, "-m", "zq", "call", f"{BASIC}.add", "--args", "[1, 1]",
+                   "--wait", "--router", cluster.router]
+        with subprocess.Popen(command, cwd=REPO, env=zq_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as caller:
+            try:
+                line = _hint(caller)
+            finally:
+                caller.kill()
+    assert re.fullmatch(r"zq call: task \S+ waits in queue 'celery': no worker seems to "
+                        r"consume it \(is the name right\? pass -A APP to route it as its "
+                        r"app does, or --queue\)", line), line
+
+
+@pytest.mark.timeout(120)
+def test_call_wait_gives_no_hint_while_the_workers_are_busy(tmp_path):
+    gate = tmp_path / "gate"
+    with Cluster(tmp_path / "cluster", app=BASIC, concurrency=1, env=zq_env(),
+                 cwd=REPO) as cluster:
+        client = App("busy", router=cluster.router)
+        try:
+            client.send_task(f"{BASIC}.wait_for_file", [str(gate)])
+            cluster.wait_for(lambda s: s["inflight"] == 1, "the actor to be busy")
+            command = [sys.executable, "-m", "zq", "call", f"{BASIC}.add", "--args", "[1, 1]",
+                       "--wait", "--timeout", "60", "--router", cluster.router]
+            with subprocess.Popen(command, cwd=REPO, env=zq_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) as caller:
+                try:
+                    cluster.wait_for(lambda s: s["queued"].get("celery") == 1,
+                                     "the call's task queued")
+                    # Long enough for the caller to look at the queue a few times.
+                    time.sleep(3 * 2.0)
+                    gate.touch()
+                    out, err = caller.communicate(timeout=30)
+                finally:
+                    caller.kill()
+        finally:
+            gate.touch()
+            client.close()
+    assert caller.returncode == 0, err
+    assert out.strip() == "2"
+    assert err == ""

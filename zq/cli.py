@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ._cli_errors import Failed, Group
+from ._cli_errors import EXIT_INTERRUPTED, Failed, Group
 from .config import DEFAULT_ROUTER
 from .protocol import MAX_MESSAGE_SIZE
 
@@ -163,15 +163,20 @@ def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
 @click.option("--args", "args_json", default="[]", help="JSON list of positional arguments.")
 @click.option("--kwargs", "kwargs_json", default="{}", help="JSON object of keyword arguments.")
 @click.option("--countdown", type=float, default=None)
-@click.option("--queue", default=None)
+@click.option("--queue", default=None,
+              help="The queue to send it to (else the app's routes, else its default queue).")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait with --wait.")
-@click.option("-A", "--app", "app_path", default=None, help="module or module:attr")
+@click.option("-A", "--app", "app_path", default=None,
+              help="module or module:attr: the app whose routes and settings apply.")
 @router_option
 def call(name: str, args_json: str, kwargs_json: str, countdown: float | None,
          queue: str | None, wait: bool, timeout: float | None, app_path: str | None,
          router: str) -> None:
     """Send the task NAME; print its id, or with --wait its result."""
+    from ._waiting import wait as wait_for
+    from .routing import TaskRoutes
+
     args = _json_arg(args_json, list, "--args")
     kwargs = _json_arg(kwargs_json, dict, "--kwargs")
     app = _client_app(app_path, router)
@@ -179,7 +184,17 @@ def call(name: str, args_json: str, kwargs_json: str, countdown: float | None,
     if not wait:
         click.echo(result.id)
         return
-    value = result.get(timeout=timeout, propagate=False)
+    # Where the task waits, to say so if nothing takes from there (None: the router's
+    # bindings decide, and then it is not known here).
+    waits_in = TaskRoutes(app.settings).route(name, app.tasks.get(name), queue=queue).queue
+    advice = ("is the name right? pass -A APP to route it as its app does, or --queue"
+              if app_path is None else f"is the name right, and a worker consuming "
+                                       f"{waits_in!r} running?")
+    try:
+        value = wait_for(result, app.control, waits_in, timeout, advice)
+    except KeyboardInterrupt:
+        raise Failed(f"interrupted; task {result.id} was sent and may still run: "
+                     f"`zq result {result.id}` shows it", EXIT_INTERRUPTED) from None
     if isinstance(value, BaseException):
         raise Failed(f"task {name}[{result.id}] failed: {type(value).__name__}: {value}")
     _print(value)
