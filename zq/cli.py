@@ -1,4 +1,8 @@
-"""The ``zq`` command line: parse, build a config, call in."""
+"""The ``zq`` command line: parse, build a config, call in.
+
+How a command fails (one line, ``zq <command>: <why>``, and an exit status) is decided in
+one place for all of them: :mod:`zq._cli_errors`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 
 import click
 
+from ._cli_errors import EXIT_INTERRUPTED, Failed, Group
 from .config import DEFAULT_ROUTER
 from .protocol import MAX_MESSAGE_SIZE
 
@@ -20,16 +25,28 @@ loglevel_option = click.option("-l", "--loglevel", default="INFO", show_default=
                                                   "CRITICAL"], case_sensitive=False))
 
 
+# A router that is up completes a connection in milliseconds: a command that finds none
+# within this says so, rather than wait out a request's timeout (10 s).
+_ANSWER_WITHIN_S = 1.5
+
+
 def _client_app(app_path: str | None, router: str) -> Any:
+    """The app a client command talks through, once a router answers at its address."""
+    import zmq
+
     from .app import App
+    from .client import reach_router
     from .worker import load_app
 
     if app_path:
         app = load_app(app_path)
         if router != app.settings.router:
             app.conf.update(router=router)
-        return app
-    return App(router=router)
+    else:
+        app = App(router=router)
+    reach_router(zmq.Context.instance(), app.settings.router, app.settings.curve_keys(),
+                 _ANSWER_WITHIN_S)
+    return app
 
 
 def _json_arg(value: str, kind: type, what: str) -> Any:
@@ -46,15 +63,15 @@ def _print(obj: Any) -> None:
     click.echo(json.dumps(obj, default=repr))
 
 
-@click.group()
+@click.group(cls=Group)
 @click.version_option(package_name="zq")
 def main() -> None:
     """zq: a distributed task queue with Celery's programming model and no broker."""
 
 
 @main.command()
-@click.option("--bind", default=DEFAULT_ROUTER, show_default=True,
-              help="Where clients and workers connect.")
+@click.option("--bind", envvar="ZQ_ROUTER", default=DEFAULT_ROUTER, show_default=True,
+              help="Where clients and workers connect ($ZQ_ROUTER, as they read it).")
 @click.option("--data-dir", default="zq-data", show_default=True, type=click.Path(),
               help="Journal and results store.")
 @click.option("--results", "results_backend", type=click.Choice(["sqlite", "memory"]),
@@ -82,11 +99,9 @@ def router(bind: str, data_dir: str, results_backend: str, result_expires: float
            max_redeliveries: int, journal_fsync: bool, curve_secret_key: str | None,
            curve_authorized_dir: str | None, loglevel: str) -> None:
     """Run the router (and its results actor)."""
-    from .errors import ConfigurationError
     from .log import setup_logging
     from .router import RouterConfig
     from .router import main as router_main
-    from .router.loop import EXIT_CANNOT_START
 
     setup_logging(loglevel)
     config = RouterConfig(
@@ -95,20 +110,18 @@ def router(bind: str, data_dir: str, results_backend: str, result_expires: float
         max_message_size=max_message_size, host_timeout_s=host_timeout,
         max_redeliveries=max_redeliveries, journal_fsync=journal_fsync, log_level=loglevel.upper(),
         curve_secret_key=curve_secret_key, curve_authorized_dir=curve_authorized_dir)
-    try:
-        router_main(config)
-    except ConfigurationError as exc:
-        click.echo(f"zq router: {exc}", err=True)
-        sys.exit(EXIT_CANNOT_START)
+    router_main(config)
 
 
 @main.command()
 @click.option("-A", "--app", "app_path", required=True, help="module or module:attr")
-@click.option("-n", "--concurrency", type=click.IntRange(min=1), default=os.cpu_count() or 1,
-              show_default="number of CPUs", help="Actor processes to run.")
+@click.option("-c", "-n", "--concurrency", type=click.IntRange(min=1),
+              default=os.cpu_count() or 1, show_default="number of CPUs",
+              help="Actor processes to run (-c as in Celery; -n also works).")
 @click.option("-Q", "--queues", default="", help="Comma-separated queues to consume.")
 @click.option("--prefetch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Tasks each actor may hold beyond the one it runs (credit).")
+              help="Tasks each actor process may hold: the one it runs plus those reserved "
+                   "for it. 1 is Celery's -Ofair: no task waits behind a long one.")
 @click.option("--time-limit", type=float, default=None, help="Hard time limit, seconds.")
 @click.option("--soft-time-limit", type=float, default=None, help="Soft time limit, seconds.")
 @click.option("--max-tasks-per-child", type=int, default=None)
@@ -129,7 +142,6 @@ def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
             curve_secret_key: str | None, curve_server_key: str | None, router: str,
             loglevel: str) -> None:
     """Run a supervisor with N actor processes on this host."""
-    from .errors import ConfigurationError
     from .log import setup_logging
     from .worker import WorkerConfig
     from .worker import main as supervisor_main
@@ -143,10 +155,7 @@ def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
         soft_time_limit_s=soft_time_limit, max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child_kb=max_memory_per_child, curve_secret_key=curve_secret_key,
         curve_server_key=curve_server_key)
-    try:
-        sys.exit(supervisor_main(config))
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
+    sys.exit(supervisor_main(config))
 
 
 @main.command()
@@ -154,31 +163,40 @@ def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
 @click.option("--args", "args_json", default="[]", help="JSON list of positional arguments.")
 @click.option("--kwargs", "kwargs_json", default="{}", help="JSON object of keyword arguments.")
 @click.option("--countdown", type=float, default=None)
-@click.option("--queue", default=None)
+@click.option("--queue", default=None,
+              help="The queue to send it to (else the app's routes, else its default queue).")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait with --wait.")
-@click.option("-A", "--app", "app_path", default=None, help="module or module:attr")
+@click.option("-A", "--app", "app_path", default=None,
+              help="module or module:attr: the app whose routes and settings apply.")
 @router_option
 def call(name: str, args_json: str, kwargs_json: str, countdown: float | None,
          queue: str | None, wait: bool, timeout: float | None, app_path: str | None,
          router: str) -> None:
     """Send the task NAME; print its id, or with --wait its result."""
-    from .errors import ZqError
+    from ._waiting import wait as wait_for
+    from .routing import TaskRoutes
 
     args = _json_arg(args_json, list, "--args")
     kwargs = _json_arg(kwargs_json, dict, "--kwargs")
     app = _client_app(app_path, router)
+    result = app.send_task(name, args, kwargs, countdown=countdown, queue=queue)
+    if not wait:
+        click.echo(result.id)
+        return
+    # Where the task waits, to say so if nothing takes from there (None: the router's
+    # bindings decide, and then it is not known here).
+    waits_in = TaskRoutes(app.settings).route(name, app.tasks.get(name), queue=queue).queue
+    advice = ("is the name right? pass -A APP to route it as its app does, or --queue"
+              if app_path is None else f"is the name right, and a worker consuming "
+                                       f"{waits_in!r} running?")
     try:
-        result = app.send_task(name, args, kwargs, countdown=countdown, queue=queue)
-        if not wait:
-            click.echo(result.id)
-            return
-        value = result.get(timeout=timeout, propagate=False)
-    except ZqError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        value = wait_for(result, app.control, waits_in, timeout, advice)
+    except KeyboardInterrupt:
+        raise Failed(f"interrupted; task {result.id} was sent and may still run: "
+                     f"`zq result {result.id}` shows it", EXIT_INTERRUPTED) from None
     if isinstance(value, BaseException):
-        raise click.ClickException(f"task {name}[{result.id}] failed: "
-                                   f"{type(value).__name__}: {value}")
+        raise Failed(f"task {name}[{result.id}] failed: {type(value).__name__}: {value}")
     _print(value)
 
 
@@ -189,17 +207,12 @@ def call(name: str, args_json: str, kwargs_json: str, countdown: float | None,
 @router_option
 def result(task_id: str, wait: bool, timeout: float | None, router: str) -> None:
     """Print a task's state and result."""
-    from .errors import ZqError
-
     app = _client_app(None, router)
     res = app.AsyncResult(task_id)
-    try:
-        if wait:
-            res.get(timeout=timeout, propagate=False)
-        state = res.state
-        info = res.info
-    except ZqError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    if wait:
+        res.get(timeout=timeout, propagate=False)
+    state = res.state
+    info = res.info
     out = {"id": task_id, "state": state,
            "result": f"{type(info).__name__}: {info}" if isinstance(info, BaseException)
            else info}
@@ -214,23 +227,16 @@ def result(task_id: str, wait: bool, timeout: float | None, router: str) -> None
 @router_option
 def watch(task_ids: tuple[str, ...], timeout: float | None, router: str) -> None:
     """Print task state changes live, one JSON line each (all tasks, or TASK_IDS)."""
-    from .errors import ZqError
-
     app = _client_app(None, router)
-    try:
-        for event in app.watch(list(task_ids) or None, timeout_s=timeout):
-            line = {k: event.get(k) for k in ("seq", "id", "name", "state", "retries", "ts")
-                    if k in event}
-            if "exc" in event:
-                line["exc"] = f"{event['exc'].get('type')}: {event['exc'].get('message')}"
-            elif event.get("info") is not None:
-                line["info"] = event["info"]
-            _print(line)
-            sys.stdout.flush()
-    except ZqError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
-    except KeyboardInterrupt:
-        pass
+    for event in app.watch(list(task_ids) or None, timeout_s=timeout):
+        line = {k: event.get(k) for k in ("seq", "id", "name", "state", "retries", "ts")
+                if k in event}
+        if "exc" in event:
+            line["exc"] = f"{event['exc'].get('type')}: {event['exc'].get('message')}"
+        elif event.get("info") is not None:
+            line["info"] = event["info"]
+        _print(line)
+        sys.stdout.flush()
 
 
 @main.group()
@@ -242,12 +248,7 @@ def inspect() -> None:
 @router_option
 def stats(router: str) -> None:
     """Actors, hosts, queue lengths and tasks in flight."""
-    from .errors import ZqError
-
-    try:
-        _print(_client_app(None, router).control.stats())
-    except ZqError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    _print(_client_app(None, router).control.stats())
 
 
 @main.group()
@@ -259,12 +260,13 @@ def keys() -> None:
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--name", "names", multiple=True, default=("router", "client"),
               show_default=True, help="A key pair to make (repeatable).")
-def generate(directory: str, names: tuple[str, ...]) -> None:
-    """Write NAME.key (public) and NAME.key_secret for each NAME under DIRECTORY."""
+@click.option("--force", is_flag=True, help="Replace key pairs that exist already.")
+def generate(directory: str, names: tuple[str, ...], force: bool) -> None:
+    """Write NAME.key (public) and NAME.key_secret (mode 0600) for each NAME under
+    DIRECTORY; existing keys are kept unless --force."""
     from .security import generate as generate_keys
 
-    for name in names:
-        public, secret = generate_keys(directory, name)
+    for public, secret in generate_keys(directory, names, force=force):
         click.echo(f"{public}\n{secret}")
 
 

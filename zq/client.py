@@ -107,6 +107,27 @@ def _immediate(sock: zmq.Socket[Any]) -> None:
     sock.immediate = True
 
 
+def reach_router(ctx: zmq.Context[Any], endpoint: str, keys: ClientKeys | None,
+                 timeout_s: float) -> None:
+    """Return once a connection to a router at ``endpoint`` is up (its handshake done,
+    CURVE's included); a :class:`PublishError` when none is within ``timeout_s``.
+
+    A router that is up completes a connection within milliseconds, however busy its
+    loop (libzmq's I/O thread does it), so a command line can say at once that nobody
+    answers instead of waiting out a request's whole timeout.
+    """
+    sock = _socket(ctx, zmq.DEALER, endpoint, keys, before_connect=_immediate)
+    try:
+        # With ZMQ_IMMEDIATE a DEALER is writable only once a connection is complete.
+        if sock.poll(_ms(timeout_s), zmq.POLLOUT):
+            return
+    finally:
+        sock.close(linger=0)
+    hint = (" (or it refused this client's CURVE keys)" if keys is not None else "")
+    raise PublishError(f"no router answers at {endpoint} within {timeout_s:g}s{hint}: is "
+                       f"`zq router` running there?")
+
+
 def _send_within(sock: zmq.Socket[Any], msg: Message, timeout_s: float) -> bool:
     """Send unless no peer can take it within ``timeout_s``.
 

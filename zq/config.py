@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
+from ._address import check_endpoint
 from .errors import ConfigurationError
 from .protocol import EXCHANGE_TYPES, MAX_MESSAGE_SIZE
 from .security import ClientKeys, client_keys
@@ -95,6 +96,8 @@ _ELSEWHERE = {
 
 
 def _coerce(name: str, value: Any) -> Any:
+    if name == "router":
+        return check_endpoint(value)
     if name == "task_default_exchange_type" and value not in EXCHANGE_TYPES:
         raise ConfigurationError(f"task_default_exchange_type must be one of "
                                  f"{', '.join(EXCHANGE_TYPES)}, not {value!r}")

@@ -10,6 +10,11 @@ authorized key can neither submit nor take tasks nor watch states.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import os
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +40,64 @@ class ClientKeys:
     server_key: bytes
 
 
-def generate(directory: Path | str, name: str) -> tuple[Path, Path]:
-    """Write the key pair NAME.key / NAME.key_secret under ``directory``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(directory, name)
-    Path(secret).chmod(0o600)
-    return Path(public), Path(secret)
+def check_key_name(name: str) -> str:
+    """``name`` when it names files inside the keys directory, and nowhere else."""
+    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    if not name or name.startswith(".") or "\0" in name or any(s in name for s in separators):
+        raise ConfigurationError(f"key name {name!r} refused: a name is a plain file name, "
+                                 f"without '/' and not starting with '.' (such as 'router')")
+    return name
+
+
+def generate(directory: Path | str, names: Sequence[str], *,
+             force: bool = False) -> list[tuple[Path, Path]]:
+    """Write the key pair NAME.key / NAME.key_secret under ``directory`` for each name.
+
+    Nothing is written when a name is refused or, without ``force``, a file of a pair
+    exists already. The secret key file is never readable by others, not even for a
+    moment: it is written to a new file created with mode 0600, then renamed into place.
+    """
+    pairs = [(Path(directory) / f"{check_key_name(name)}.key",
+              Path(directory) / f"{name}.key_secret") for name in names]
+    if not force:
+        for path in (path for pair in pairs for path in pair):
+            if os.path.lexists(path):
+                raise ConfigurationError(f"{path} exists already: pass --force to replace "
+                                         f"it (peers that hold the old public key are then "
+                                         f"refused)")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for public_path, secret_path in pairs:
+        public, secret = zmq.curve_keypair()
+        _write(public_path, 0o644, _certificate(public))
+        _write(secret_path, 0o600, _certificate(public, secret))
+    return pairs
+
+
+def _certificate(public: bytes, secret: bytes | None = None) -> str:
+    """A key file in ZeroMQ's certificate format, as ``zmq.auth.load_certificate`` reads."""
+    now = datetime.datetime.now()
+    lines = [f"#   ****  Generated on {now:%Y-%m-%d %H:%M:%S} by zq keys generate  ****",
+             f"#   ZeroMQ CURVE {'**Secret**' if secret else 'Public'} Certificate"]
+    if secret:
+        lines.append("#   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its permissions.")
+    lines += ["", "metadata", "curve", f'    public-key = "{public.decode()}"']
+    if secret:
+        lines.append(f'    secret-key = "{secret.decode()}"')
+    return "\n".join(lines) + "\n"
+
+
+def _write(path: Path, mode: int, text: str) -> None:
+    """Write ``text`` to a new file of ``mode`` beside ``path``, then rename it there."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _load_secret(path: Path | str) -> tuple[bytes, bytes]:

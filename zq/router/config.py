@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._address import check_endpoint
 from ..config import DEFAULT_ROUTER
 from ..protocol import MAX_MESSAGE_SIZE
+
+# Beside a router on ipc://PATH the results actor binds PATH.results-<role>
+# (children.py); the longest of these suffixes must fit in a socket path as well.
+RESULTS_IPC_SUFFIX = len(".results-ingest")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,3 +32,7 @@ class RouterConfig:
     log_level: str = "INFO"
     curve_secret_key: str | None = None
     curve_authorized_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        # Refused here, before a data dir is made or locked and before anything starts.
+        check_endpoint(self.bind, bind=True, room=RESULTS_IPC_SUFFIX)

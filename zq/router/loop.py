@@ -146,7 +146,11 @@ class Router:
             sock.bind(self.config.bind)
         except zmq.ZMQError as exc:
             sock.close(linger=0)
-            raise ConfigurationError(f"cannot listen on {self.config.bind}: {exc}") from None
+            if exc.errno == zmq.EADDRINUSE:
+                why = "the address is in use (another router, or another program, holds it)"
+            else:  # zmq's own text repeats the address: one mention is enough
+                why = zmq.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfigurationError(f"cannot listen on {self.config.bind}: {why}") from None
         return sock
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._address import check_endpoint
 from ..config import Settings
 
 
@@ -25,6 +26,9 @@ class WorkerConfig:
     max_memory_per_child_kb: int | None = None
     curve_secret_key: str | None = None
     curve_server_key: str | None = None
+
+    def __post_init__(self) -> None:
+        check_endpoint(self.router)
 
     def for_actor(self, *, host: str, identity: bytes) -> ActorConfig:
         """The configuration of one actor process of this host."""
