@@ -258,6 +258,13 @@ class App:
             router.settle(timeout_s, quiet=True)
             router.confirmed(task_id, timeout_s)
 
+    def sent_here(self, task_id: str) -> bool:
+        """Whether this thread sent ``task_id`` and still tracks it (unconfirmed, or its
+        result not collected)."""
+        local = self._local()
+        return task_id in local.pending or (
+            local.router is not None and task_id in local.router.unconfirmed)
+
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait until the router confirmed every task this thread sent without waiting;
         raise the first refusal. Run at interpreter exit for the main thread."""

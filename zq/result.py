@@ -42,6 +42,8 @@ class ResultsApp(Protocol):
 
     def published(self, task_id: str, timeout_s: float | None = None) -> None: ...
 
+    def sent_here(self, task_id: str) -> bool: ...
+
 
 def value_of(meta: dict[str, Any], content_types: Iterable[str], *,
              quiet: bool = False) -> Any:
@@ -122,6 +124,10 @@ class AsyncResult:
         state = str(self._get_meta().get("state", states.PENDING))
         if state == states.SENT and not self.app.settings.task_track_sent:
             return states.PENDING
+        if state == states.PENDING and self.app.settings.task_track_sent \
+                and self.app.sent_here(self.id):
+            # This thread sent it: its SENT may still be on its way to the results actor.
+            return states.SENT
         return state
 
     status = state
