@@ -77,9 +77,20 @@ class NullJournal:
         self.written = self.synced = self.syncs = 0
         self.wakeup_fd = None
         self.error = None
+        self.write_error = None
+        self.pending = 0
 
     def open(self) -> Replayed:
         return Replayed()
+
+    def part(self, body_id: str, index: int, event: Any) -> None:
+        pass
+
+    def updated(self, raw_header: bytes, body: bytes) -> None:
+        pass
+
+    def finished_attempts(self) -> list[tuple[str, int]]:
+        return []
 
     def accepted(self, raw_header: bytes, body: bytes) -> None:
         pass
@@ -93,14 +104,13 @@ class NullJournal:
     def revoked(self, task_id: str) -> None:
         pass
 
-    def commit(self) -> None:
-        pass
+    def commit(self) -> bool:
+        return True
 
     def should_compact(self) -> bool:
         return False
 
-    def compact(self, live: list[tuple[bytes, bytes]], revoked: list[str],
-                unstored: list[tuple[int, Any]]) -> None:
+    def compact(self, *args: Any) -> None:
         pass
 
     def close(self) -> None:
