@@ -8,6 +8,8 @@ the check compares process ids from before and after), and a valid task still co
 
 from __future__ import annotations
 
+import logging
+
 import itertools
 import os
 import pickle
@@ -620,11 +622,22 @@ def test_forged_failure_does_not_make_the_client_import_a_module(
 # -- tasks that cannot run -----------------------------------------------------------------
 
 
-def test_unknown_task_name_ends_failure_with_not_registered(app, before):
-    result = app.send_task("tests.apps.hostile.no_such_task", (1, 2))
-    with pytest.raises(zq.NotRegistered, match="no_such_task"):
+def test_unknown_task_name_waits_parked_with_a_warning_and_can_be_revoked(app, before,
+                                                                          caplog):
+    """No worker has the task: it is not handed to one (where it would fail with
+    NotRegistered) but waits, parked, until a worker that has it connects; the sender is
+    warned, and revoking it ends it."""
+    with caplog.at_level(logging.WARNING, logger="zq.client"):
+        result = app.send_task("tests.apps.hostile.no_such_task", (1, 2))
+        result.accepted(10)
+    assert "has task 'tests.apps.hostile.no_such_task'" in caplog.text
+    with pytest.raises(zq.TimeoutError):
+        result.get(timeout=1)
+    stats = app.control.stats()
+    assert stats["parked"] == {"celery": {"tests.apps.hostile.no_such_task": 1}}
+    result.revoke()
+    with pytest.raises(zq.TaskRevokedError):
         result.get(timeout=10)
-    assert app.AsyncResult(result.id).state == states.FAILURE
     assert_still_serving(app, before)
 
 

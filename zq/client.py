@@ -332,6 +332,9 @@ class RouterClient:
         if reply.cmd is Cmd.ACCEPTED:
             for task_id in header.get("ids") or ([header["id"]] if "id" in header else ()):
                 self.unconfirmed.pop(task_id, None)
+            for item in header.get("warnings") or ():
+                if isinstance(item, list) and len(item) == 2:
+                    logger.warning("task %s: %s", item[0], item[1])
             for item in header.get("errors") or ():
                 if isinstance(item, list) and len(item) == 3:
                     self._refuse(item[0], _ERRORS.get(item[1], PublishError)(

@@ -4,6 +4,7 @@ what the router remembers of finished and revoked tasks."""
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 QUEUED, SCHEDULED, INFLIGHT, DEAD = "queued", "scheduled", "inflight", "dead"
@@ -23,7 +24,8 @@ class Entry:
     """
 
     __slots__ = ("id", "uid", "name", "header", "raw_header", "body", "queue", "priority", "eta",
-                 "expires", "retries", "state", "redeliveries", "accepted_at", "rate_slot")
+                 "expires", "retries", "state", "redeliveries", "accepted_at", "rate_slot",
+                 "parked")
 
     def __init__(self, header: dict[str, Any], raw_header: bytes | None, body: bytes):
         self.id: str = header["id"]
@@ -42,6 +44,8 @@ class Entry:
         self.accepted_at = 0.0
         # Holds a start slot under its task's rate limit already (see zq.ratelimit).
         self.rate_slot = False
+        # Set aside in its queue: no connected actor of the queue has its task.
+        self.parked = False
 
     @property
     def key(self) -> tuple[str, int]:
@@ -58,14 +62,40 @@ class Entry:
 
 
 class TaskQueue:
-    """A named queue with ten priority levels; 0 is served first, FIFO within a level."""
+    """A named queue with ten priority levels; 0 is served first, FIFO within a level.
 
-    __slots__ = ("name", "levels", "size")
+    A task that no connected actor of the queue can run (none has its task name) is
+    *parked*: set aside by name, out of the way of the others, until an actor that has it
+    announces itself. ``size`` counts what may be handed out; ``parked_count`` the rest."""
+
+    __slots__ = ("name", "levels", "size", "parked")
 
     def __init__(self, name: str):
         self.name = name
         self.levels: list[deque[Entry]] = [deque() for _ in range(10)]
         self.size = 0
+        self.parked: dict[str, deque[Entry]] = {}
+
+    @property
+    def parked_count(self) -> int:
+        return sum(len(entries) for entries in self.parked.values())
+
+    def park(self, entry: Entry) -> None:
+        """Set aside an entry just popped: none of the queue's actors has its task."""
+        entry.parked = True
+        self.parked.setdefault(entry.name, deque()).append(entry)
+
+    def unpark(self, runs: Callable[[str], bool]) -> int:
+        """Put back, at the front and in their order, the parked tasks whose name ``runs``
+        says an actor has now; returns how many."""
+        count = 0
+        for name in [n for n in self.parked if runs(n)]:
+            entries = self.parked.pop(name)
+            for entry in reversed(entries):
+                entry.parked = False
+                self.push(entry, front=True)
+            count += len(entries)
+        return count
 
     def push(self, entry: Entry, front: bool = False) -> None:
         level = self.levels[min(max(entry.priority, 0), 9)]
@@ -93,13 +123,23 @@ class TaskQueue:
     def discard(self, entry: Entry) -> None:
         """Mark a queued entry dead; it is dropped when it reaches the front."""
         if entry.state == QUEUED:
-            self.size -= 1
+            if entry.parked:
+                entry.parked = False
+                self.parked[entry.name].remove(entry)
+                if not self.parked[entry.name]:
+                    del self.parked[entry.name]
+            else:
+                self.size -= 1
         entry.state = DEAD
 
     def drain(self) -> list[Entry]:
         entries = [e for level in self.levels for e in level if e.state == QUEUED]
+        entries += [e for parked in self.parked.values() for e in parked]
         for level in self.levels:
             level.clear()
+        for entry in entries:
+            entry.parked = False
+        self.parked.clear()
         self.size = 0
         return entries
 

@@ -31,7 +31,12 @@ def stats(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
         **core.info(),
         "actors": len(core.actors),
         "hosts": sorted(core.hosts),
-        "queued": {name: q.size for name, q in core.dispatch.queues.items() if q.size},
+        "queued": {name: q.size + q.parked_count for name, q in core.dispatch.queues.items()
+                   if q.size or q.parked},
+        # Tasks no connected actor of their queue has, by queue and task name: they wait
+        # for one that has them.
+        "parked": {name: {task: len(entries) for task, entries in q.parked.items()}
+                   for name, q in core.dispatch.queues.items() if q.parked},
         "scheduled": core.schedule.scheduled_count(),
         "inflight": sum(len(a.inflight) for a in core.actors.values()),
         # Tasks handed out stacked behind short ones, which an actor may start before

@@ -52,7 +52,7 @@ class Core:
         self.bindings_changed = False
         self.schedule = Schedule()
         self.pace = Pace()
-        self.dispatch = Dispatch(self.pace)
+        self.dispatch = Dispatch(self.pace, self.runnable)
         self.durable = Durable(journal)
         self.chords = Chords(journal)
         # Clients waiting in get() for tasks held here (see .waiting).
@@ -78,6 +78,8 @@ class Core:
         # when the oldest waits (see ``accept_later``).
         self.later: dict[bytes, dict[str, None]] = {}
         self.later_since: float | None = None
+        # When each client was last told that no worker has a task name it sent.
+        self.warned: dict[tuple[bytes, str], float] = {}
         # Something was queued or some actor has new credit: a dispatch round is due.
         self.dirty = False
         # What a WELCOME tells a peer: the results actor's endpoints, the router's epoch.
@@ -435,6 +437,17 @@ class Core:
             "TaskRevokedError", f"task {entry.id} was purged"))
 
     # -- dispatch -----------------------------------------------------------------------
+
+    def runnable(self, entry: Entry) -> bool:
+        """Whether a connected actor of the entry's queue has its task."""
+        return any(entry.queue in actor.queues and actor.runs(entry.name)
+                   for actor in self.actors.values() if actor.taking)
+
+    def unknown_task(self, name: str, queue: str) -> bool:
+        """Whether actors consume ``queue`` and have said which tasks they have, and none
+        has ``name``: a task of it waits until one that has it connects."""
+        consumers = [a for a in self.actors.values() if a.taking and queue in a.queues]
+        return bool(consumers) and not any(a.runs(name) for a in consumers)
 
     def set_hungry(self, actor: ActorState) -> None:
         if self.dispatch.update(actor):

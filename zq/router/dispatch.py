@@ -20,10 +20,13 @@ Admit = Callable[[Entry], bool]
 
 
 class Dispatch:
-    def __init__(self, pace: Pace | None = None) -> None:
+    def __init__(self, pace: Pace | None = None,
+                 runnable: Callable[[Entry], bool] = lambda entry: True) -> None:
         self.queues: dict[str, TaskQueue] = {}
         self.hungry: dict[bytes, ActorState] = {}
         self.pace = pace or Pace()
+        # Whether some connected actor of the entry's queue has its task (see next_for).
+        self.runnable = runnable
         # Tasks handed out granted (stacked behind short ones), since the start.
         self.granted = 0
 
@@ -39,7 +42,17 @@ class Dispatch:
 
     def depth(self, name: str) -> int:
         queue = self.queues.get(name)
-        return queue.size if queue is not None else 0
+        return queue.size + queue.parked_count if queue is not None else 0
+
+    def unpark(self, actor: ActorState) -> int:
+        """An actor announced itself: what was parked in its queues for want of an actor
+        that has those tasks goes back to the front, where it has them."""
+        count = 0
+        for name in actor.queues:
+            queue = self.queues.get(name)
+            if queue is not None and queue.parked:
+                count += queue.unpark(actor.runs)
+        return count
 
     def update(self, actor: ActorState) -> bool:
         """Note the actor's credit; returns whether it can take work now."""
@@ -108,8 +121,10 @@ class Dispatch:
     def next_for(self, actor: ActorState, admit: Admit) -> Entry | None:
         """The next task for ``actor``: its queues are served in rotation, one task from
         each in turn (as Celery consumes several queues), priority first within one.
-        Beyond its credit only a task that may be stacked (see ``_room``) is taken; the
-        one that may not stays at the front of its queue."""
+        Only a task it has is taken: one another actor of the queue has waits at the front
+        for that one; one that no actor of the queue has is parked. Beyond its credit only
+        a task that may be stacked (see ``_room``) is taken; the one that may not stays at
+        the front of its queue."""
         stacking = actor.credit <= 0
         names = actor.queues
         count = len(names)
@@ -120,6 +135,14 @@ class Dispatch:
                 entry = queue.pop()
                 if entry is None:
                     break
+                if not actor.runs(entry.name):
+                    if self.runnable(entry):
+                        # Another actor of the queue has it: it waits at the front for that
+                        # one, and this actor is served from its other queues.
+                        queue.push(entry, front=True)
+                        break
+                    queue.park(entry)  # none has it: set aside until one does
+                    continue
                 if stacking and not self._room(actor, entry):
                     queue.push(entry, front=True)
                     break

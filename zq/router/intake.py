@@ -20,6 +20,9 @@ from .waiting import wait_problem
 
 logger = logging.getLogger("zq.router")
 
+# How often a client is told, per task name, that no worker has the task it sent.
+WARN_EVERY_S = 10.0
+
 
 def on_submit(core: Core, identity: bytes, msg: Message, now: float) -> None:
     """One task, or with a ``tasks`` list a batch ([header bytes, body] pairs)."""
@@ -113,6 +116,7 @@ def accept(core: Core, identity: bytes, header: dict[str, Any], raw_header: byte
             entry.queue = queues[0]
             entry.set_header(queue=queues[0])  # delivery_info and retries name it
         admit(core, entry, now)
+        _warn_if_unknown(core, identity, entry, now)
         return None
     # Routed to several queues: one copy each, tracked apart (a copy retries, fails or is
     # redelivered on its own); all of them carry the task's id.
@@ -122,6 +126,22 @@ def accept(core: Core, identity: bytes, header: dict[str, Any], raw_header: byte
         if not core.book.known(copy.uid, copy.retries):
             admit(core, copy, now)
     return None
+
+
+def _warn_if_unknown(core: Core, identity: bytes, entry: Entry, now: float) -> None:
+    """Tell the sender (at most every WARN_EVERY_S per task name) that no connected actor
+    of the task's queue has its task: it waits, parked, until one that has it connects."""
+    if not core.unknown_task(entry.name, entry.queue):
+        return
+    key = (identity, entry.name)
+    if now - core.warned.get(key, -WARN_EVERY_S) < WARN_EVERY_S:
+        return
+    if len(core.warned) >= 10_000:
+        core.warned.clear()
+    core.warned[key] = now
+    core.reply(identity, Message(Cmd.ACCEPTED, {"ids": [], "warnings": [[
+        entry.id, f"no worker consuming queue {entry.queue!r} has task {entry.name!r}: "
+                  f"it waits until one that has it connects (is the name right?)"]]}))
 
 
 def _refusal(core: Core, header: dict[str, Any], queues: list[str],

@@ -21,6 +21,8 @@ logger = logging.getLogger("zq.router")
 
 # An actor whose supervisor saw it exit cleanly is settled by its BYE within this long.
 _DEPARTURE_GRACE_S = 2.0
+# Task names one READY may announce.
+_MAX_TASK_NAMES = 100_000
 # What a LOST naming an empty label means: the actor started nothing yet.
 _NOTHING = ("", -1)
 
@@ -42,6 +44,7 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
         return
     names: tuple[str, ...] = tuple(h["queues"])
     credit = int(h["credit"])
+    tasks = _task_names(h.get("tasks"), identity)
     actor = core.actors.get(identity)
     if actor is None:
         actor = ActorState(identity, str(h.get("host", "")), int(h.get("pid", 0)),
@@ -54,6 +57,7 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
         actor.placeholder = False
         actor.granted.clear()  # it starts nothing it holds before this WELCOME
         actor.depth = 0
+    actor.tasks = tasks
     actor.window = credit + len(holding)
     # Outcomes it could not be sure the router recorded (it reconnected, or was told to
     # announce itself): taken first, so that a replayed copy of a finished task never runs.
@@ -78,7 +82,22 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
                        "them", actor.name, len(disowned))
         welcome["drop"] = disowned
     core.reply(identity, Message(Cmd.WELCOME, welcome))
+    if core.dispatch.unpark(actor):
+        core.dirty = True
     core.set_hungry(actor)
+
+
+def _task_names(tasks: Any, identity: bytes) -> frozenset[str] | None:
+    """The task names a READY says the actor has; None when it says none (it is given
+    any task) or says something that is not a list of names."""
+    if tasks is None:
+        return None
+    if isinstance(tasks, list) and len(tasks) <= _MAX_TASK_NAMES \
+            and all(isinstance(t, str) for t in tasks):
+        return frozenset(tasks)
+    logger.warning("ignoring the task names actor %r announced: not a list of at most %d "
+                   "names", identity, _MAX_TASK_NAMES)
+    return None
 
 
 def on_done(core: Core, identity: bytes, msg: Message, now: float) -> None:

@@ -67,9 +67,9 @@ class Pace:
         expected = self._expected.get(name)
         if expected is None or expected > SHORT_S:
             return 1
-        if expected <= 0:
+        if expected * MAX_DEPTH <= BUDGET_S:  # no division: a runtime may be tiny
             return MAX_DEPTH
-        return max(2, min(MAX_DEPTH, int(BUDGET_S / expected)))
+        return max(2, int(BUDGET_S / expected))
 
     def depth(self, names: Iterable[str]) -> int:
         """How many tasks an actor may hold when it holds these: the least of their

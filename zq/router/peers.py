@@ -30,6 +30,8 @@ class ActorState:
     last_seen: float = 0.0
     # How many tasks it may hold at once (its prefetch), as its last READY said.
     window: int = 0
+    # The task names it has (its READY says); None: not said, it is given any task.
+    tasks: frozenset[str] | None = None
     # Held tasks it may start before the router confirmed the DONEs before them (see
     # zq.router.pace): a lost actor may have started any of them.
     granted: set[tuple[str, int]] = field(default_factory=set)
@@ -45,6 +47,10 @@ class ActorState:
         if not self.inflight:
             self.depth = 0  # what it held no longer bounds it
         return entry
+
+    def runs(self, name: str) -> bool:
+        """Whether it has the task ``name``."""
+        return self.tasks is None or name in self.tasks
 
     @property
     def taking(self) -> bool:

@@ -135,6 +135,8 @@ class Actor:
             "host": self.config.host, "pid": os.getpid(), "supervised": True,
             "holding": [[tracked_id(m.header), m.header.get("retries", 0)] for m in self.buffer],
             "declare": declarations(self.app.settings.task_queues),
+            # The router hands this actor only tasks it has (zq.router.dispatch).
+            "tasks": sorted(self.app.tasks),
         }
         if self.unconfirmed:
             header["done"] = list(self.unconfirmed.values())
