@@ -42,7 +42,7 @@ import zq_figures
 from _common import BenchError, log, machine_info, rate_per_s, run_report, zq_revision
 
 import zq
-from zq.testing import Cluster, ClusterError
+from zq.testing import Cluster, ClusterError, is_spawned_child
 
 # Send batch k+1 before collecting batch k: the workers never wait on the client, and the
 # client never holds more than this many batches.
@@ -155,7 +155,7 @@ def _spawned_children(parent: psutil.Process) -> Iterator[psutil.Process]:
             cmdline = " ".join(child.cmdline())
         except psutil.Error:
             continue
-        if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
+        if is_spawned_child(cmdline) and "resource_tracker" not in cmdline:
             yield child
 
 
@@ -325,6 +325,7 @@ def first_result_state(app: zq.App, task_id: str | None) -> str | None:
 def make_cluster(directory: Path, expires_s: float) -> Cluster:
     return Cluster(directory, app=zq_figures.APP_MODULE, concurrency=zq_figures.WORKER_COUNT,
                    router_args=["--result-expires", f"{expires_s:g}"],
+                   workers_args=["-l", "WARNING"],
                    env={"PYTHONPATH": str(zq_figures.REPO_ROOT)}, cwd=zq_figures.REPO_ROOT)
 
 

@@ -34,7 +34,8 @@ def make_cluster(directory: Path, transport: str, results: str = "sqlite") -> Cl
     on ``ipc`` or ``tcp``."""
     cls = TcpCluster if transport == "tcp" else Cluster
     return cls(directory, app=APP_MODULE, concurrency=WORKER_COUNT,
-               router_args=["--results", results], env={"PYTHONPATH": str(REPO_ROOT)},
+               router_args=["--results", results], workers_args=["-l", "WARNING"],
+               env={"PYTHONPATH": str(REPO_ROOT)},
                cwd=REPO_ROOT)
 
 

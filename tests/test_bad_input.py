@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 import zq
 from zq import App, protocol, states
 from zq.protocol import VERSION, Cmd, Message
-from zq.testing import Cluster
+from zq.testing import Cluster, is_spawned_child
 
 HOSTILE_APP = "tests.apps.hostile"
 ADD = "tests.apps.hostile.add"
@@ -65,7 +65,7 @@ def _spawned_children(pid: int) -> frozenset[int]:
         return frozenset()
     for child in children:
         try:
-            if "spawn_main" in " ".join(child.cmdline()):
+            if is_spawned_child(" ".join(child.cmdline())):
                 found.add(child.pid)
         except psutil.Error:
             pass

@@ -37,6 +37,7 @@ from tests.apps.basic import (
 )
 from tests.conftest import BASIC_APP, dedicated_cluster, wait_until
 from zq import App, group, states
+from zq.testing import is_spawned_child
 
 app = basic.app
 
@@ -461,7 +462,7 @@ def _actor_pids(supervisor_pid: int) -> set[int]:
     pids = set()
     for child in psutil.Process(supervisor_pid).children():
         try:
-            if "spawn_main" in " ".join(child.cmdline()):
+            if is_spawned_child(" ".join(child.cmdline())):
                 pids.add(child.pid)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             pass

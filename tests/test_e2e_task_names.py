@@ -59,3 +59,24 @@ def test_two_apps_on_one_queue_each_run_their_own_tasks_and_an_unknown_one_waits
     assert Counter(run.task_id for run in ran) == Counter(
         [waiting.id] + [r.id for r in sent_faults])
     assert {run.pid for run in ran} <= faults_pids
+
+
+def test_every_process_says_what_it_is_in_ps(tmp_path: Path):
+    """With setproctitle installed (the `proctitle` extra, part of `test`), `ps` shows
+    each process's role instead of `python -c from multiprocessing.spawn ...`."""
+    pytest.importorskip("setproctitle")
+    import psutil
+
+    with Cluster(tmp_path / "c", app="tests.apps.basic", concurrency=2) as cluster:
+        assert cluster.router_process is not None
+        router = psutil.Process(cluster.router_process.pid)
+        supervisor = psutil.Process(cluster.workers[0].pid)
+        titles = [" ".join(router.cmdline())]
+        titles += [" ".join(p.cmdline()) for p in router.children()]
+        titles += [" ".join(supervisor.cmdline())]
+        titles += [" ".join(p.cmdline()) for p in supervisor.children()
+                   if "resource_tracker" not in " ".join(p.cmdline())]
+    assert titles[0].startswith("zq router ")
+    assert any(t.startswith("zq results (router pid ") for t in titles)
+    assert any(t.startswith("zq workers tests.apps.basic (supervisor of 2)") for t in titles)
+    assert sum(t.startswith("zq actor ") for t in titles) == 2, titles

@@ -35,7 +35,7 @@ from tests.apps import api, api_noresult, defaults
 from tests.apps.api import read_records
 from tests.conftest import connect, dedicated_cluster, wait_until
 from zq import App, group, states
-from zq.testing import Cluster, Process
+from zq.testing import Cluster, Process, is_spawned_child
 
 API = "tests.apps.api"
 DEFAULTS = "tests.apps.defaults"
@@ -56,7 +56,7 @@ def actor_pids(host: Process) -> set[int]:
     pids = set()
     for child in psutil.Process(host.pid).children():
         try:
-            if "spawn_main" in " ".join(child.cmdline()) and child.status() != "zombie":
+            if is_spawned_child(" ".join(child.cmdline())) and child.status() != "zombie":
                 pids.add(child.pid)
         except psutil.NoSuchProcess:
             pass

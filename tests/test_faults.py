@@ -38,7 +38,7 @@ from tests.apps import faults
 from tests.conftest import dedicated_cluster, wait_until
 from zq import App, group, protocol, states
 from zq.security import client_keys
-from zq.testing import Cluster, Process
+from zq.testing import Cluster, Process, is_spawned_child
 
 pytestmark = pytest.mark.faults
 
@@ -115,8 +115,8 @@ def spawned_children(pid: int) -> set[int]:
         return found
     for child in children:
         try:
-            if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(
-                    child.cmdline()):
+            if child.status() != psutil.STATUS_ZOMBIE and is_spawned_child(" ".join(
+                    child.cmdline())):
                 found.add(child.pid)
         except psutil.Error:
             pass

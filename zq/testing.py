@@ -222,3 +222,10 @@ class Cluster:
             if p is not None:
                 parts.append(f"===== {p.name} {p.pid}\n{p.log()}")
         return "\n".join(parts)
+
+
+def is_spawned_child(cmdline: str) -> bool:
+    """Whether a process's command line is one of zq's spawned children (an actor, the
+    results actor): ``python -c ... spawn_main ...``, or its title where setproctitle is
+    installed."""
+    return "spawn_main" in cmdline or cmdline.startswith(("zq actor ", "zq results "))

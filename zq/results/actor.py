@@ -24,6 +24,7 @@ from typing import Any
 import zmq
 
 from .. import _lifeline, protocol, security, states
+from .._proctitle import set_title
 from .._signals import Wakeup
 from ..errors import ProtocolError
 from ..log import setup_logging
@@ -341,6 +342,7 @@ class ResultsActor:
             logger.info("expired %d results", removed)
 
 def main(config: ResultsConfig, conn: Any, log_level: str = "INFO") -> None:
+    set_title(f"zq results (router pid {os.getppid()})")
     """Entry point of the results actor process: binds, reports its endpoints on ``conn``
     (a multiprocessing pipe), runs until SIGTERM."""
     setup_logging(log_level)

@@ -22,6 +22,7 @@ from typing import Any
 import zmq
 
 from .. import protocol, security
+from .._proctitle import set_title
 from .._signals import Wakeup
 from ..errors import ConfigurationError, ProtocolError
 from ..protocol import Cmd, Message
@@ -424,6 +425,7 @@ def _drain_fd(fd: int) -> None:
 
 def main(config: RouterConfig) -> None:
     """Run a router until SIGTERM or SIGINT; the journal is flushed on the way out."""
+    set_title(f"zq router {config.bind} {config.data_dir}")
     router = Router(config, Wakeup())
 
     def stop(signum: int, frame: Any) -> None:

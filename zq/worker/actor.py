@@ -22,6 +22,7 @@ import psutil
 import zmq
 
 from .. import _lifeline, protocol
+from .._proctitle import set_title
 from .._signals import Wakeup
 from ..errors import SoftTimeLimitExceeded
 from ..log import setup_logging
@@ -35,6 +36,8 @@ from .execute import revoked_record
 from .loader import load_app
 
 logger = logging.getLogger("zq.actor")
+# One line per task received and ended, at INFO (as a Celery worker logs them).
+task_logger = logging.getLogger("zq.task")
 
 _SEND_WAIT_MS = 500
 _SEND_GRACE_MS = 2000
@@ -264,6 +267,9 @@ class Actor:
         batch = msg.header.get("tasks")
         if batch is None:
             self.buffer.append(msg)
+            if task_logger.isEnabledFor(logging.INFO):
+                task_logger.info("Task %s[%s] received", msg.header.get("task"),
+                                 msg.header.get("id"))
             return
         self._confirmed(msg.header.get("confirm"))
         granted = msg.header.get("granted")
@@ -281,6 +287,8 @@ class Actor:
             if index in granted:
                 self.granted.add(_key(header))
             self.buffer.append(Message(Cmd.TASK, header, body, raw_header))
+            if task_logger.isEnabledFor(logging.INFO):
+                task_logger.info("Task %s[%s] received", header.get("task"), header.get("id"))
 
     def _drop_revoked(self, ids: list[str]) -> None:
         """Revoked while waiting in this actor's buffer: never started, reported REVOKED."""
@@ -317,8 +325,10 @@ class Actor:
         except Exception as exc:
             # A next link that cannot be sent fails this task, as one that cannot start.
             done = self.executor.cannot_run(msg.header, exc)
-        done["runtime"] = time.monotonic() - began
+        done["runtime"] = runtime = time.monotonic() - began
         self._finished.append(done)
+        if task_logger.isEnabledFor(logging.INFO):
+            _log_outcome(msg.header, done.get("event"), runtime)
 
     def _follow(self, executed: Executed) -> None:
         for event in executed.events:
@@ -354,6 +364,20 @@ class Actor:
                 self.stopping = True
 
 
+def _log_outcome(header: dict[str, Any], event: Any, runtime: float) -> None:
+    """Celery's worker log line for a task that ended."""
+    name, task_id = header.get("task"), header.get("id")
+    state = event.get("state") if isinstance(event, dict) else None
+    if state == "SUCCESS":
+        task_logger.info("Task %s[%s] succeeded in %.6fs", name, task_id, runtime)
+    elif state == "FAILURE":
+        exc = event.get("exc") or {}
+        task_logger.info("Task %s[%s] failed in %.6fs: %s: %s", name, task_id, runtime,
+                         exc.get("type"), exc.get("message"))
+    elif state is not None:
+        task_logger.info("Task %s[%s] %s in %.6fs", name, task_id, state, runtime)
+
+
 def _key(header: dict[str, Any]) -> tuple[Any, Any]:
     return tracked_id(header), header.get("retries", 0)
 
@@ -366,6 +390,7 @@ def main(config: ActorConfig, deadline: SharedFloat | None = None,
          current: SharedBytes | None = None) -> None:
     """Entry point of an actor process started by the supervisor."""
     setup_logging(config.worker.log_level)
+    set_title(f"zq actor {config.identity.decode(errors='replace')} {config.worker.app}")
     # Killed when the supervisor dies, even in the middle of a task: the router then
     # applies its rules for a lost actor, as for any actor killed mid-task.
     lifeline = _lifeline.attach(signal.SIGKILL)

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any
 import zmq
 
 from .. import protocol
+from .._proctitle import set_title
 from .._signals import Wakeup
 from ..protocol import Cmd, Message
 from ..security import secure_client
@@ -92,6 +94,8 @@ class Supervisor:
             self._spawn(index, 0)
         logger.info("supervisor %s started %d actors for %s", self.host,
                     self.config.concurrency, self.config.router)
+        _banner(self.host, self.config.concurrency, self.config.router,
+                self.config.queues or (app.settings.task_default_queue,), sorted(app.tasks))
 
     def teardown(self) -> None:
         for child in list(self.children.values()):
@@ -297,8 +301,19 @@ class Supervisor:
 
 
 def main(config: WorkerConfig) -> int:
+    set_title(f"zq workers {config.app} (supervisor of {config.concurrency}) "
+              f"{config.router}")
     supervisor = Supervisor(config, Wakeup())
     signal.signal(signal.SIGTERM, lambda s, f: supervisor.warm_shutdown())
     signal.signal(signal.SIGINT, lambda s, f: supervisor.warm_shutdown())
     signal.signal(signal.SIGQUIT, lambda s, f: supervisor.cold_shutdown())
     return supervisor.run()
+
+
+def _banner(host: str, concurrency: int, router: str, queues: Any, tasks: list[str]) -> None:
+    """What a worker runs, on stderr at start whatever the log level, as Celery's banner."""
+    lines = [f"zq workers {host}", f"  router:      {router}",
+             f"  concurrency: {concurrency} actor processes",
+             f"  queues:      {', '.join(queues)}", "", "[tasks]"]
+    lines += [f"  . {name}" for name in tasks]
+    print("\n".join(lines) + "\n", file=sys.stderr, flush=True)
