@@ -25,6 +25,20 @@ loglevel_option = click.option("-l", "--loglevel", default="INFO", show_default=
                                                   "CRITICAL"], case_sensitive=False))
 
 
+def daemon_options(command: Any) -> Any:
+    """--logfile, --pidfile and --detach, as Celery's worker has them."""
+    for option in reversed([
+        click.option("--logfile", "-f", "logfile", type=click.Path(dir_okay=False),
+                     default=None, help="Log here (every process of it) instead of stderr."),
+        click.option("--pidfile", type=click.Path(dir_okay=False), default=None,
+                     help="Write the pid here; refuse to start while its process runs."),
+        click.option("--detach", "-D", is_flag=True,
+                     help="Run in the background (with --logfile, else logs are lost)."),
+    ]):
+        command = option(command)
+    return command
+
+
 # A router that is up completes a connection in milliseconds: a command that finds none
 # within this says so, rather than wait out a request's timeout (10 s).
 _ANSWER_WITHIN_S = 1.5
@@ -94,15 +108,19 @@ def main() -> None:
 @click.option("--curve-authorized-dir", type=click.Path(exists=True, file_okay=False),
               help="Public keys of the clients and workers allowed in.")
 @loglevel_option
+@daemon_options
 def router(bind: str, data_dir: str, results_backend: str, result_expires: float,
            max_queue_length: int | None, max_message_size: int, host_timeout: float,
            max_redeliveries: int, journal_fsync: bool, curve_secret_key: str | None,
-           curve_authorized_dir: str | None, loglevel: str) -> None:
+           curve_authorized_dir: str | None, loglevel: str, logfile: str | None,
+           pidfile: str | None, detach: bool) -> None:
     """Run the router (and its results actor)."""
+    from ._daemon import prepare
     from .log import setup_logging
     from .router import RouterConfig
     from .router import main as router_main
 
+    prepare(logfile, pidfile, detach)
     setup_logging(loglevel)
     config = RouterConfig(
         bind=bind, data_dir=Path(data_dir), results_backend=results_backend,
@@ -135,17 +153,20 @@ def router(bind: str, data_dir: str, results_backend: str, result_expires: float
               help="The router's public key (file or z85 text).")
 @router_option
 @loglevel_option
+@daemon_options
 def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
             time_limit: float | None, soft_time_limit: float | None,
             max_tasks_per_child: int | None, max_memory_per_child: int | None,
             shutdown_timeout: float, heartbeat_interval: float,
             curve_secret_key: str | None, curve_server_key: str | None, router: str,
-            loglevel: str) -> None:
+            loglevel: str, logfile: str | None, pidfile: str | None, detach: bool) -> None:
     """Run a supervisor with N actor processes on this host."""
+    from ._daemon import prepare
     from .log import setup_logging
     from .worker import WorkerConfig
     from .worker import main as supervisor_main
 
+    prepare(logfile, pidfile, detach)
     setup_logging(loglevel)
     config = WorkerConfig(
         app=app_path, router=router, concurrency=concurrency,
