@@ -55,6 +55,7 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
         actor.granted.clear()  # it starts nothing it holds before this WELCOME
         actor.depth = 0
     actor.window = credit + len(holding)
+    _take_registered(actor, h.get("registered"))
     # Outcomes it could not be sure the router recorded (it reconnected, or was told to
     # announce itself): taken first, so that a replayed copy of a finished task never runs.
     confirmed = [_outcome(core, record) for record in outcomes]
@@ -79,6 +80,19 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
         welcome["drop"] = disowned
     core.reply(identity, Message(Cmd.WELCOME, welcome))
     core.set_hungry(actor)
+
+
+def _take_registered(actor: ActorState, names: Any) -> None:
+    """The task names a READY says its actor's app has: optional, and a bad list is
+    ignored (the actor still works; inspect then shows none)."""
+    if names is None:
+        return
+    problem = protocol.registered_problem(names)
+    if problem is not None:
+        logger.warning("ignoring the task names in the READY of actor %s: %s", actor.name,
+                       problem)
+        return
+    actor.registered = tuple(names)
 
 
 def on_done(core: Core, identity: bytes, msg: Message, now: float) -> None:
@@ -225,12 +239,26 @@ def on_heartbeat(core: Core, identity: bytes, msg: Message, now: float) -> None:
     if state is None:
         state = core.hosts[host] = HostState(host, identity, now)
     state.identity, state.last_seen = identity, now
+    _take_pool(state, msg.header.get("pool"))
     alive = {protocol.identity(a) for a in actors}
     _adopt_running(core, host, msg.header.get("running"), alive, now)
     for actor in [a for a in core.actors.values() if a.host == host]:
         if (actor.identity not in alive and now - actor.registered_at > _DEPARTURE_GRACE_S
                 and actor.departed_at is None):
             core.actor_lost(actor.identity, "not among its supervisor's actors")
+
+
+def _take_pool(state: HostState, pool: Any) -> None:
+    """The host's facts for inspect: optional, and bad ones are ignored with a warning
+    (the facts of the heartbeat before stay)."""
+    if pool is None:
+        return
+    problem = protocol.pool_facts_problem(pool)
+    if problem is not None:
+        logger.warning("ignoring the pool facts in the heartbeat of host %s: %s",
+                       state.host, problem)
+        return
+    state.pool = pool
 
 
 def _adopt_running(core: Core, host: str, running: Any, alive: set[bytes | None],
