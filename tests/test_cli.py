@@ -137,8 +137,9 @@ def test_inspect_stats(cluster):
     done = run_zq(cluster, "inspect", "stats")
     assert done.returncode == 0, done.stderr
     stats = json.loads(done.stdout)
-    assert stats["actors"] == 2
-    assert stats["hosts"] and all(isinstance(h, str) for h in stats["hosts"])
+    assert stats["router"]["actors"] == 2 and len(stats) == 3  # two actors, the router
+    assert stats["router"]["hosts"] and all(isinstance(h, str)
+                                            for h in stats["router"]["hosts"])
 
 
 def test_bad_args_json_is_a_clean_error(cluster):

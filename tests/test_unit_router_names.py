@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(10)
 def _ready(r: Router, actor: bytes, tasks, queues=("celery",), credit: int = 1) -> None:
     members.on_ready(r.core, actor, Message(Cmd.READY, {
         "queues": list(queues), "credit": credit, "host": "h", "pid": 1,
-        "supervised": False, "holding": [], "tasks": tasks}), T0)
+        "supervised": False, "holding": [], "registered": tasks}), T0)
 
 
 def test_a_task_goes_only_to_an_actor_that_has_it():
@@ -93,7 +93,7 @@ def test_an_actor_that_says_nothing_of_its_tasks_takes_any():
     assert r.deal() == {b"old": ["x"]}
 
 
-@pytest.mark.parametrize("tasks", ["a.x", [1, 2], {"a": 1}, ["a"] * 100_001])
+@pytest.mark.parametrize("tasks", ["a.x", [1, 2], {"a": 1}, ["a"] * 10_001, [""]])
 def test_task_names_that_are_not_a_list_of_names_are_ignored(tasks):
     r = Router()
     r.submit("x", task="anything")

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from . import cli_ops
 from ._cli_errors import EXIT_INTERRUPTED, Failed, Group
 from .config import DEFAULT_ROUTER
 from .protocol import MAX_MESSAGE_SIZE
@@ -261,18 +262,6 @@ def watch(task_ids: tuple[str, ...], timeout: float | None, router: str) -> None
 
 
 @main.group()
-def inspect() -> None:
-    """Ask the router about running work."""
-
-
-@inspect.command()
-@router_option
-def stats(router: str) -> None:
-    """Actors, hosts, queue lengths and tasks in flight."""
-    _print(_client_app(None, router).control.stats())
-
-
-@main.group()
 def keys() -> None:
     """CURVE key pairs."""
 
@@ -291,9 +280,7 @@ def generate(directory: str, names: tuple[str, ...], force: bool) -> None:
         click.echo(f"{public}\n{secret}")
 
 
-@main.command()
-@click.option("-Q", "--queue", default=None, help="Only this queue.")
-@router_option
-def purge(queue: str | None, router: str) -> None:
-    """Drop the tasks waiting in the queues."""
-    click.echo(f"purged {_client_app(None, router).control.purge(queue)} task(s)")
+# Celery's inspect and control groups; ``zq purge`` is ``zq control purge``.
+main.add_command(cli_ops.inspect)
+main.add_command(cli_ops.control)
+main.add_command(cli_ops.purge, "purge")

@@ -18,7 +18,9 @@ from .checks import (
     event_problem,
     heartbeat_problem,
     identity,
+    pool_facts_problem,
     ready_problem,
+    registered_problem,
     task_header_problem,
 )
 from .frames import VERSION, Cmd, Message, decode, drain, pack, recv, send, unpack
@@ -61,8 +63,8 @@ __all__ = [
     "VERSION", "Cmd", "Message", "decode", "drain", "pack", "recv", "send", "unpack",
     # building and checking headers
     "error", "exception_data", "state_event",
-    "chord_part_problem", "event_problem", "heartbeat_problem", "identity", "ready_problem",
-    "task_header_problem",
+    "chord_part_problem", "event_problem", "heartbeat_problem", "identity", "pool_facts_problem",
+    "ready_problem", "registered_problem", "task_header_problem",
     # header types
     "AcceptedHeader", "BatchHeader", "ByeHeader", "ConfirmHeader", "ControlHeader",
     "DoneRecord", "ErrorHeader", "EventsHeader", "HeartbeatHeader", "LostHeader",

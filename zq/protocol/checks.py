@@ -88,7 +88,8 @@ def _integer(value: Any) -> bool:
 
 def ready_problem(queues: Any, credit: Any, holding: Any) -> str | None:
     """Why an actor's READY cannot be taken, or None when it can."""
-    if (isinstance(queues, list) and queues and all(isinstance(q, str) for q in queues)
+    # No queues at all is an actor that cancelled its last consumer: it takes nothing.
+    if (isinstance(queues, list) and all(isinstance(q, str) for q in queues)
             and isinstance(credit, int) and not isinstance(credit, bool) and credit >= 0
             and isinstance(holding, list)
             and all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], str)
@@ -96,6 +97,70 @@ def ready_problem(queues: Any, credit: Any, holding: Any) -> str | None:
         return None
     return ("READY needs 'queues' (a list of names), 'credit' (an integer >= 0) and "
             "'holding' (a list of [task id, retries])")
+
+
+def registered_problem(names: Any) -> str | None:
+    """Why a READY's optional ``registered`` (its app's task names) cannot be taken."""
+    if isinstance(names, list) and len(names) <= 10_000 and all(
+            isinstance(n, str) and 0 < len(n) <= MAX_TASK_ID for n in names):
+        return None
+    return "'registered' must be a list of at most 10000 task names"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _counts(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and _integer(v) and v >= 0 for k, v in value.items())
+
+
+def _actor_facts_problem(facts: Any) -> str | None:
+    if not isinstance(facts, dict):
+        return "each actor's facts must be a map"
+    for key in ("pid",):
+        if not (_integer(facts.get(key)) and facts[key] >= 0):
+            return f"an actor's '{key}' must be an integer >= 0"
+    for key in ("started", "began"):
+        if key in facts and not _number(facts[key]):
+            return f"an actor's '{key}' must be a number"
+    task = facts.get("task")
+    if task is not None and not (isinstance(task, list) and len(task) == 2
+                                 and isinstance(task[0], str) and _integer(task[1])):
+        return "an actor's 'task' must be [task id, retries]"
+    if "processed" in facts and not _counts(facts["processed"]):
+        return "an actor's 'processed' must map task names to counts"
+    if "rusage" in facts and not (isinstance(facts["rusage"], dict) and all(
+            isinstance(k, str) and _number(v) for k, v in facts["rusage"].items())):
+        return "an actor's 'rusage' must map names to numbers"
+    return None
+
+
+def pool_facts_problem(pool: Any) -> str | None:
+    """Why a supervisor HEARTBEAT's optional ``pool`` (what ``inspect`` shows of its host
+    and actors) cannot be taken, or None when it can."""
+    if not isinstance(pool, dict):
+        return "'pool' must be a map"
+    for key in ("pid", "size", "prefetch"):
+        if not (_integer(pool.get(key)) and pool[key] >= 0):
+            return f"'pool.{key}' must be an integer >= 0"
+    if not _number(pool.get("started")):
+        return "'pool.started' must be a number"
+    autoscale = pool.get("autoscale")
+    if autoscale is not None and not (isinstance(autoscale, list) and len(autoscale) == 2
+                                      and all(_integer(x) for x in autoscale)):
+        return "'pool.autoscale' must be [max, min] or absent"
+    if not isinstance(pool.get("conf", {}), dict):
+        return "'pool.conf' must be a map"
+    actors = pool.get("actors", {})
+    if not isinstance(actors, dict) or not all(isinstance(k, str) for k in actors):
+        return "'pool.actors' must map actor identities to their facts"
+    for facts in actors.values():
+        problem = _actor_facts_problem(facts)
+        if problem is not None:
+            return problem
+    return None
 
 
 def heartbeat_problem(header: dict[str, Any]) -> str | None:

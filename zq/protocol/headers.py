@@ -127,6 +127,16 @@ class ControlHeader(TypedDict, total=False):
     queue: str | None
     queues: list[dict[str, str]]
     actor: bytes
+    # Operations (docs/operations.md): ``inspect`` with its ``method``; the actors or
+    # hosts they are for; the figures of each.
+    method: str
+    destination: list[str]
+    limit: int
+    soft: float | None
+    hard: float | None
+    n: int
+    max: int
+    min: int
 
 
 class ReadyHeader(TypedDict, total=False):
@@ -140,6 +150,7 @@ class ReadyHeader(TypedDict, total=False):
     holding: list[list[Any]]     # [tracked id, retries]
     declare: list[dict[str, str]]
     done: list[DoneRecord]       # outcomes not yet confirmed, handed over again
+    registered: list[str]        # its app's task names (optional; for inspect)
 
 
 class DoneRecord(TypedDict, total=False):
@@ -165,6 +176,7 @@ class HeartbeatHeader(TypedDict, total=False):
     host: str
     actors: list[bytes]
     running: list[list[Any]]     # [actor identity, tracked id, retries]
+    pool: dict[str, Any]         # the host's facts for inspect (optional; see pool_facts)
 
 
 class LostHeader(TypedDict, total=False):

@@ -12,40 +12,21 @@ from typing import Any
 
 from ..protocol import Cmd, Message, attempt_label
 from ..ratelimit import parse_rate
-from .book import INFLIGHT, WAITING, Entry
+from .book import INFLIGHT, Entry
 from .core import Core
+from .inspect import inspect, router_stats
 from .peers import ActorState
+from .targets import ControlError, actors, count, hosts, queue_name, task_name
+
+__all__ = ["OPERATIONS", "ControlError", "on_control"]
 
 logger = logging.getLogger("zq.router")
-
-
-class ControlError(Exception):
-    """A control request that cannot be carried out; its text is the answer."""
-
 
 Operation = Callable[[Core, dict[str, Any], float], dict[str, Any]]
 
 
 def stats(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
-    return {
-        **core.info(),
-        "actors": len(core.actors),
-        "hosts": sorted(core.hosts),
-        "queued": {name: q.size + q.parked_count for name, q in core.dispatch.queues.items()
-                   if q.size or q.parked},
-        # Tasks no connected actor of their queue has, by queue and task name: they wait
-        # for one that has them.
-        "parked": {name: {task: len(entries) for task, entries in q.parked.items()}
-                   for name, q in core.dispatch.queues.items() if q.parked},
-        "scheduled": core.schedule.scheduled_count(),
-        "inflight": sum(len(a.inflight) for a in core.actors.values()),
-        # Tasks handed out stacked behind short ones, which an actor may start before
-        # the router confirmed the DONEs before them (zq.router.pace).
-        "granted": core.dispatch.granted,
-        "tasks": len(core.book.tasks),
-        # Chord bodies (and replaced tasks) held until their parts have ended.
-        "chords_waiting": sum(1 for e in core.book.tasks.values() if e.state == WAITING),
-    }
+    return router_stats(core)
 
 
 def rate_limit(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
@@ -117,21 +98,128 @@ def declare(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
 
 
 def purge(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
-    """Drop the queued tasks (of one queue); chord bodies held for their parts are in no
-    queue yet, and stay."""
+    """Drop the queued tasks (of one queue): each ends REVOKED, so that a client waiting
+    for it is answered. Chord bodies held for their parts are in no queue yet, and stay."""
     queue = header.get("queue")
+    if queue is not None:
+        queue = queue_name(header)
     purged = 0
     for name, waiting in core.dispatch.queues.items():
         if queue is None or name == queue:
             for entry in waiting.drain():
-                core.finish(entry)
+                core.end(entry, core.revoked_event(entry, "was purged"))
                 purged += 1
     return {"purged": purged}
 
 
+def terminate(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
+    """Celery's ``terminate``: revoke, and kill the process running the task."""
+    return revoke(core, {**header, "terminate": True}, now)
+
+
+# -- operations carried out by the workers ---------------------------------------------------
+#
+# The router forwards each to the actors or supervisors it is for (by their socket
+# identities) and answers at once with whom it asked; they do not answer back.
+
+def _tell_actors(core: Core, targets: list[ActorState], fields: dict[str, Any],
+                 done: str) -> dict[str, Any]:
+    for actor in targets:
+        core.reply(actor.identity, Message(Cmd.CONTROL, fields))
+    return {"replies": {actor.name: {"ok": done} for actor in targets}}
+
+
+def _tell_hosts(core: Core, names: list[str], fields: dict[str, Any],
+                done: str) -> dict[str, Any]:
+    for host in names:
+        core.reply(host.encode(), Message(Cmd.CONTROL, fields))
+    return {"replies": {host: {"ok": done} for host in names}}
+
+
+def _seconds(header: dict[str, Any], key: str) -> float | None:
+    value = header.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1e9:
+        raise ControlError(f"time_limit: '{key}' must be a number of seconds > 0, or null")
+    return float(value)
+
+
+def time_limit(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
+    """A task's soft and hard time limits, applied by actors to the tasks they start from
+    now on; supervisors keep them for the actors they start later."""
+    name = task_name(header)
+    soft, hard = _seconds(header, "soft"), _seconds(header, "hard")
+    if soft is not None and hard is not None and soft > hard:
+        raise ControlError(f"time_limit: soft ({soft}) must not exceed hard ({hard})")
+    fields = {"op": "time_limit", "task": name, "soft": soft, "hard": hard}
+    _tell_hosts(core, hosts(core, header), fields, "")
+    return _tell_actors(core, actors(core, header), fields,
+                        f"time limits set for {name}: soft {soft}, hard {hard}")
+
+
+def _consumer(core: Core, header: dict[str, Any], adding: bool) -> dict[str, Any]:
+    """The actors start or stop taking from a queue, and announce themselves again with
+    their new queues; their supervisors keep the change for the actors they replace."""
+    queue = queue_name(header)
+    targets = actors(core, header)
+    op = "add_consumer" if adding else "cancel_consumer"
+    if not adding:
+        # At once, so that nothing more of it is handed out while the actor's READY is on
+        # its way; what it holds already it keeps and runs.
+        for actor in targets:
+            actor.queues = tuple(q for q in actor.queues if q != queue)
+    by_host: dict[str, list[str]] = {}
+    for actor in targets:
+        if actor.supervised:
+            by_host.setdefault(actor.host, []).append(actor.name)
+    for host, names in by_host.items():
+        core.reply(host.encode(), Message(Cmd.CONTROL, {"op": op, "queue": queue,
+                                                        "actors": names}))
+    done = f"{'now' if adding else 'no longer'} consuming from {queue!r}"
+    return _tell_actors(core, targets, {"op": op, "queue": queue}, done)
+
+
+def add_consumer(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
+    return _consumer(core, header, adding=True)
+
+
+def cancel_consumer(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
+    return _consumer(core, header, adding=False)
+
+
+def shutdown(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
+    """A warm shutdown of the hosts named (or holding an actor named)."""
+    return _tell_hosts(core, hosts(core, header), {"op": "shutdown"}, "shutting down")
+
+
+def pool_grow(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
+    n = count(header, "n", 1)
+    return _tell_hosts(core, hosts(core, header), {"op": "pool_grow", "n": n},
+                       f"pool will grow by {n}")
+
+
+def pool_shrink(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
+    n = count(header, "n", 1)
+    return _tell_hosts(core, hosts(core, header), {"op": "pool_shrink", "n": n},
+                       f"pool will shrink by {n} (idle actors first, none killed)")
+
+
+def autoscale(core: Core, header: dict[str, Any], now: float) -> dict[str, Any]:
+    most, least = count(header, "max"), count(header, "min")
+    if least > most:
+        raise ControlError(f"autoscale: min ({least}) must not exceed max ({most})")
+    return _tell_hosts(core, hosts(core, header),
+                       {"op": "autoscale", "max": most, "min": least},
+                       f"autoscale now {most},{least}")
+
+
 OPERATIONS: dict[str, Operation] = {
-    "stats": stats, "rate_limit": rate_limit, "revoke": revoke, "declare": declare,
-    "purge": purge,
+    "stats": stats, "rate_limit": rate_limit, "revoke": revoke, "terminate": terminate,
+    "declare": declare, "purge": purge, "inspect": inspect, "time_limit": time_limit,
+    "add_consumer": add_consumer, "cancel_consumer": cancel_consumer,
+    "shutdown": shutdown, "pool_grow": pool_grow, "pool_shrink": pool_shrink,
+    "autoscale": autoscale,
 }
 
 

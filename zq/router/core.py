@@ -221,13 +221,15 @@ class Core:
     # -- ending a task ------------------------------------------------------------------
 
     # Every way a task ends comes through ``finish``, ``end`` or ``ended_unadmitted``
+    # (a purged one through ``end``, REVOKED)
     # (``fail`` and ``expire`` end it with the router's event): each counts the chord
     # part the task is, if it is one (see ``_ended``).
 
     def finish(self, entry: Entry, *, ignored: bool = False,
                part: tuple[str, int] | None = None) -> None:
-        """The task ended without an event: purged, or (``ignored``) its DONE carried
-        none (it raised Ignore, or ignores its result). As a chord part it failed."""
+        """The task ended without an event: (``ignored``) its DONE carried none (it raised
+        Ignore, or ignores its result). As a chord part it failed. A purged task does not
+        end here: it ends REVOKED, with an event, so that ``get()`` raises."""
         self.book.retire(entry)
         self._forget_parts(entry)
         part = part or membership(entry.header) or chain_membership(entry.header)

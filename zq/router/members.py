@@ -21,8 +21,6 @@ logger = logging.getLogger("zq.router")
 
 # An actor whose supervisor saw it exit cleanly is settled by its BYE within this long.
 _DEPARTURE_GRACE_S = 2.0
-# Task names one READY may announce.
-_MAX_TASK_NAMES = 100_000
 # What a LOST naming an empty label means: the actor started nothing yet.
 _NOTHING = ("", -1)
 
@@ -44,7 +42,6 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
         return
     names: tuple[str, ...] = tuple(h["queues"])
     credit = int(h["credit"])
-    tasks = _task_names(h.get("tasks"), identity)
     actor = core.actors.get(identity)
     if actor is None:
         actor = ActorState(identity, str(h.get("host", "")), int(h.get("pid", 0)),
@@ -57,8 +54,8 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
         actor.placeholder = False
         actor.granted.clear()  # it starts nothing it holds before this WELCOME
         actor.depth = 0
-    actor.tasks = tasks
     actor.window = credit + len(holding)
+    _take_registered(actor, h.get("registered"))
     # Outcomes it could not be sure the router recorded (it reconnected, or was told to
     # announce itself): taken first, so that a replayed copy of a finished task never runs.
     confirmed = [_outcome(core, record) for record in outcomes]
@@ -87,17 +84,19 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
     core.set_hungry(actor)
 
 
-def _task_names(tasks: Any, identity: bytes) -> frozenset[str] | None:
-    """The task names a READY says the actor has; None when it says none (it is given
-    any task) or says something that is not a list of names."""
-    if tasks is None:
-        return None
-    if isinstance(tasks, list) and len(tasks) <= _MAX_TASK_NAMES \
-            and all(isinstance(t, str) for t in tasks):
-        return frozenset(tasks)
-    logger.warning("ignoring the task names actor %r announced: not a list of at most %d "
-                   "names", identity, _MAX_TASK_NAMES)
-    return None
+def _take_registered(actor: ActorState, names: Any) -> None:
+    """The task names a READY says its actor's app has: the router hands it only those
+    (see zq.router.dispatch), and inspect lists them. Optional: an actor that never says
+    is given any task; a READY that says nothing, or something that is not a list of
+    names (logged), leaves what the last one said."""
+    if names is None:
+        return
+    problem = protocol.registered_problem(names)
+    if problem is not None:
+        logger.warning("ignoring the task names in the READY of actor %s: %s", actor.name,
+                       problem)
+        return
+    actor.registered, actor.tasks = tuple(names), frozenset(names)
 
 
 def on_done(core: Core, identity: bytes, msg: Message, now: float) -> None:
@@ -244,12 +243,26 @@ def on_heartbeat(core: Core, identity: bytes, msg: Message, now: float) -> None:
     if state is None:
         state = core.hosts[host] = HostState(host, identity, now)
     state.identity, state.last_seen = identity, now
+    _take_pool(state, msg.header.get("pool"))
     alive = {protocol.identity(a) for a in actors}
     _adopt_running(core, host, msg.header.get("running"), alive, now)
     for actor in [a for a in core.actors.values() if a.host == host]:
         if (actor.identity not in alive and now - actor.registered_at > _DEPARTURE_GRACE_S
                 and actor.departed_at is None):
             core.actor_lost(actor.identity, "not among its supervisor's actors")
+
+
+def _take_pool(state: HostState, pool: Any) -> None:
+    """The host's facts for inspect: optional, and bad ones are ignored with a warning
+    (the facts of the heartbeat before stay)."""
+    if pool is None:
+        return
+    problem = protocol.pool_facts_problem(pool)
+    if problem is not None:
+        logger.warning("ignoring the pool facts in the heartbeat of host %s: %s",
+                       state.host, problem)
+        return
+    state.pool = pool
 
 
 def _adopt_running(core: Core, host: str, running: Any, alive: set[bytes | None],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from .book import Entry
 
@@ -39,6 +40,8 @@ class ActorState:
     # yet), and from which figures of the router's Pace (see Dispatch.limit).
     depth: int = 0
     depth_version: int = -1
+    # Its app's task names, as its READY said (for inspect registered).
+    registered: tuple[str, ...] = ()
 
     def release(self, key: tuple[str, int]) -> Entry | None:
         """No longer held: finished, handed back, or placed elsewhere."""
@@ -67,3 +70,6 @@ class HostState:
     host: str
     identity: bytes
     last_seen: float
+    # What its supervisor's last heartbeat said of the host and its actors (pid, uptime,
+    # pool size, prefetch, settings, tasks processed, resource use): what inspect shows.
+    pool: dict[str, Any] = field(default_factory=dict)

@@ -33,6 +33,8 @@ from ..utils import Reconnections
 from .config import ActorConfig
 from .execute import Event, Executed, Executor, SharedBytes, SharedFloat, done_record
 from .execute import revoked_record
+from .facts import SharedRaw
+from .facts import write as write_facts
 from .loader import load_app
 
 logger = logging.getLogger("zq.actor")
@@ -54,8 +56,15 @@ class Actor:
 
     def __init__(self, config: ActorConfig, wakeup: Wakeup | None = None,
                  deadline: SharedFloat | None = None, current: SharedBytes | None = None,
-                 lifeline: _lifeline.Lifeline | None = None):
+                 lifeline: _lifeline.Lifeline | None = None, facts: SharedRaw | None = None):
         self.config = config
+        # What its supervisor reports of it for inspect (see zq.worker.facts).
+        self.facts = facts
+        self.processed: dict[str, int] = {}
+        self.started = time.time()
+        # Time limits set by control per task name: (soft, hard), for tasks started now on.
+        self.time_limits: dict[str, tuple[float | None, float | None]] = {
+            name: (soft, hard) for name, soft, hard in config.time_limits}
         self.wakeup = wakeup
         self.lifeline = lifeline
         self.deadline = deadline
@@ -89,7 +98,9 @@ class Actor:
             time_limit_s=worker.time_limit_s, soft_time_limit_s=worker.soft_time_limit_s,
             deadline=self.deadline, current=self.current)
         self.app.state_sink = self.executor.emit
-        self.queues = worker.queues or (self.app.settings.task_default_queue,)
+        self.queues = self.config.queues if self.config.queues is not None \
+            else worker.queues or (self.app.settings.task_default_queue,)
+        self._publish_facts(0.0, None)
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         secure_client(self.sock, worker.settings(self.app.settings).curve_keys())
@@ -130,7 +141,10 @@ class Actor:
         finally:
             self.teardown()
 
-    def _announce(self) -> None:
+    def _announce(self, handover: bool = True) -> None:
+        """READY: its queues, credit and what it holds; with ``handover`` also the outcomes
+        the router has not confirmed (not when it only changes its queues: the router got
+        them on this very connection, before this READY)."""
         header: dict[str, Any] = {
             "queues": list(self.queues),
             "credit": max(self.config.worker.prefetch - len(self.buffer), 0),
@@ -138,10 +152,11 @@ class Actor:
             "host": self.config.host, "pid": os.getpid(), "supervised": True,
             "holding": [[tracked_id(m.header), m.header.get("retries", 0)] for m in self.buffer],
             "declare": declarations(self.app.settings.task_queues),
-            # The router hands this actor only tasks it has (zq.router.dispatch).
-            "tasks": sorted(self.app.tasks),
+            # Its task names: the router hands it only these (zq.router.dispatch), and
+            # inspect registered lists them.
+            "registered": sorted(self.app.tasks),
         }
-        if self.unconfirmed:
+        if self.unconfirmed and handover:
             header["done"] = list(self.unconfirmed.values())
         # What it holds waits for the router's answer now, granted or not.
         self.granted.clear()
@@ -247,8 +262,8 @@ class Actor:
                     self.lease_s = float(lease_s)
                 self._confirmed(msg.header.get("confirm"))
                 self._drop_disowned(msg.header.get("drop"))
-            elif msg.cmd is Cmd.CONTROL and msg.header.get("op") == "revoke":
-                self._drop_revoked(msg.header.get("ids") or [])
+            elif msg.cmd is Cmd.CONTROL:
+                self._control(msg.header)
             elif msg.cmd is Cmd.RESYNC:
                 # It counts this actor gone (restarted, or it declared the host lost): run
                 # nothing it holds until the router has taken the announcement.
@@ -290,6 +305,59 @@ class Actor:
             if task_logger.isEnabledFor(logging.INFO):
                 task_logger.info("Task %s[%s] received", header.get("task"), header.get("id"))
 
+    # -- control ---------------------------------------------------------------------------
+
+    def _control(self, header: dict[str, Any]) -> None:
+        op = header.get("op")
+        if op == "revoke":
+            self._drop_revoked(header.get("ids") or [])
+        elif op == "time_limit":
+            self._set_time_limit(header)
+        elif op in ("add_consumer", "cancel_consumer"):
+            self._consume(header.get("queue"), op == "add_consumer")
+        else:
+            logger.warning("unknown control operation %r from the router", op)
+
+    def _set_time_limit(self, header: dict[str, Any]) -> None:
+        name, soft, hard = header.get("task"), header.get("soft"), header.get("hard")
+        if not isinstance(name, str) or not all(
+                v is None or (isinstance(v, (int, float)) and v > 0) for v in (soft, hard)):
+            logger.error("ignoring a bad time_limit request: %r", header)
+            return
+        if soft is None and hard is None:
+            self.time_limits.pop(name, None)
+        else:
+            self.time_limits[name] = (soft, hard)
+        logger.info("time limits of %s now soft %s, hard %s", name, soft, hard)
+
+    def _consume(self, queue: Any, adding: bool) -> None:
+        """Start or stop taking from ``queue``: announced again with the new queues (what
+        it holds stays held, and runs)."""
+        if not isinstance(queue, str) or not queue:
+            logger.error("ignoring a consumer change for a bad queue name %r", queue)
+            return
+        queues = [q for q in self.queues if q != queue] + ([queue] if adding else [])
+        if tuple(queues) == self.queues:
+            return
+        self.queues = tuple(queues)
+        logger.info("%s consuming from %s", "now" if adding else "no longer", queue)
+        self._announce(handover=False)
+
+    def _limited(self, msg: Message) -> Message:
+        """The task with the time limits control set for its name, if any."""
+        limits = self.time_limits.get(str(msg.header.get("task")))
+        if limits is None:
+            return msg
+        header = dict(msg.header)
+        for key, value in zip(("soft_time_limit", "time_limit"), limits):
+            if value is not None:
+                header[key] = value
+        return Message(msg.cmd, header, msg.body)
+
+    def _publish_facts(self, began: float, task: list[Any] | None) -> None:
+        write_facts(self.facts, {"started": self.started, "began": began, "task": task,
+                                 "processed": self.processed})
+
     def _drop_revoked(self, ids: list[str]) -> None:
         """Revoked while waiting in this actor's buffer: never started, reported REVOKED."""
         revoked = set(ids)
@@ -318,7 +386,11 @@ class Actor:
 
     def _run(self, msg: Message) -> None:
         began = time.monotonic()
-        executed = self.executor.execute(msg)
+        name = str(msg.header.get("task"))
+        self._publish_facts(time.time(), list(_key(msg.header)))
+        executed = self.executor.execute(self._limited(msg))
+        self.processed[name] = self.processed.get(name, 0) + 1
+        self._publish_facts(0.0, None)
         try:
             self._follow(executed)
             done = executed.done
@@ -387,14 +459,14 @@ def _soft_time_limit(signum: int, frame: FrameType | None) -> None:
 
 
 def main(config: ActorConfig, deadline: SharedFloat | None = None,
-         current: SharedBytes | None = None) -> None:
+         current: SharedBytes | None = None, facts: SharedRaw | None = None) -> None:
     """Entry point of an actor process started by the supervisor."""
     setup_logging(config.worker.log_level)
     set_title(f"zq actor {config.identity.decode(errors='replace')} {config.worker.app}")
     # Killed when the supervisor dies, even in the middle of a task: the router then
     # applies its rules for a lost actor, as for any actor killed mid-task.
     lifeline = _lifeline.attach(signal.SIGKILL)
-    actor = Actor(config, Wakeup(), deadline, current, lifeline)
+    actor = Actor(config, Wakeup(), deadline, current, lifeline, facts)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         actor.stopping = True

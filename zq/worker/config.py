@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from .._address import check_endpoint
 from ..config import Settings
 
+# Time limits set by control, per task name: (name, soft seconds, hard seconds).
+TimeLimits = tuple[tuple[str, float | None, float | None], ...]
+
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerConfig:
@@ -30,9 +33,12 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         check_endpoint(self.router)
 
-    def for_actor(self, *, host: str, identity: bytes) -> ActorConfig:
-        """The configuration of one actor process of this host."""
-        return ActorConfig(worker=self, host=host, identity=identity)
+    def for_actor(self, *, host: str, identity: bytes, queues: tuple[str, ...] | None = None,
+                  time_limits: TimeLimits = ()) -> ActorConfig:
+        """The configuration of one actor process of this host (``queues`` and
+        ``time_limits``: as control changed them since the host started)."""
+        return ActorConfig(worker=self, host=host, identity=identity, queues=queues,
+                           time_limits=time_limits)
 
     def settings(self, app_settings: Settings) -> Settings:
         """The app's settings with this host's own CURVE keys, when it was given some."""
@@ -49,3 +55,6 @@ class ActorConfig:
     worker: WorkerConfig
     host: str
     identity: bytes
+    # The queues it consumes, when control changed them (else its host's).
+    queues: tuple[str, ...] | None = None
+    time_limits: TimeLimits = ()

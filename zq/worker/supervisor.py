@@ -20,10 +20,12 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+import psutil
 import zmq
 
 from .. import protocol
@@ -34,6 +36,8 @@ from ..security import secure_client
 from .actor import main as actor_main
 from .config import WorkerConfig
 from .execute import SharedBytes, SharedFloat
+from .facts import FACTS_SIZE, SharedRaw, rusage, settings_conf
+from .facts import read as read_facts
 from .loader import load_app
 
 logger = logging.getLogger("zq.supervisor")
@@ -55,8 +59,19 @@ class Child:
     process: BaseProcess
     deadline: SharedFloat
     current: SharedBytes
+    facts: SharedRaw
     started_at: float = field(default_factory=time.monotonic)
     timed_out: bool = False
+    # What it last published of itself (see zq.worker.facts), and its process to measure.
+    reported: dict[str, Any] = field(default_factory=dict)
+    measured: psutil.Process | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether it runs a task now (its label is an attempt's, not an ended one)."""
+        label = bytes(self.current.value).decode(errors="replace")
+        attempt = protocol.parse_attempt_label(label)
+        return attempt is not None and bool(attempt[0])
 
     def send_signal(self, signum: int) -> None:
         """Send ``signum`` to the process (started before it became a Child)."""
@@ -80,10 +95,24 @@ class Supervisor:
         self._quick_deaths: dict[int, int] = {}
         self._generation: dict[int, int] = {}
         self._next_heartbeat = 0.0
+        self.started = time.time()
+        # Changed by control (docs/operations.md): the indexes of new actors, actors told
+        # to stop for good, the autoscale bounds (max, min), time limits per task name,
+        # and queues per actor index.
+        self._next_index = config.concurrency
+        self._retiring: set[int] = set()
+        self.autoscale: tuple[int, int] | None = None
+        self._quiet_beats = 0
+        self.time_limits: dict[str, tuple[float | None, float | None]] = {}
+        self.consumers: dict[int, tuple[str, ...]] = {}
+        self.conf: dict[str, Any] = {}
+        self.default_queues: tuple[str, ...] = config.queues
 
     def setup(self) -> None:
         app = load_app(self.config.app)  # fail here, once, clearly, not in N children
         settings = self.config.settings(app.settings)
+        self.default_queues = self.config.queues or (settings.task_default_queue,)
+        self.conf = {**settings_conf(settings), **self._worker_conf()}
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         secure_client(self.sock, settings.curve_keys())
@@ -122,11 +151,14 @@ class Supervisor:
 
     def _spawn(self, index: int, generation: int) -> None:
         identity = f"{self.host}/{index}/{generation}".encode()
-        cfg = self.config.for_actor(host=self.host, identity=identity)
+        cfg = self.config.for_actor(
+            host=self.host, identity=identity, queues=self.consumers.get(index),
+            time_limits=tuple((name, *limits) for name, limits in self.time_limits.items()))
         deadline: SharedFloat = _SPAWN.Value("d", 0.0, lock=False)
         # "uid\nretries": a task id and a queue name of up to 255 characters each, UTF-8.
         current: SharedBytes = _SPAWN.Array("c", 4096, lock=False)
-        process = _SPAWN.Process(target=actor_main, args=(cfg, deadline, current),
+        facts: SharedRaw = _SPAWN.Array("c", FACTS_SIZE, lock=False)
+        process = _SPAWN.Process(target=actor_main, args=(cfg, deadline, current, facts),
                                  name=f"zq-actor-{index}", daemon=False)
         # The child starts with these signals blocked and unblocks them once its handlers
         # are in place, so a TERM during start-up cannot kill it half made.
@@ -136,7 +168,7 @@ class Supervisor:
             # Registered before the mask is lifted: a TERM that came in meanwhile runs the
             # shutdown handler next, and that must see this child to stop it too.
             self.children[index] = Child(index, generation, identity, process, deadline,
-                                         current)
+                                         current, facts)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
@@ -177,6 +209,7 @@ class Supervisor:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_interval_s
             self._heartbeat()
+            self._autoscale()
 
     def _enforce_time_limits(self, now: float) -> None:
         for child in self.children.values():
@@ -196,6 +229,12 @@ class Supervisor:
                           clean=code == 0 and not child.timed_out)
         if self.stopping:
             return
+        if child.index in self._retiring:
+            self._retiring.discard(child.index)
+            self.consumers.pop(child.index, None)
+            logger.info("actor %d stopped: the pool shrank", child.index)
+            return
+        self._retiring.discard(child.index)
         if code != 0:
             logger.error("actor %d (pid %s) died: %s; replacing it", child.index,
                          child.process.pid, reason)
@@ -235,6 +274,7 @@ class Supervisor:
             # What busy actors hold: a restarted router learns it here, since an actor
             # cannot announce itself until its task ends.
             header["running"] = running
+        header["pool"] = self._pool_facts()
         try:
             protocol.send(self.sock, Message(Cmd.HEARTBEAT, header), flags=zmq.NOBLOCK)
         except zmq.Again:
@@ -242,11 +282,146 @@ class Supervisor:
 
     def _drain(self) -> None:
         for _, msg in protocol.drain(self.sock):
-            if msg.cmd is Cmd.CONTROL and msg.header.get("op") == "kill":
-                self._kill(msg.header.get("actor"), str(msg.header.get("signal", "SIGKILL")),
-                           msg.header.get("task"))
+            if msg.cmd is Cmd.CONTROL:
+                self._control(msg.header)
+            elif msg.cmd is Cmd.ERROR:
+                logger.error("router: %s", msg.header.get("message"))
             else:
                 logger.debug("supervisor got %s", msg.cmd.value)
+
+    def _control(self, header: dict[str, Any]) -> None:
+        """One control request the router forwarded (docs/operations.md); a bad one is
+        logged and ignored."""
+        operation = _OPERATIONS.get(str(header.get("op")))
+        if operation is None:
+            logger.warning("unknown control operation %r from the router", header.get("op"))
+            return
+        try:
+            operation(self, header)
+        except (TypeError, ValueError, KeyError) as exc:
+            logger.error("ignoring a bad %s request: %s", header.get("op"), exc)
+
+    def _on_kill(self, header: dict[str, Any]) -> None:
+        self._kill(header.get("actor"), str(header.get("signal", "SIGKILL")), header.get("task"))
+
+    def _on_shutdown(self, header: dict[str, Any]) -> None:
+        if not self.stopping:
+            logger.info("the router asks for a warm shutdown")
+            self.warm_shutdown()
+
+    # -- the pool's size ------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Actors running and to be restarted, less those told to stop for good."""
+        return len((set(self.children) | set(self._restart_at)) - self._retiring)
+
+    def grow(self, n: int) -> None:
+        if self.stopping:
+            return
+        for _ in range(n):
+            self._spawn(self._next_index, 0)
+            self._next_index += 1
+        logger.info("pool grew by %d to %d actors", n, self.size)
+
+    def shrink(self, n: int) -> None:
+        """Stop ``n`` actors warm, idle ones first: a busy one finishes its task first and
+        hands back what it prefetched; none is killed."""
+        for index in [i for i in self._restart_at if i not in self._retiring][:n]:
+            del self._restart_at[index]  # not started again: it counts as stopped
+            n -= 1
+        live = [c for c in self.children.values() if c.index not in self._retiring]
+        for child in sorted(live, key=lambda c: (c.busy, -c.index))[:max(n, 0)]:
+            self._retiring.add(child.index)
+            child.send_signal(signal.SIGTERM)
+        logger.info("pool shrinking to %d actors", self.size)
+
+    def _on_grow(self, header: dict[str, Any]) -> None:
+        self.grow(_count(header, "n"))
+
+    def _on_shrink(self, header: dict[str, Any]) -> None:
+        self.shrink(_count(header, "n"))
+
+    def _on_autoscale(self, header: dict[str, Any]) -> None:
+        most, least = _count(header, "max"), _count(header, "min")
+        if least > most:
+            raise ValueError(f"min {least} > max {most}")
+        self.autoscale = (most, least)
+        self.conf["autoscale"] = [most, least]
+        if self.size > most:
+            self.shrink(self.size - most)
+        elif self.size < least:
+            self.grow(least - self.size)
+
+    def _autoscale(self) -> None:
+        """Within the autoscale bounds: one more actor when every one is busy, one fewer
+        after 10 heartbeats in a row with an idle one to spare."""
+        if self.autoscale is None or self.stopping:
+            return
+        most, least = self.autoscale
+        live = [c for c in self.children.values() if c.index not in self._retiring]
+        idle = sum(1 for c in live if not c.busy)
+        if live and idle == 0 and self.size < most:
+            self.grow(1)
+        self._quiet_beats = self._quiet_beats + 1 if idle > 1 and self.size > least else 0
+        if self._quiet_beats >= 10:
+            self._quiet_beats = 0
+            self.shrink(1)
+
+    # -- what actors run with ---------------------------------------------------------------
+
+    def _on_time_limit(self, header: dict[str, Any]) -> None:
+        """Kept for the actors started from now on (the router tells the live ones)."""
+        name, soft, hard = header["task"], header.get("soft"), header.get("hard")
+        if not isinstance(name, str) or not all(
+                v is None or isinstance(v, (int, float)) for v in (soft, hard)):
+            raise ValueError("time_limit needs a task name and numbers or nulls")
+        if soft is None and hard is None:
+            self.time_limits.pop(name, None)
+        else:
+            self.time_limits[name] = (soft, hard)
+        self.conf["time_limits"] = {k: list(v) for k, v in self.time_limits.items()}
+
+    def _on_consumer(self, header: dict[str, Any]) -> None:
+        """Kept for the actor that replaces one of those named (the router tells them)."""
+        queue, names = header["queue"], header.get("actors")
+        if not isinstance(queue, str) or not isinstance(names, list):
+            raise ValueError("a consumer change needs a queue and a list of actors")
+        adding = header.get("op") == "add_consumer"
+        for child in self.children.values():
+            if child.identity.decode() in names:
+                queues = [q for q in self.consumers.get(child.index, self.default_queues)
+                          if q != queue]
+                self.consumers[child.index] = tuple(queues + ([queue] if adding else []))
+
+    # -- what inspect shows ------------------------------------------------------------------
+
+    def _worker_conf(self) -> dict[str, Any]:
+        c = self.config
+        return {"app": c.app, "concurrency": c.concurrency, "queues": list(c.queues),
+                "prefetch": c.prefetch, "time_limit": c.time_limit_s,
+                "soft_time_limit": c.soft_time_limit_s,
+                "max_tasks_per_child": c.max_tasks_per_child,
+                "max_memory_per_child": c.max_memory_per_child_kb,
+                "shutdown_timeout": c.shutdown_timeout_s,
+                "heartbeat_interval": c.heartbeat_interval_s}
+
+    def _pool_facts(self) -> dict[str, Any]:
+        actors: dict[str, Any] = {}
+        for child in self.children.values():
+            child.reported = read_facts(child.facts) or child.reported
+            if child.measured is None and child.process.pid is not None:
+                try:
+                    child.measured = psutil.Process(child.process.pid)
+                except psutil.Error:
+                    pass
+            actors[child.identity.decode(errors="replace")] = {
+                **child.reported, "pid": child.process.pid or 0,
+                "rusage": rusage(child.measured) if child.measured is not None else {}}
+        return {"pid": os.getpid(), "started": self.started, "size": self.size,
+                "prefetch": self.config.prefetch,
+                "autoscale": list(self.autoscale) if self.autoscale else None,
+                "conf": self.conf, "actors": actors}
 
     def _kill(self, identity: Any, signal_name: str, task: Any = None) -> None:
         """Terminate the actor running a revoked task. SIGTERM and SIGINT mean a warm stop
@@ -298,6 +473,21 @@ class Supervisor:
         for child in self.children.values():
             if child.process.is_alive():
                 child.process.kill()
+
+
+def _count(header: dict[str, Any], key: str) -> int:
+    value = header.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10_000:
+        raise ValueError(f"'{key}' must be an integer from 0 to 10000")
+    return value
+
+
+_OPERATIONS: dict[str, Callable[[Supervisor, dict[str, Any]], None]] = {
+    "kill": Supervisor._on_kill, "shutdown": Supervisor._on_shutdown,
+    "pool_grow": Supervisor._on_grow, "pool_shrink": Supervisor._on_shrink,
+    "autoscale": Supervisor._on_autoscale, "time_limit": Supervisor._on_time_limit,
+    "add_consumer": Supervisor._on_consumer, "cancel_consumer": Supervisor._on_consumer,
+}
 
 
 def main(config: WorkerConfig) -> int:
