@@ -91,11 +91,15 @@ def test_call_wait_of_a_failing_task_reports_the_error_cleanly(cluster):
     assert "zq/cli.py" not in done.stderr and "click/core.py" not in done.stderr
 
 
-def test_call_wait_of_an_unknown_task_reports_not_registered(cluster):
-    done = run_zq(cluster, "call", "no.such.task", "--wait", "--timeout", "10")
+def test_call_wait_of_an_unknown_task_says_no_worker_has_it(cluster):
+    """No worker has the task: it waits, parked (not failed on the wrong worker), and
+    the caller is told why it does not run."""
+    done = run_zq(cluster, "call", "no.such.task", "--wait", "--timeout", "3")
     assert done.returncode != 0
-    assert "NotRegistered" in done.stderr and "no.such.task" in done.stderr
+    assert "has task 'no.such.task'" in done.stderr
     assert "Traceback" not in done.stderr
+    task_id = done.stderr.split("task ", 1)[1].split(":", 1)[0]
+    assert run_zq(cluster, "control", "revoke", task_id).returncode == 0
 
 
 def test_result_wait_timeout_is_a_clean_error(cluster):
