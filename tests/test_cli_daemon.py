@@ -90,3 +90,50 @@ def test_a_stale_pid_file_is_replaced(tmp_path: Path):
                  workers_args=["--pidfile", str(pidfile)]) as cluster:
         assert int(pidfile.read_text()) == cluster.workers[0].pid
     wait_until(lambda: not pidfile.exists(), 10, "the pid file to be removed")
+
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+class _FixedPortsCluster(Cluster):
+    def __init__(self, directory: Path, router_port: int, **kwargs):
+        super().__init__(directory, **kwargs)
+        self.router = f"tcp://127.0.0.1:{router_port}"
+
+
+def test_a_router_on_tcp_binds_the_results_actor_on_the_ports_it_is_given(tmp_path: Path):
+    from tests.apps import basic
+    from zq.protocol import Cmd
+
+    router_port, *ports = _free_ports(4)
+    with _FixedPortsCluster(tmp_path / "c", router_port, app="tests.apps.basic",
+                            concurrency=1,
+                            router_args=["--results-ports", ",".join(map(str, ports))]) as c:
+        basic.app.close()
+        basic.app.conf.update(router=c.router)
+        try:
+            welcome = basic.app.router_client().call(Cmd.HELLO, {}, 10)
+            assert basic.add.delay(1, 2).get(timeout=10) == 3
+        finally:
+            basic.app.close()
+    assert [welcome["results"][role] for role in ("ingest", "query", "pub")] == [
+        f"tcp://127.0.0.1:{port}" for port in ports]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("5556,5557", "three ports"), ("a,b,c", "three ports"), ("5556,5556,5557", "different"),
+    ("0,1,2", "1-65535")])
+def test_bad_results_ports_are_refused_in_one_line(tmp_path: Path, value, message):
+    done = _zq("router", "--bind", "tcp://127.0.0.1:5999", "--data-dir", str(tmp_path / "d"),
+               "--results-ports", value)
+    assert done.returncode == 2 and message in done.stderr
+    assert "Traceback" not in done.stderr

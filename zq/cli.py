@@ -108,13 +108,16 @@ def main() -> None:
               help="The router's secret key: turns on CURVE.")
 @click.option("--curve-authorized-dir", type=click.Path(exists=True, file_okay=False),
               help="Public keys of the clients and workers allowed in.")
+@click.option("--results-ports", default=None, metavar="INGEST,QUERY,PUB",
+              help="On tcp: the ports of the results actor (else free ones), e.g. "
+                   "5556,5557,5558 for a firewall, a container or a Kubernetes Service.")
 @loglevel_option
 @daemon_options
 def router(bind: str, data_dir: str, results_backend: str, result_expires: float,
            max_queue_length: int | None, max_message_size: int, host_timeout: float,
            max_redeliveries: int, journal_fsync: bool, curve_secret_key: str | None,
-           curve_authorized_dir: str | None, loglevel: str, logfile: str | None,
-           pidfile: str | None, detach: bool) -> None:
+           curve_authorized_dir: str | None, results_ports: str | None, loglevel: str,
+           logfile: str | None, pidfile: str | None, detach: bool) -> None:
     """Run the router (and its results actor)."""
     from ._daemon import prepare
     from .log import setup_logging
@@ -128,8 +131,20 @@ def router(bind: str, data_dir: str, results_backend: str, result_expires: float
         result_expires_s=result_expires, max_queue_length=max_queue_length,
         max_message_size=max_message_size, host_timeout_s=host_timeout,
         max_redeliveries=max_redeliveries, journal_fsync=journal_fsync, log_level=loglevel.upper(),
-        curve_secret_key=curve_secret_key, curve_authorized_dir=curve_authorized_dir)
+        curve_secret_key=curve_secret_key, curve_authorized_dir=curve_authorized_dir,
+        results_ports=_ports(results_ports))
     router_main(config)
+
+
+def _ports(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        ingest, query, pub = (int(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not three ports: INGEST,QUERY,PUB",
+                                 param_hint="--results-ports") from None
+    return ingest, query, pub
 
 
 @main.command()

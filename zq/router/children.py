@@ -111,6 +111,9 @@ class ResultsChild:
         # The same ports as last time where they are free, so that clients and workers
         # connected before a restart reconnect without being told.
         host = self.endpoint.rsplit(":", 1)[0]
+        if self.config.results_ports is not None:
+            return {role: f"{host}:{port}"
+                    for role, port in zip(_ROLES, self.config.results_ports, strict=True)}
         remembered = self.endpoints or self._remembered()
         if remembered and all(v.startswith(host + ":") for v in remembered.values()):
             return dict(remembered)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .._address import check_endpoint
 from ..config import DEFAULT_ROUTER
+from ..errors import ConfigurationError
 from ..protocol import MAX_MESSAGE_SIZE
 
 # Beside a router on ipc://PATH the results actor binds PATH.results-<role>
@@ -32,7 +33,19 @@ class RouterConfig:
     log_level: str = "INFO"
     curve_secret_key: str | None = None
     curve_authorized_dir: str | None = None
+    # On tcp, the ports the results actor binds (ingest, query, pub) on the router's
+    # host; None: any free ones (kept across restarts). Fixed ports are what a firewall,
+    # a container's published ports or a Kubernetes Service need.
+    results_ports: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         # Refused here, before a data dir is made or locked and before anything starts.
         check_endpoint(self.bind, bind=True, room=RESULTS_IPC_SUFFIX)
+        if self.results_ports is not None:
+            ports = self.results_ports
+            if len(ports) != 3 or len(set(ports)) != 3 \
+                    or not all(0 < port < 65536 for port in ports):
+                raise ConfigurationError("--results-ports needs three different ports "
+                                         "(ingest, query, pub), each 1-65535")
+            if not self.bind.startswith("tcp://"):
+                raise ConfigurationError("--results-ports is for a router on tcp://")
