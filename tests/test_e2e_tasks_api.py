@@ -551,13 +551,17 @@ def test_reject_without_requeue_drops_the_task(shared, tmp_path):
         result.get(timeout=10)
 
 
-def test_unknown_task_fails_with_not_registered_and_the_worker_stays_up(shared):
+def test_unknown_task_waits_parked_and_the_worker_goes_on(shared):
+    """No worker has it: it is never handed to one (where it would fail NotRegistered);
+    it waits, parked, while the queue's other tasks run, and revoking it ends it."""
     pid = flush_solo()
     result = app.send_task("tests.apps.api.no_such_task", queue="solo")
-    with pytest.raises(zq.NotRegistered, match="no_such_task"):
-        result.get(timeout=10)
-    assert result.state == states.FAILURE
     assert flush_solo() == pid
+    assert app.control.stats()["parked"] == {"solo": {"tests.apps.api.no_such_task": 1}}
+    result.revoke()
+    with pytest.raises(zq.TaskRevokedError):
+        result.get(timeout=10)
+    assert app.control.stats()["parked"] == {}
 
 
 # -- hard and soft time limits -----------------------------------------------------------
