@@ -257,3 +257,33 @@ def test_purge_asks_without_force_and_purged_tasks_end_revoked(tmp_path):
                 result.get(timeout=10)
             assert result.state == states.REVOKED
     assert os.path.exists(tmp_path / "c")
+
+
+def test_workers_autoscale_flag_starts_within_bounds_grows_when_busy_and_shrinks_when_idle(
+        tmp_path, gate):
+    """`zq workers -c 1 --autoscale 3,2`: starts at the minimum, grows to 3 while every
+    actor is busy, and after ten heartbeats with an idle actor to spare comes back to 2;
+    `inspect conf` shows the bounds."""
+    with dedicated_cluster(tmp_path / "c", concurrency=1,
+                           workers_args=["--autoscale", "3,2"]) as cluster:
+        cluster.wait_for(lambda s: s["actors"] == 2, "2 actors (the minimum)")
+        # The hosts' settings come with their heartbeats, once a second.
+        conf = wait_until(lambda: [host.get("autoscale") for host in
+                                   zq_json(cluster, "inspect", "conf").values()
+                                   if host.get("autoscale")], 10, "the host's conf")
+        assert conf == [[3, 2]]
+        held = [wait_for_file.delay(str(gate)) for _ in range(3)]
+        cluster.wait_for(lambda s: s["actors"] == 3, "3 actors (all were busy)")
+        gate.touch()
+        assert [r.get(timeout=20) for r in held] == ["released"] * 3
+        cluster.wait_for(lambda s: s["actors"] == 2, "2 actors again (idle)", timeout_s=30)
+        assert add.delay(2, 2).get(timeout=10) == 4
+
+
+def test_workers_autoscale_flag_refuses_bounds_that_do_not_make_sense(tmp_path):
+    for bounds in ("2,3", "0,0", "x"):
+        done = subprocess.run([sys.executable, "-m", "zq", "workers", "-A", BASIC_APP,
+                               "--autoscale", bounds, "--router", f"ipc://{tmp_path}/r"],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 2, (bounds, done.stderr)
+        assert "autoscale" in done.stderr and "Traceback" not in done.stderr

@@ -163,6 +163,9 @@ def _ports(text: str | None) -> tuple[int, int, int] | None:
 @click.option("--shutdown-timeout", type=float, default=30.0, show_default=True,
               help="Seconds a warm shutdown waits for running tasks.")
 @click.option("--heartbeat-interval", type=float, default=1.0, show_default=True)
+@click.option("--autoscale", default=None, metavar="MAX,MIN",
+              help="Grow the pool up to MAX actors while all are busy, shrink it to MIN "
+                   "when idle (starts with -c actors, within the bounds).")
 @click.option("--curve-secret-key", envvar="ZQ_CURVE_SECRET_KEY",
               type=click.Path(exists=True, dir_okay=False), help="This host's secret key.")
 @click.option("--curve-server-key", envvar="ZQ_CURVE_SERVER_KEY",
@@ -173,7 +176,7 @@ def _ports(text: str | None) -> tuple[int, int, int] | None:
 def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
             time_limit: float | None, soft_time_limit: float | None,
             max_tasks_per_child: int | None, max_memory_per_child: int | None,
-            shutdown_timeout: float, heartbeat_interval: float,
+            shutdown_timeout: float, heartbeat_interval: float, autoscale: str | None,
             curve_secret_key: str | None, curve_server_key: str | None, router: str,
             loglevel: str, logfile: str | None, pidfile: str | None, detach: bool) -> None:
     """Run a supervisor with N actor processes on this host."""
@@ -184,6 +187,9 @@ def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
 
     prepare(logfile, pidfile, detach)
     setup_logging(loglevel)
+    bounds = _bounds(autoscale)
+    if bounds is not None:  # start within the bounds
+        concurrency = min(max(concurrency, bounds[1]), bounds[0])
     config = WorkerConfig(
         app=app_path, router=router, concurrency=concurrency,
         queues=tuple(q.strip() for q in queues.split(",") if q.strip()), prefetch=prefetch,
@@ -191,8 +197,18 @@ def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
         shutdown_timeout_s=shutdown_timeout, time_limit_s=time_limit,
         soft_time_limit_s=soft_time_limit, max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child_kb=max_memory_per_child, curve_secret_key=curve_secret_key,
-        curve_server_key=curve_server_key)
+        curve_server_key=curve_server_key, autoscale=bounds)
     sys.exit(supervisor_main(config))
+
+
+def _bounds(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        most, least = (int(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not MAX,MIN", param_hint="--autoscale") from None
+    return most, least
 
 
 @main.command()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .._address import check_endpoint
 from ..config import Settings
+from ..errors import ConfigurationError
 
 # Time limits set by control, per task name: (name, soft seconds, hard seconds).
 TimeLimits = tuple[tuple[str, float | None, float | None], ...]
@@ -29,9 +30,16 @@ class WorkerConfig:
     max_memory_per_child_kb: int | None = None
     curve_secret_key: str | None = None
     curve_server_key: str | None = None
+    # (max, min) actors: the supervisor adds one when all are busy and stops one after
+    # a while with one to spare (Celery's --autoscale); None: a fixed pool.
+    autoscale: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         check_endpoint(self.router)
+        if self.autoscale is not None:
+            most, least = self.autoscale
+            if not 0 < least <= most:
+                raise ConfigurationError(f"--autoscale {most},{least}: needs MAX >= MIN >= 1")
 
     def for_actor(self, *, host: str, identity: bytes, queues: tuple[str, ...] | None = None,
                   time_limits: TimeLimits = ()) -> ActorConfig:

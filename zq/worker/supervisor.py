@@ -101,7 +101,7 @@ class Supervisor:
         # and queues per actor index.
         self._next_index = config.concurrency
         self._retiring: set[int] = set()
-        self.autoscale: tuple[int, int] | None = None
+        self.autoscale: tuple[int, int] | None = config.autoscale
         self._quiet_beats = 0
         self.time_limits: dict[str, tuple[float | None, float | None]] = {}
         self.consumers: dict[int, tuple[str, ...]] = {}
@@ -404,7 +404,8 @@ class Supervisor:
                 "max_tasks_per_child": c.max_tasks_per_child,
                 "max_memory_per_child": c.max_memory_per_child_kb,
                 "shutdown_timeout": c.shutdown_timeout_s,
-                "heartbeat_interval": c.heartbeat_interval_s}
+                "heartbeat_interval": c.heartbeat_interval_s,
+                "autoscale": list(c.autoscale) if c.autoscale else None}
 
     def _pool_facts(self) -> dict[str, Any]:
         actors: dict[str, Any] = {}
