@@ -832,3 +832,17 @@ def test_fuzzed_frames_do_not_stop_the_results_actor(app, before, query_sock, in
 
     throw()
     assert_still_serving(app, before)
+
+
+def test_a_query_past_the_size_cap_is_dropped_and_the_results_actor_serves_on(
+        app, before, results_endpoints):
+    """A stranger's 65 MiB frame on the query socket (over the cap of 64 MiB or four times
+    max_message_size): libzmq drops it with the connection, unread; nothing else
+    changes."""
+    with raw_socket(zmq.DEALER, results_endpoints["query"]) as sock:
+        sock.send(b"\x00" * (65 * 1024 * 1024))
+        # Read, it would be answered as garbage ("protocol version"): dropped, it is not.
+        assert not sock.poll(1500), "the oversized query was read and answered"
+    with raw_socket(zmq.DEALER, results_endpoints["query"]) as sock:
+        assert_error(exchange(sock, b"garbage", watch=before), "too short")
+    assert_still_serving(app, before)

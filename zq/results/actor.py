@@ -53,6 +53,9 @@ _ACK_EVERY_S = 0.1
 # is answered from memory. The router's journal keeps each final event until it hears the
 # event is stored (STORED), so nothing waiting here is lost with this process.
 _WRITE_EVERY_S = 0.01
+# Past this (or four times the router's max_message_size, if larger) a query is dropped
+# unread, with its connection: room for a GET of 10,000 long ids, never more.
+_QUERY_SIZE_FLOOR = 64 * 1024 * 1024
 _WRITE_ROWS = 5000
 
 
@@ -140,6 +143,8 @@ class ResultsActor:
             security.secure_server(sock, keys)
             sock.linger = 0
         self.query.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.query.setsockopt(zmq.MAXMSGSIZE, max(4 * self.config.max_message_size + 65536,
+                                                  _QUERY_SIZE_FLOOR))
         sockets.bound_peers(self.query)
         self.ingest.rcvhwm = 0
         self.pub.sndhwm = 100_000

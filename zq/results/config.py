@@ -20,6 +20,10 @@ class ResultsConfig:
     result_expires_s: float = 86400.0
     curve_secret_key: str | None = None
     curve_authorized_dir: str | None = None
+    # The router's largest task payload: a query past four times it (plus room for the
+    # header) is dropped unread by libzmq, so that a stranger cannot make this process
+    # hold an arbitrarily large message.
+    max_message_size: int = 1 << 24
 
 
 def open_store(config: ResultsConfig) -> Store:

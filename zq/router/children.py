@@ -69,7 +69,8 @@ class ResultsChild:
             backend=self.config.results_backend,
             result_expires_s=self.config.result_expires_s,
             curve_secret_key=self.config.curve_secret_key,
-            curve_authorized_dir=self.config.curve_authorized_dir)
+            curve_authorized_dir=self.config.curve_authorized_dir,
+            max_message_size=self.config.max_message_size)
         mp = multiprocessing.get_context("spawn")
         parent, child = mp.Pipe(duplex=False)
         self.process = mp.Process(target=results.main, name="zq-results",
