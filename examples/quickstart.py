@@ -11,7 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from zq import group  # noqa: E402
 from zq.testing import Cluster  # noqa: E402
@@ -19,7 +20,8 @@ from zq.testing import Cluster  # noqa: E402
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="zq-quickstart-") as tmp, \
-            Cluster(tmp, app="examples.tasks", concurrency=2) as cluster:
+            Cluster(tmp, app="examples.tasks", concurrency=2, cwd=ROOT,
+                    env={"PYTHONPATH": str(ROOT)}) as cluster:
         from examples.tasks import add, app, mul
 
         app.conf.update(router=cluster.router)
