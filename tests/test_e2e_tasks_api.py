@@ -821,6 +821,15 @@ def test_mandatory_raises_no_route_when_nothing_is_bound(shared):
         refused.get(timeout=10)
 
 
+def test_a_chain_whose_first_link_is_refused_raises_from_the_last_link_s_get(shared):
+    """Only the first link is sent; the others travel in its header. Its refusal is the
+    whole chain's: get() on the last link raises it instead of waiting forever."""
+    refused = (api.where.si().set(exchange="media", routing_key="audio.mp3", mandatory=True)
+               | api.where.si()).apply_async()
+    with pytest.raises(zq.NoRoute):
+        refused.get(timeout=10)
+
+
 def test_immediate_raises_when_no_worker_consumes_the_queue(shared):
     with pytest.raises(zq.NoRoute):
         api.where.apply_async(queue=f"nobody-{uuid.uuid4().hex[:8]}", immediate=True,

@@ -634,7 +634,8 @@ class ResultsClient:
     def snapshot(self, ids: list[str] | None, timeout_s: float = 10.0) -> dict[str, Any]:
         return self.request(Cmd.SNAPSHOT, {"ids": ids}, timeout_s)
 
-    def wait(self, task_id: str, timeout_s: float | None) -> dict[str, Any]:
+    def wait(self, task_id: str, timeout_s: float | None,
+             also: list[str] | None = None) -> dict[str, Any]:
         """Block until ``task_id`` is ready; returns its final state.
 
         The router is asked first (on this thread's router socket, right behind the
@@ -642,7 +643,8 @@ class ResultsClient:
         task ends. What it does not hold, and what it has not answered within
         ``_ROUTER_WAIT_S``, is asked of the results actor. One WAIT covers every tracked
         result not yet asked for, so collecting many results costs one request each way.
-        A refusal by the router of a task sent without waiting is raised here.
+        A refusal by the router of a task sent without waiting is raised here, and so is
+        one of the tasks ``also`` names (the earlier links of its chain).
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
@@ -650,9 +652,10 @@ class ResultsClient:
             if meta is not None:
                 return meta
             if self._router is not None:
-                error = self._router.refused.get(task_id)
-                if error is not None:
-                    raise error
+                for refused_id in (task_id, *(also or ())):
+                    error = self._router.refused.get(refused_id)
+                    if error is not None:
+                        raise error
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise ZqTimeoutError(f"task {task_id} not ready within {timeout_s:g}s")

@@ -26,7 +26,8 @@ class ResultBackend(Protocol):
 
     def track(self, result: AsyncResult) -> None: ...
 
-    def wait(self, task_id: str, timeout_s: float | None) -> dict[str, Any]: ...
+    def wait(self, task_id: str, timeout_s: float | None,
+             also: list[str] | None = None) -> dict[str, Any]: ...
 
 
 class ResultsApp(Protocol):
@@ -191,7 +192,7 @@ class AsyncResult:
             # A task sent without waiting: a refusal by the router is raised by the wait.
             results = self.app.results_client()
             results.track(self)
-            self.set_meta(results.wait(self.id, timeout))
+            self.set_meta(results.wait(self.id, timeout, also=self._sent_before()))
         meta = self._meta
         assert meta is not None
         value = self._decode(meta)
@@ -200,6 +201,16 @@ class AsyncResult:
         return value
 
     wait = get
+
+    def _sent_before(self) -> list[str]:
+        """The ids of the links of its chain sent before it (its parents): a refusal of
+        one of them is a refusal of this result too, which would otherwise never come."""
+        ids: list[str] = []
+        parent = self.parent
+        while isinstance(parent, AsyncResult) and len(ids) < 100:
+            ids.append(parent.id)
+            parent = parent.parent
+        return ids
 
     def collect(self, intermediate: bool = False, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
         """``(result, value)`` for this result and then the children known here,
