@@ -812,9 +812,10 @@ def test_mandatory_raises_no_route_when_nothing_is_bound(shared):
     with pytest.raises(zq.NoRoute):
         api.where.apply_async(exchange="media", routing_key="audio.mp3",
                               mandatory=True).accepted(10)
-    with pytest.raises(zq.NoRoute):
+    with pytest.raises(zq.NoRoute) as refused_now:
         api.where.apply_async(exchange="media", routing_key="audio.mp3", mandatory=True,
                               confirm=True)
+    assert refused_now.value.outcome == "refused"
     refused = api.where.apply_async(exchange="media", routing_key="audio.mp3",
                                     mandatory=True)
     with pytest.raises(zq.NoRoute):

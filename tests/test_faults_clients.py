@@ -38,9 +38,10 @@ def test_submit_that_failed_while_the_router_was_down_never_runs(tmp_path, log):
         kill_router(cluster)
         time.sleep(0.3)  # the client's socket has seen the connection close
         lost_id = f"lost-{uuid.uuid4()}"
-        with pytest.raises(zq.PublishError, match=f"task {lost_id} was NOT sent"):
+        with pytest.raises(zq.PublishError, match=f"task {lost_id} was NOT sent") as failed:
             faults.quick.apply_async((str(log), "lost"), task_id=lost_id,
                                      publish_timeout_s=1)
+        assert failed.value.outcome == "not sent"
         cluster.start_router()
         cluster.start_workers()
         assert before.get(timeout=15) == "before"
@@ -68,6 +69,7 @@ def test_submit_unanswered_after_it_was_sent_says_the_outcome_is_unknown_and_a_r
         finally:
             router.signal(signal.SIGCONT)
         message = str(failed.value)
+        assert failed.value.outcome == "unknown"
         assert f"task {task_id}: outcome unknown" in message
         assert "sending it again" in message and task_id in message
         again = faults.quick.apply_async((str(log), "once"), task_id=task_id)

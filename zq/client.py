@@ -125,7 +125,7 @@ def reach_router(ctx: zmq.Context[Any], endpoint: str, keys: ClientKeys | None,
         sock.close(linger=0)
     hint = (" (or it refused this client's CURVE keys)" if keys is not None else "")
     raise PublishError(f"no router answers at {endpoint} within {timeout_s:g}s{hint}: is "
-                       f"`zq router` running there?")
+                       f"`zq router` running there?", outcome="not sent")
 
 
 def _send_within(sock: zmq.Socket[Any], msg: Message, timeout_s: float) -> bool:
@@ -258,7 +258,8 @@ class RouterClient:
                 if remaining <= 0:
                     raise PublishError(f"task {header['id']} was NOT sent: {self.window} "
                                        f"tasks sent before it are still unconfirmed by the "
-                                       f"router at {self.endpoint} after {timeout_s:g}s")
+                                       f"router at {self.endpoint} after {timeout_s:g}s",
+                                       outcome="not sent")
                 self._collect(min(remaining, _RESEND_AFTER_S))
         now = time.monotonic()
         msg = Message(Cmd.PUBLISH, header, body)
@@ -312,7 +313,7 @@ class RouterClient:
             self._unreported.clear()
             error = self.refused.get(first) or PublishError(f"task {first} was refused")
             more = f" (and {count - 1} more)" if count > 1 else ""
-            raise type(error)(f"{error}{more}")
+            raise type(error)(f"{error}{more}", outcome=error.outcome)
 
     def _collect(self, timeout_s: float) -> None:
         """Take every answer there is (waiting up to ``timeout_s`` for the first), then
@@ -379,7 +380,7 @@ class RouterClient:
                 if pending.sent:
                     error = PublishError(f"{error}; sending it again with task_id="
                                          f"{task_id!r} is safe: the router drops a task id "
-                                         f"it already holds")
+                                         f"it already holds", outcome="unknown")
                 self._refuse(task_id, error)
             elif not pending.sent or now - pending.last_sent >= _RESEND_AFTER_S:
                 self._try_send(pending, now)
@@ -416,10 +417,11 @@ class RouterClient:
         if not sent:
             return PublishError(f"{what} was NOT sent: no answer from the router at "
                                 f"{self.endpoint} within {timeout_s:g}s (it could not be "
-                                f"reached); nothing was queued to be sent later")
+                                f"reached); nothing was queued to be sent later",
+                                outcome="not sent")
         return PublishError(f"{what}: outcome unknown: no answer from the router at "
                             f"{self.endpoint} within {timeout_s:g}s after it was sent; "
-                            f"it may have been accepted")
+                            f"it may have been accepted", outcome="unknown")
 
     def submit(self, header: dict[str, Any], body: bytes, timeout_s: float) -> None:
         task_id = header["id"]
@@ -429,7 +431,8 @@ class RouterClient:
             error = self._unanswered(f"task {task_id}", exc.sent, timeout_s)
             if exc.sent:
                 error = PublishError(f"{error}; sending it again with task_id={task_id!r} "
-                                     f"is safe: the router drops a task id it already holds")
+                                     f"is safe: the router drops a task id it already holds",
+                                     outcome="unknown")
             raise error from None
         if reply.cmd is Cmd.ERROR:
             raise _ERRORS.get(reply.header.get("error", ""), PublishError)(
@@ -448,7 +451,8 @@ class RouterClient:
             error = self._unanswered(f"{len(ids)} tasks ({named})", exc.sent, timeout_s)
             if exc.sent:
                 error = PublishError(f"{error}; sending them again with the same task ids "
-                                     f"is safe: the router drops a task id it already holds")
+                                     f"is safe: the router drops a task id it already holds",
+                                     outcome="unknown")
             raise error from None
         if reply.cmd is Cmd.ERROR:
             raise PublishError(reply.header.get("message", "the router refused the tasks"))

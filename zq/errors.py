@@ -56,7 +56,16 @@ class DecodeError(SerializationError):
 
 
 class PublishError(ZqError):
-    """The router refused a task or did not answer within ``publish_timeout_s``."""
+    """The router refused a task or did not answer within ``publish_timeout_s``.
+
+    ``outcome`` says which: ``"refused"`` (the router answered no: the task will not
+    run), ``"not sent"`` (no attempt left this client: it will not run) or ``"unknown"``
+    (sent, never answered: it may run; sending it again with the same ``task_id`` is safe).
+    """
+
+    def __init__(self, *args: object, outcome: str = "refused") -> None:
+        super().__init__(*args)
+        self.outcome = outcome
 
 
 class QueueFull(PublishError):
