@@ -18,6 +18,7 @@ import msgpack
 import psutil
 
 from ..config import Settings
+from .config import WorkerConfig
 
 logger = logging.getLogger("zq.actor")
 
@@ -76,3 +77,15 @@ def settings_conf(settings: Settings) -> dict[str, Any]:
         elif isinstance(value, tuple) and all(isinstance(v, str) for v in value):
             conf[field.name] = list(value)
     return conf
+
+
+def worker_conf(c: WorkerConfig) -> dict[str, Any]:
+    """What ``inspect conf`` shows of how a host's workers were started."""
+    return {"app": c.app, "concurrency": c.concurrency, "queues": list(c.queues),
+            "prefetch": c.prefetch, "time_limit": c.time_limit_s,
+            "soft_time_limit": c.soft_time_limit_s,
+            "max_tasks_per_child": c.max_tasks_per_child,
+            "max_memory_per_child": c.max_memory_per_child_kb,
+            "shutdown_timeout": c.shutdown_timeout_s,
+            "heartbeat_interval": c.heartbeat_interval_s,
+            "autoscale": list(c.autoscale) if c.autoscale else None}

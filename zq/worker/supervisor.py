@@ -36,7 +36,7 @@ from ..security import secure_client
 from .actor import main as actor_main
 from .config import WorkerConfig
 from .execute import SharedBytes, SharedFloat
-from .facts import FACTS_SIZE, SharedRaw, rusage, settings_conf
+from .facts import FACTS_SIZE, SharedRaw, rusage, settings_conf, worker_conf
 from .facts import read as read_facts
 from .loader import load_app
 
@@ -112,7 +112,7 @@ class Supervisor:
         app = load_app(self.config.app)  # fail here, once, clearly, not in N children
         settings = self.config.settings(app.settings)
         self.default_queues = self.config.queues or (settings.task_default_queue,)
-        self.conf = {**settings_conf(settings), **self._worker_conf()}
+        self.conf = {**settings_conf(settings), **worker_conf(self.config)}
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         secure_client(self.sock, settings.curve_keys())
@@ -395,17 +395,6 @@ class Supervisor:
                 self.consumers[child.index] = tuple(queues + ([queue] if adding else []))
 
     # -- what inspect shows ------------------------------------------------------------------
-
-    def _worker_conf(self) -> dict[str, Any]:
-        c = self.config
-        return {"app": c.app, "concurrency": c.concurrency, "queues": list(c.queues),
-                "prefetch": c.prefetch, "time_limit": c.time_limit_s,
-                "soft_time_limit": c.soft_time_limit_s,
-                "max_tasks_per_child": c.max_tasks_per_child,
-                "max_memory_per_child": c.max_memory_per_child_kb,
-                "shutdown_timeout": c.shutdown_timeout_s,
-                "heartbeat_interval": c.heartbeat_interval_s,
-                "autoscale": list(c.autoscale) if c.autoscale else None}
 
     def _pool_facts(self) -> dict[str, Any]:
         actors: dict[str, Any] = {}
