@@ -497,3 +497,65 @@ def test_short_cut_loses_nothing_runs_nothing_twice_and_declares_no_host_lost(tm
         outcome.describe(i) for i in outcome.all_ids() if table[i] != ("SUCCESS", 1))
     assert any(outcome.host_of(r) == "a" and r.started > outcome.healed_at
                for r in outcome.runs), "A took no task after the heal"
+
+
+# -- short tasks stacked on the cut host ---------------------------------------------------
+
+
+def test_cut_during_stacked_short_tasks_runs_no_early_ack_task_twice_and_loses_none(tmp_path):
+    """Both hosts work through a stream of 5 ms early-ack tasks, so the router stacks them
+    on every actor, granted to start without waiting for confirmations. A is cut for 8 s
+    (host timeout 4 s): the router must count A's granted tasks as possibly started
+    (presumed WorkerLostError), never run one of them again elsewhere, and replace each
+    presumed failure with the real outcome A hands over after the heal. Every id ends
+    SUCCESS, each ran exactly once, and those A never started ran on B."""
+    log = tmp_path / "runs.log"
+    outcome = Outcome()
+    with Lan() as lan:
+        a, b = lan.add_host("a"), lan.add_host("b")
+        deployment = Deployment(lan, tmp_path)
+        try:
+            deployment.start()
+            host_a = deployment.start_workers(a, "a", 2)
+            host_b = deployment.start_workers(b, "b", 2)
+            outcome.pids = {"a": actor_pids(host_a), "b": actor_pids(host_b)}
+            name_a = deployment.host_name("a")
+            warm = [("nap", [str(log), 0.005]) for _ in range(40)]
+            outcome.add("warm", warm, deployment.submit(warm))
+            deployment.wait_for(lambda s: s["tasks"] == 0, "the warm-up tasks", 20)
+            stream = [("nap", [str(log), 0.005]) for _ in range(3000)]
+            outcome.add("stream", stream, deployment.submit(stream))
+            deadline = time.monotonic() + 10
+            while sum(1 for r in read_runs(log) if r.pid in outcome.pids["a"]) < 100:
+                assert time.monotonic() < deadline, "A's actors did not take stacked tasks"
+                time.sleep(0.02)
+            granted_before = deployment.stats_now()["granted"]
+
+            lan.cut(a)
+            outcome.cut_at = time.time()
+            watch_hosts(deployment, outcome, name_a, outcome.cut_at + 8.0, {})
+            lan.heal(a)
+            outcome.healed_at = time.time()
+            deployment.wait_for(lambda s: name_a in s["hosts"], "A to rejoin", 20)
+            deployment.wait_for(lambda s: s["tasks"] == 0, "every task to end", 60)
+            settle(deployment, outcome, 10)
+        finally:
+            collect(outcome, deployment, log)
+    print(f"\nstacked tasks, network cut of 8s: {outcome.summary()}; "
+          f"{granted_before} handed out stacked before the cut")
+
+    assert granted_before > 100, "the router stacked no tasks: the scenario tests nothing"
+    assert outcome.lost_at is not None, "the router never declared A lost"
+    held = [int(line.rsplit("holding ", 1)[1].split()[0])
+            for line in outcome.router_log.splitlines()
+            if " lost (host " in line and "holding " in line]
+    print(f"A's actors held {held} tasks when the router declared A lost")
+    assert held and sum(held) > 0, "A's actors held nothing at the loss: nothing was judged"
+    twice = [outcome.describe(i) for i in outcome.all_ids() if len(outcome.runs_of(i)) > 1]
+    assert not twice, listing(f"{len(twice)} early-ack tasks ran more than once", twice)
+    never = [outcome.describe(i) for i in outcome.all_ids() if not outcome.runs_of(i)]
+    assert not never, listing(f"{len(never)} tasks never ran", never)
+    failed = [outcome.describe(i) for i in outcome.all_ids()
+              if outcome.states[i][0] != "SUCCESS"]
+    assert not failed, listing(f"{len(failed)} tasks did not end SUCCESS", failed)
+    assert "Traceback" not in outcome.logs
