@@ -16,8 +16,10 @@ from .build import error, exception_data, state_event
 from .checks import (
     chord_part_problem,
     event_problem,
+    event_types_problem,
     heartbeat_problem,
     identity,
+    monitor_batch_problem,
     ready_problem,
     task_header_problem,
 )
@@ -41,9 +43,14 @@ from .headers import (
     WelcomeHeader,
 )
 from .ids import (
+    EVENT_TYPES,
+    EVENTS_TOPIC,
     EXCHANGE_TYPES,
     MAX_CHORD_SIZE,
     RELAY_INDEX,
+    TASK_EVENT_TYPES,
+    WANT_TOPIC,
+    WORKER_EVENT_TYPES,
     MAX_MESSAGE_SIZE,
     MAX_QUEUE_NAME,
     MAX_TASK_ID,
@@ -61,8 +68,8 @@ __all__ = [
     "VERSION", "Cmd", "Message", "decode", "drain", "pack", "recv", "send", "unpack",
     # building and checking headers
     "error", "exception_data", "state_event",
-    "chord_part_problem", "event_problem", "heartbeat_problem", "identity", "ready_problem",
-    "task_header_problem",
+    "chord_part_problem", "event_problem", "event_types_problem", "heartbeat_problem",
+    "identity", "monitor_batch_problem", "ready_problem", "task_header_problem",
     # header types
     "AcceptedHeader", "BatchHeader", "ByeHeader", "ConfirmHeader", "ControlHeader",
     "DoneRecord", "ErrorHeader", "EventsHeader", "HeartbeatHeader", "LostHeader",
@@ -70,7 +77,8 @@ __all__ = [
     "WelcomeHeader",
     # ids and limits
     "EXCHANGE_TYPES", "MAX_CHORD_SIZE", "MAX_MESSAGE_SIZE", "MAX_QUEUE_NAME", "MAX_TASK_ID", "RELAY_INDEX",
-    "WATCH_HELLO",
+    "WATCH_HELLO", "EVENT_TYPES", "EVENTS_TOPIC", "TASK_EVENT_TYPES", "WANT_TOPIC",
+    "WORKER_EVENT_TYPES",
     "attempt_label", "copy_id", "ended_label", "parse_attempt_label", "started_attempt",
     "tracked_id",
 ]

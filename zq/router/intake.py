@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .. import protocol, states
+from .. import protocol
 from ..protocol import Cmd, Message, copy_id
 from ..ratelimit import parse_rate
 from .book import Entry
@@ -105,9 +105,7 @@ def accept(core: Core, identity: bytes, header: dict[str, Any], raw_header: byte
             core.schedule.set_rate(entry.name, parse_rate(header["rate_limit"]))
         except ValueError as exc:
             return protocol.error(str(exc), kind="PublishError", task_id=task_id)
-    if not header.get("ignore_result") and not entry.retries:
-        # A retry keeps showing RETRY until its next attempt starts, as in Celery.
-        core.event(entry, states.SENT, queue=",".join(queues))
+    core.sent(entry, queues)
     if len(queues) == 1:
         if not entry.queue:
             entry.queue = queues[0]
