@@ -129,6 +129,9 @@ def router(bind: str, data_dir: str, results_backend: str, result_expires: float
 @click.option("--shutdown-timeout", type=float, default=30.0, show_default=True,
               help="Seconds a warm shutdown waits for running tasks.")
 @click.option("--heartbeat-interval", type=float, default=1.0, show_default=True)
+@click.option("-E", "--task-events", is_flag=True,
+              help="Report each task's start, for task-started events (one message more "
+                   "per task).")
 @click.option("--curve-secret-key", envvar="ZQ_CURVE_SECRET_KEY",
               type=click.Path(exists=True, dir_okay=False), help="This host's secret key.")
 @click.option("--curve-server-key", envvar="ZQ_CURVE_SERVER_KEY",
@@ -138,7 +141,7 @@ def router(bind: str, data_dir: str, results_backend: str, result_expires: float
 def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
             time_limit: float | None, soft_time_limit: float | None,
             max_tasks_per_child: int | None, max_memory_per_child: int | None,
-            shutdown_timeout: float, heartbeat_interval: float,
+            shutdown_timeout: float, heartbeat_interval: float, task_events: bool,
             curve_secret_key: str | None, curve_server_key: str | None, router: str,
             loglevel: str) -> None:
     """Run a supervisor with N actor processes on this host."""
@@ -154,7 +157,7 @@ def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
         shutdown_timeout_s=shutdown_timeout, time_limit_s=time_limit,
         soft_time_limit_s=soft_time_limit, max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child_kb=max_memory_per_child, curve_secret_key=curve_secret_key,
-        curve_server_key=curve_server_key)
+        curve_server_key=curve_server_key, task_events=task_events)
     sys.exit(supervisor_main(config))
 
 

@@ -402,8 +402,12 @@ class State:
             task.clock = max(task.clock, event["clock"])
         hostname = event.get("hostname")
         if subject in ("received", "started", "succeeded", "failed", "retried") \
-                and isinstance(hostname, str) and hostname in self.workers:
-            task.worker = self.workers[hostname]
+                and isinstance(hostname, str) and not hostname.startswith("router@"):
+            # As in Celery, a task's event is also a sign of life of its worker.
+            worker, _ = self.get_or_create_worker(hostname)
+            worker.event("task", event.get("timestamp"), event.get("local_received"),
+                         {"pid": event.get("pid"), "host": event.get("host")})
+            task.worker = worker
         return task, subject
 
     def itertasks(self, limit: int | None = None) -> Iterator[tuple[str, Task]]:

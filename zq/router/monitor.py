@@ -180,17 +180,23 @@ class Monitor:
         if not self.wants("worker-heartbeat"):
             return
         freq = round(now - last, 2) if last is not None and now > last else 1.0
-        if not (isinstance(loadavg, list) and len(loadavg) <= 3
-                and all(isinstance(x, (int, float)) for x in loadavg)):
-            loadavg = None  # a supervisor may say its own; else the router's, if local
-        # A host's name is its machine's, its supervisor's pid and a tag.
-        local = host == self.local_host or host.startswith(self.local_host + "-")
-        if loadavg is None and local and hasattr(os, "getloadavg"):
-            loadavg = [round(x, 2) for x in os.getloadavg()]
+        loadavg = self._loadavg(host, loadavg)
         for actor in actors:
             fields = _worker_fields(actor, self.processed.get(actor.identity, 0), freq)
             fields["loadavg"] = loadavg
             self._emit("worker-heartbeat", actor.name, actor.pid, fields)
+
+    def _loadavg(self, host: str, given: Any) -> list[float] | None:
+        """A supervisor's word for its load average if it gave one; else the router's
+        own, when the host is on this machine; else None."""
+        if isinstance(given, list) and len(given) == 3 \
+                and all(isinstance(x, (int, float)) for x in given):
+            return [float(x) for x in given]
+        # A host's name is its machine's, its supervisor's pid and a tag.
+        if (host == self.local_host or host.startswith(self.local_host + "-")) \
+                and hasattr(os, "getloadavg"):
+            return [round(x, 2) for x in os.getloadavg()]
+        return None
 
     def worker_offline(self, actor: ActorState) -> None:
         self.processed.pop(actor.identity, None)
@@ -222,7 +228,8 @@ class Monitor:
                         **base, **fields})
             if wakeup:
                 out.append({"type": "worker-heartbeat", "hostname": actor.name,
-                            "pid": actor.pid, **base, **fields})
+                            "pid": actor.pid, **base, **fields,
+                            "loadavg": self._loadavg(actor.host, None)})
         holders = {id(entry): actor for actor in actors for entry in actor.inflight.values()}
         for entry in tasks[:SNAPSHOT_TASKS]:
             out.append({"type": "task-sent", "hostname": self.hostname, "pid": self.pid,

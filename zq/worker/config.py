@@ -26,6 +26,8 @@ class WorkerConfig:
     max_memory_per_child_kb: int | None = None
     curve_secret_key: str | None = None
     curve_server_key: str | None = None
+    # -E: every task's start is reported, for task-started events (docs/events.md).
+    task_events: bool = False
 
     def __post_init__(self) -> None:
         check_endpoint(self.router)
