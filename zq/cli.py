@@ -227,19 +227,40 @@ def result(task_id: str, wait: bool, timeout: float | None, router: str) -> None
 @main.command()
 @click.argument("task_ids", nargs=-1)
 @click.option("--timeout", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per change (with the raw Unix timestamp, ts).")
 @router_option
-def watch(task_ids: tuple[str, ...], timeout: float | None, router: str) -> None:
-    """Print task state changes live, one JSON line each (all tasks, or TASK_IDS)."""
+def watch(task_ids: tuple[str, ...], timeout: float | None, as_json: bool,
+          router: str) -> None:
+    """Print task state changes live, one line each, in local time (all tasks, or
+    TASK_IDS)."""
+    from .watch import describe
+
     app = _client_app(None, router)
     for event in app.watch(list(task_ids) or None, timeout_s=timeout):
-        line = {k: event.get(k) for k in ("seq", "id", "name", "state", "retries", "ts")
-                if k in event}
-        if "exc" in event:
-            line["exc"] = f"{event['exc'].get('type')}: {event['exc'].get('message')}"
-        elif event.get("info") is not None:
-            line["info"] = event["info"]
-        _print(line)
+        if not as_json:
+            click.echo(describe(event))
+        else:
+            line = {k: event.get(k) for k in ("seq", "id", "name", "state", "retries", "ts")
+                    if k in event}
+            if "exc" in event:
+                line["exc"] = f"{event['exc'].get('type')}: {event['exc'].get('message')}"
+            elif event.get("info") is not None:
+                line["info"] = event["info"]
+            _print(line)
         sys.stdout.flush()
+
+
+@main.command()
+@router_option
+def top(router: str) -> None:
+    """A live monitor: workers and what they run, queues, tasks/s, recent failures
+    (needs the top extra: pip install zq[top])."""
+    try:
+        from .top import run
+    except ImportError as exc:
+        raise Failed(f"zq top needs textual ({exc}): pip install 'zq[top]'") from None
+    run(_client_app(None, router))
 
 
 @main.group()
