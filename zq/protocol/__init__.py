@@ -35,6 +35,7 @@ from .headers import (
     EventsHeader,
     HeartbeatHeader,
     LostHeader,
+    MonitorHeader,
     QueryHeader,
     ReadyHeader,
     StateEvent,
@@ -73,7 +74,7 @@ __all__ = [
     # header types
     "AcceptedHeader", "BatchHeader", "ByeHeader", "ConfirmHeader", "ControlHeader",
     "DoneRecord", "ErrorHeader", "EventsHeader", "HeartbeatHeader", "LostHeader",
-    "QueryHeader", "ReadyHeader", "StateEvent", "StoredHeader", "TaskHeader",
+    "MonitorHeader", "QueryHeader", "ReadyHeader", "StateEvent", "StoredHeader", "TaskHeader",
     "WelcomeHeader",
     # ids and limits
     "EXCHANGE_TYPES", "MAX_CHORD_SIZE", "MAX_MESSAGE_SIZE", "MAX_QUEUE_NAME", "MAX_TASK_ID", "RELAY_INDEX",
