@@ -199,7 +199,7 @@ class Monitor:
         return None
 
     def worker_offline(self, actor: ActorState) -> None:
-        self.processed.pop(actor.identity, None)
+        processed = self.processed.pop(actor.identity, 0)
         if actor.identity in self._gone:
             return
         self._gone[actor.identity] = None
@@ -207,7 +207,7 @@ class Monitor:
             self._gone.popitem(last=False)
         if self.wants("worker-offline"):
             self._emit("worker-offline", actor.name, actor.pid,
-                       _worker_fields(actor, self.processed.get(actor.identity, 0)))
+                       _worker_fields(actor, processed))
 
     def host_gone(self, host: str) -> None:
         self._beats.pop(host, None)
