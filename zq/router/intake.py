@@ -165,6 +165,8 @@ def unwritten(core: Core, entries: list[Entry], failure: str) -> None:
         ids.add(entry.id)
         keys.add((entry.id, entry.retries))
     core.events = [e for e in core.events if (e.get("id"), e.get("retries", 0)) not in keys]
+    core.monitor.pending = [e for e in core.monitor.pending
+                            if (e.get("uuid"), e.get("retries", 0)) not in keys]
     core.replies = [(identity, _unaccepted(msg, ids, failure))
                     for identity, msg in core.replies]
     for identity, later in core.later.items():
