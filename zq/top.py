@@ -200,7 +200,7 @@ class Top(TextualApp[None]):
         selected = self.selected_task()
         table.clear()
         for task_id, task in tasks:
-            runtime = f"{task.runtime:.3f}s" if isinstance(task.runtime, float) else ""
+            runtime = _duration(task.runtime) if isinstance(task.runtime, float) else ""
             table.add_row(task_id, task.name or "", task.state,
                           task.worker.hostname if task.worker is not None else "",
                           task.queue or "", runtime, _clock(task.timestamp), key=task_id)
@@ -260,6 +260,10 @@ class Top(TextualApp[None]):
             self.notify(f"revoke {task_id}: {exc}", severity="error")
             return
         self.notify(f"revoked {task_id}")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}ms" if seconds < 1 else f"{seconds:.2f}s"
 
 
 def _clock(ts: float | None) -> str:
