@@ -107,7 +107,8 @@ def test_a_succeeding_task_makes_sent_received_started_succeeded(events_cluster)
         started = capture.wait("task-started", result.id)
     has_fields(sent, "uuid", "name", "queue", "retries", "eta", "expires", "root_id")
     has_fields(received, "uuid", "name", "queue", "host")
-    has_fields(started, "uuid")
+    has_fields(started, "uuid", "queue")
+    assert started["queue"] == "celery"
     has_fields(succeeded, "uuid", "result", "runtime", "queue")
     assert sent["name"] == "tests.apps.basic.add" and sent["queue"] == "celery"
     assert succeeded["result"] == "5"

@@ -216,7 +216,8 @@ def on_events(core: Core, identity: bytes, msg: Message, now: float) -> None:
             logger.warning("dropping event from actor %r: %s", identity, problem)
             continue
         if event["state"] == states.STARTED and core.monitor.on:
-            core.monitor.task_started(event, actor)
+            entry = core.book.tasks.get(event.get("copy") or event["id"])
+            core.monitor.task_started(event, actor, entry.queue if entry else None)
         # Sent only for the events (a worker run with -E), not to be stored.
         if not event.get("event_only"):
             core.events.append(event)

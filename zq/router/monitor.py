@@ -120,11 +120,12 @@ class Monitor:
             self._emit("task-received", actor.name, actor.pid,
                        dict(_task_fields(entry, entry.queue), host=actor.host))
 
-    def task_started(self, event: Event, actor: ActorState) -> None:
+    def task_started(self, event: Event, actor: ActorState, queue: str | None) -> None:
         if self.wants("task-started"):
             self._emit("task-started", actor.name, actor.pid,
                        {"uuid": event["id"], "name": event.get("name"),
-                        "retries": event.get("retries", 0), "host": actor.host})
+                        "retries": event.get("retries", 0), "queue": queue,
+                        "host": actor.host})
 
     def task_ended(self, event: Event, entry: Entry | None, actor: ActorState | None,
                    runtime: Any = None) -> None:
@@ -166,7 +167,7 @@ class Monitor:
         if self.wants("task-rejected"):
             self._emit("task-rejected", actor.name, actor.pid,
                        {"uuid": entry.id, "name": entry.name, "retries": entry.retries,
-                        "requeue": True, "host": actor.host})
+                        "queue": entry.queue, "requeue": True, "host": actor.host})
 
     def worker_online(self, actor: ActorState) -> None:
         self._gone.pop(actor.identity, None)
