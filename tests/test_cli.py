@@ -117,7 +117,8 @@ def test_result_of_an_unknown_id_is_pending(cluster):
 
 def test_watch_prints_state_changes_as_json_lines(cluster, gate):
     waiting = wait_for_file.delay(str(gate))
-    with subprocess.Popen(zq_command("watch", "--timeout", "3", "--router", cluster.router),
+    with subprocess.Popen(zq_command("watch", "--json", "--timeout", "3",
+                                     "--router", cluster.router),
                           cwd=REPO, env=cluster.env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as watcher:
         try:

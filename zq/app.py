@@ -18,6 +18,7 @@ from .client import Pending, ResultsClient, RouterClient
 from .config import Conf, Settings
 from .control import Control
 from .errors import ConfigurationError, PublishError, ZqError
+from .events import Events
 from .protocol import Cmd
 from .result import AsyncResult, value_of
 from .routing import TaskRoutes, declarations
@@ -368,6 +369,11 @@ class App:
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         """The result of the task ``task_id``, asked for from this App's router."""
         return AsyncResult(task_id, app=self)
+
+    @property
+    def events(self) -> Events:
+        """Celery's ``app.events``: ``Receiver`` and ``State`` (docs/events.md)."""
+        return Events(self)
 
     def watch(self, task_ids: Sequence[str] | str | None = None,
               timeout_s: float | None = None) -> Iterator[dict[str, Any]]:

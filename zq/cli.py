@@ -166,6 +166,9 @@ def _ports(text: str | None) -> tuple[int, int, int] | None:
 @click.option("--autoscale", default=None, metavar="MAX,MIN",
               help="Grow the pool up to MAX actors while all are busy, shrink it to MIN "
                    "when idle (starts with -c actors, within the bounds).")
+@click.option("-E", "--task-events", is_flag=True,
+              help="Report each task's start, for task-started events (one message more "
+                   "per task).")
 @click.option("--curve-secret-key", envvar="ZQ_CURVE_SECRET_KEY",
               type=click.Path(exists=True, dir_okay=False), help="This host's secret key.")
 @click.option("--curve-server-key", envvar="ZQ_CURVE_SERVER_KEY",
@@ -177,6 +180,7 @@ def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
             time_limit: float | None, soft_time_limit: float | None,
             max_tasks_per_child: int | None, max_memory_per_child: int | None,
             shutdown_timeout: float, heartbeat_interval: float, autoscale: str | None,
+            task_events: bool,
             curve_secret_key: str | None, curve_server_key: str | None, router: str,
             loglevel: str, logfile: str | None, pidfile: str | None, detach: bool) -> None:
     """Run a supervisor with N actor processes on this host."""
@@ -197,7 +201,7 @@ def workers(app_path: str, concurrency: int, queues: str, prefetch: int,
         shutdown_timeout_s=shutdown_timeout, time_limit_s=time_limit,
         soft_time_limit_s=soft_time_limit, max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child_kb=max_memory_per_child, curve_secret_key=curve_secret_key,
-        curve_server_key=curve_server_key, autoscale=bounds)
+        curve_server_key=curve_server_key, autoscale=bounds, task_events=task_events)
     sys.exit(supervisor_main(config))
 
 
@@ -277,19 +281,40 @@ def result(task_id: str, wait: bool, timeout: float | None, router: str) -> None
 @main.command()
 @click.argument("task_ids", nargs=-1)
 @click.option("--timeout", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per change (with the raw Unix timestamp, ts).")
 @router_option
-def watch(task_ids: tuple[str, ...], timeout: float | None, router: str) -> None:
-    """Print task state changes live, one JSON line each (all tasks, or TASK_IDS)."""
+def watch(task_ids: tuple[str, ...], timeout: float | None, as_json: bool,
+          router: str) -> None:
+    """Print task state changes live, one line each, in local time (all tasks, or
+    TASK_IDS)."""
+    from .watch import describe
+
     app = _client_app(None, router)
     for event in app.watch(list(task_ids) or None, timeout_s=timeout):
-        line = {k: event.get(k) for k in ("seq", "id", "name", "state", "retries", "ts")
-                if k in event}
-        if "exc" in event:
-            line["exc"] = f"{event['exc'].get('type')}: {event['exc'].get('message')}"
-        elif event.get("info") is not None:
-            line["info"] = event["info"]
-        _print(line)
+        if not as_json:
+            click.echo(describe(event))
+        else:
+            line = {k: event.get(k) for k in ("seq", "id", "name", "state", "retries", "ts")
+                    if k in event}
+            if "exc" in event:
+                line["exc"] = f"{event['exc'].get('type')}: {event['exc'].get('message')}"
+            elif event.get("info") is not None:
+                line["info"] = event["info"]
+            _print(line)
         sys.stdout.flush()
+
+
+@main.command()
+@router_option
+def top(router: str) -> None:
+    """A live monitor: workers and what they run, queues, tasks/s, recent failures
+    (needs the top extra: pip install zq[top])."""
+    try:
+        from .top import run
+    except ImportError as exc:
+        raise Failed(f"zq top needs textual ({exc}): pip install 'zq[top]'") from None
+    run(_client_app(None, router))
 
 
 @main.group()

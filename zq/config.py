@@ -41,6 +41,11 @@ class Settings:
     task_track_started: bool = False
     # A task accepted and not started reads SENT instead of Celery's PENDING.
     task_track_sent: bool = False
+    # Celery's event settings (docs/events.md): a worker sends task-started for every
+    # task (as with -E); task-sent the router builds anyway, so the other only exists
+    # for ported code.
+    worker_send_task_events: bool = False
+    task_send_sent_event: bool = False
     task_acks_late: bool = False
     task_reject_on_worker_lost: bool | None = None
     task_default_queue: str = "celery"

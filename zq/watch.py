@@ -113,3 +113,28 @@ def _stream(sub: zmq.Socket[Any], readable: Readable, last_seq: int,
         if len(versions) > _WATCH_MEMORY:
             versions.popitem(last=False)
         yield event
+
+
+def describe(event: dict[str, Any]) -> str:
+    """One readable line for one change: local time, state, task, and what it holds.
+
+    ``2026-12-02 15:31:02.123  SUCCESS  tasks.add[3f2a…]  retries=1  5``
+    """
+    ts = event.get("ts")
+    when = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
+            if isinstance(ts, (int, float)) else "-" * 23)
+    parts = [when, f"{event.get('state', '?'):<8}",
+             f"{event.get('name') or '?'}[{event.get('id')}]"]
+    if event.get("retries"):
+        parts.append(f"retries={event['retries']}")
+    exc = event.get("exc")
+    if isinstance(exc, dict):
+        parts.append(f"{exc.get('type')}: {exc.get('message')}")
+    elif event.get("info") is not None:
+        parts.append(_short(repr(event["info"])))
+    return "  ".join(parts)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[:limit - 1] + "…"

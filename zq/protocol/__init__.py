@@ -16,8 +16,10 @@ from .build import error, exception_data, state_event
 from .checks import (
     chord_part_problem,
     event_problem,
+    event_types_problem,
     heartbeat_problem,
     identity,
+    monitor_batch_problem,
     pool_facts_problem,
     ready_problem,
     registered_problem,
@@ -35,6 +37,7 @@ from .headers import (
     EventsHeader,
     HeartbeatHeader,
     LostHeader,
+    MonitorHeader,
     QueryHeader,
     ReadyHeader,
     StateEvent,
@@ -43,9 +46,14 @@ from .headers import (
     WelcomeHeader,
 )
 from .ids import (
+    EVENT_TYPES,
+    EVENTS_TOPIC,
     EXCHANGE_TYPES,
     MAX_CHORD_SIZE,
     RELAY_INDEX,
+    TASK_EVENT_TYPES,
+    WANT_TOPIC,
+    WORKER_EVENT_TYPES,
     MAX_MESSAGE_SIZE,
     MAX_QUEUE_NAME,
     MAX_TASK_ID,
@@ -63,16 +71,18 @@ __all__ = [
     "VERSION", "Cmd", "Message", "decode", "drain", "pack", "recv", "send", "unpack",
     # building and checking headers
     "error", "exception_data", "state_event",
-    "chord_part_problem", "event_problem", "heartbeat_problem", "identity", "pool_facts_problem",
-    "ready_problem", "registered_problem", "task_header_problem",
+    "chord_part_problem", "event_problem", "event_types_problem", "heartbeat_problem",
+    "identity", "monitor_batch_problem", "pool_facts_problem", "ready_problem",
+    "registered_problem", "task_header_problem",
     # header types
     "AcceptedHeader", "BatchHeader", "ByeHeader", "ConfirmHeader", "ControlHeader",
     "DoneRecord", "ErrorHeader", "EventsHeader", "HeartbeatHeader", "LostHeader",
-    "QueryHeader", "ReadyHeader", "StateEvent", "StoredHeader", "TaskHeader",
+    "MonitorHeader", "QueryHeader", "ReadyHeader", "StateEvent", "StoredHeader", "TaskHeader",
     "WelcomeHeader",
     # ids and limits
     "EXCHANGE_TYPES", "MAX_CHORD_SIZE", "MAX_MESSAGE_SIZE", "MAX_QUEUE_NAME", "MAX_TASK_ID", "RELAY_INDEX",
-    "WATCH_HELLO",
+    "WATCH_HELLO", "EVENT_TYPES", "EVENTS_TOPIC", "TASK_EVENT_TYPES", "WANT_TOPIC",
+    "WORKER_EVENT_TYPES",
     "attempt_label", "copy_id", "ended_label", "parse_attempt_label", "started_attempt",
     "tracked_id",
 ]

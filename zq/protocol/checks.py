@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ids import MAX_CHORD_SIZE, MAX_QUEUE_NAME, MAX_TASK_ID
+from .ids import EVENT_TYPES, MAX_CHORD_SIZE, MAX_QUEUE_NAME, MAX_TASK_ID
 
 
 def event_problem(event: Any) -> str | None:
@@ -177,3 +177,21 @@ def identity(value: Any) -> bytes | None:
     if isinstance(value, str):
         return value.encode()
     return value if isinstance(value, bytes) else None
+
+
+def event_types_problem(types: Any) -> str | None:
+    """Why ``types`` is not a list of event types a receiver may ask for ("*": all)."""
+    if (isinstance(types, list) and 0 < len(types) <= len(EVENT_TYPES) + 1
+            and all(isinstance(t, str) and (t == "*" or t in EVENT_TYPES) for t in types)):
+        return None
+    return ("'types' must be a list of event types (task-sent, ..., worker-offline) or "
+            "\"*\"")
+
+
+def monitor_batch_problem(events: Any) -> str | None:
+    """Why a batch of Celery-shaped events (from the router) cannot be published."""
+    if isinstance(events, list) and all(
+            isinstance(e, dict) and e.get("type") in EVENT_TYPES
+            and isinstance(e.get("clock"), int) for e in events):
+        return None
+    return "'monitor' must be a list of events, each with a known 'type' and a 'clock'"

@@ -69,6 +69,11 @@ class Cmd(str, enum.Enum):
     # may wait a moment to travel with others, and is not sent at all when the task's
     # final state reaches this client first (it says as much)
     PUBLISH = "PUBLISH"
+    # Celery-shaped events (docs/events.md). client -> router: {"types": [...], "wakeup"}
+    # registers a receiver for a while and asks what it missed (answered MONITOR
+    # {"events", "clock", "epoch"}); results actor -> router: {"types": [...]}, what its
+    # stream's subscribers want; results actor -> subscribers: {"events": [...], "epoch"}
+    MONITOR = "MONITOR"
 
 
 _CODES = {c: bytes([i + 1]) for i, c in enumerate(Cmd)}

@@ -201,6 +201,10 @@ class EventsHeader(TypedDict, total=False):
 
     events: list[StateEvent]
     upto: int
+    # Celery-shaped events for the results actor to publish (docs/events.md), and the
+    # router's epoch, which tells receivers its event clock started again.
+    monitor: list[dict[str, Any]]
+    epoch: str
 
 
 class StateEvent(TypedDict, total=False):
@@ -221,6 +225,22 @@ class StateEvent(TypedDict, total=False):
     # A loss the router presumed (host timeout): a real outcome of the same attempt,
     # reported later, wins over it.
     presumed: bool
+    # A STARTED sent only for the task-started event (zq workers -E): not stored.
+    event_only: bool
+
+
+class MonitorHeader(TypedDict, total=False):
+    """MONITOR (docs/events.md). A receiver's registration with the router: ``types`` and
+    ``wakeup``; the router's answer: ``events`` (what it holds, as events), ``clock`` and
+    ``epoch``. From the results actor to the router: ``types`` its subscribers want. As
+    published under EVENTS_TOPIC: ``events`` and ``epoch``."""
+
+    types: list[str]
+    wakeup: bool
+    events: list[dict[str, Any]]
+    clock: int
+    epoch: str
+    rid: Any
 
 
 class QueryHeader(TypedDict, total=False):

@@ -20,6 +20,18 @@ RELAY_INDEX = MAX_CHORD_SIZE
 # publishes a hello on it, proving the watcher's earlier subscriptions are in place.
 WATCH_HELLO = b"\x00hello:"
 
+# Celery's event types, as the router builds them (docs/events.md).
+TASK_EVENT_TYPES = ("task-sent", "task-received", "task-started", "task-succeeded",
+                    "task-failed", "task-retried", "task-revoked", "task-rejected")
+WORKER_EVENT_TYPES = ("worker-online", "worker-heartbeat", "worker-offline")
+EVENT_TYPES = frozenset(TASK_EVENT_TYPES + WORKER_EVENT_TYPES)
+# The topic the results actor publishes those events on, in batches.
+EVENTS_TOPIC = b"\x00events"
+# A receiver subscribes to WANT_TOPIC + an event type (or "*", every type) on the results
+# actor's stream: nothing is published there, but the XPUB socket sees the subscription,
+# and the router builds the types somebody subscribed to, and no others.
+WANT_TOPIC = b"\x00want:"
+
 
 def copy_id(task_id: str, queue: str) -> str:
     """The identity of the copy of a task that went to ``queue`` (of several)."""

@@ -99,6 +99,10 @@ class ResultsActor:
         self._write_at: float | None = None
         self._next_expire = 0.0
         self._next_trim = 0.0
+        # The routers that send events here (normally one), each told what the stream's
+        # subscribers want; and the Celery-shaped events received, to publish.
+        self._routers: dict[bytes, None] = {}
+        self._monitor: list[tuple[list[dict[str, Any]], Any]] = []
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -188,10 +192,12 @@ class ResultsActor:
             self._read_subscriptions()
         if self.ingest in ready:
             self._read_ingest()
+        self._tell_wanted()
         replies: list[tuple[bytes, Message]] = []
         if self.query in ready:
             self._read_queries(replies)
         self._apply_received()
+        self._publish_monitor()
         # An answer to a client's own events (or any query) goes once they are stored.
         self._write(force=bool(replies))
         self._acknowledge()
@@ -228,11 +234,46 @@ class ResultsActor:
             if msg.cmd is not Cmd.EVENTS:
                 logger.warning("dropping %s on the event socket", msg.cmd.value)
                 continue
+            if peer is not None and peer not in self._routers:
+                self._routers[peer] = None
+                self.stream.wanted_changed = True
             self._received.extend(valid_events(msg.header.get("events")))
+            monitor = msg.header.get("monitor")
+            if monitor is not None:
+                problem = protocol.monitor_batch_problem(monitor)
+                if problem is None:
+                    self._monitor.append((monitor, msg.header.get("epoch")))
+                else:
+                    logger.warning("dropping a batch of events: %s", problem)
             upto = msg.header.get("upto")
             if peer is not None and isinstance(upto, int) and not isinstance(upto, bool):
                 self._acks.append((peer, upto, msg.header.get("resync") is True,
                                    msg.header.get("complete") is True))
+
+    def _tell_wanted(self) -> None:
+        """Tell the routers which Celery event types the subscribers want now."""
+        if not self.stream.wanted_changed or not self._routers:
+            return
+        self.stream.wanted_changed = False
+        msg = Message(Cmd.MONITOR, {"types": sorted(self.stream.wanted)})
+        for peer in list(self._routers)[-4:]:
+            try:
+                protocol.send(self.ingest, msg, identity=peer, flags=zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                logger.debug("could not tell %r what is wanted: %s", peer, exc)
+        while len(self._routers) > 4:  # routers of the past (this one restarted)
+            del self._routers[next(iter(self._routers))]
+
+    def _publish_monitor(self) -> None:
+        """Publish the Celery-shaped events received, a batch per router message."""
+        batches, self._monitor = self._monitor, []
+        for events, epoch in batches:
+            out = self.stream.monitor(events, epoch)
+            if out is not None:
+                try:
+                    protocol.send(self.pub, out[1], identity=out[0], flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # a slow receiver: it sees the gap in the clock
 
     def _acknowledge(self) -> None:
         """Tell the router which of its final events are stored now (its journal keeps

@@ -55,6 +55,10 @@ class ResultsChild:
         self.endpoints: dict[str, str] = {}
         self.process: Any = None
         self.push: zmq.Socket[Any] | None = None
+        # The event types the results actor's subscribers want (see .monitor).
+        self.wanted: frozenset[str] = frozenset()
+        # The router's epoch, which tells receivers that its event clock started again.
+        self.epoch = ""
 
     @property
     def _saved(self) -> Path:
@@ -105,6 +109,10 @@ class ResultsChild:
         self.push.linger = 0
         self.push.sndhwm = 0
         self.push.connect(reachable(self.endpoints["ingest"], self.endpoint))
+        # An empty batch, so that the results actor knows this peer at once and tells it
+        # which events its subscribers want.
+        self.wanted = frozenset()
+        self.send_events([], None)
 
     def _wanted(self) -> dict[str, str]:
         if self.config.bind.startswith("ipc://"):
@@ -193,11 +201,16 @@ class ResultsChild:
         return self.push
 
     def send_events(self, events: list[dict[str, Any]], upto: int | None, *,
-                    resync: bool = False, complete: bool = False) -> None:
+                    resync: bool = False, complete: bool = False,
+                    monitor: list[dict[str, Any]] | None = None) -> None:
         """Send ``events``; ``upto``: the journal sequence of the last final event sent
         so far, which the results actor acknowledges once it stored them. ``resync``
-        marks a resend of the oldest unacknowledged ones (``complete``: all of them)."""
+        marks a resend of the oldest unacknowledged ones (``complete``: all of them).
+        ``monitor``: Celery-shaped events for the results actor to publish."""
         header: dict[str, Any] = {"events": events}
+        if monitor:
+            header["monitor"] = monitor
+            header["epoch"] = self.epoch
         if upto is not None:
             header["upto"] = upto
         if resync:
@@ -211,12 +224,16 @@ class ResultsChild:
             logger.error("results actor not taking events; %d dropped", len(events))
 
     def stored(self) -> list[int]:
-        """The STORED acknowledgements waiting on the socket."""
+        """The STORED acknowledgements waiting on the socket (and, on the way, what the
+        results actor says its subscribers want: :attr:`wanted`)."""
         out = []
         for _, msg in protocol.drain(self.socket):
             upto = msg.header.get("upto")
+            types = msg.header.get("types")
             if msg.cmd is Cmd.STORED and isinstance(upto, int):
                 out.append(upto)
+            elif msg.cmd is Cmd.MONITOR and isinstance(types, list):
+                self.wanted = frozenset(t for t in types if isinstance(t, str))
             else:
                 logger.warning("unexpected %s from the results actor", msg.cmd.value)
         return out

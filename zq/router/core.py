@@ -22,6 +22,7 @@ from .book import INFLIGHT, QUEUED, SCHEDULED, WAITING, Book, Entry
 from .chords import IGNORED, Chords, chain_membership, membership, waits
 from .dispatch import Dispatch
 from .durable import Durable, Log
+from .monitor import Monitor
 from .pace import Pace
 from .peers import ActorState, HostState
 from .schedule import Schedule
@@ -57,6 +58,8 @@ class Core:
         self.chords = Chords(journal)
         # Clients waiting in get() for tasks held here (see .waiting).
         self.waiters = Waiters()
+        # Celery-shaped events, built only while somebody wants them (see .monitor).
+        self.monitor = Monitor()
         # Chord parts that ended and are not counted yet: counted in turn, so that a
         # cascade (a release that ends a task that is a part itself) is a loop, not a
         # recursion as deep as the chords are nested.
@@ -237,11 +240,15 @@ class Core:
             self.count_part(part, self.eventless_event(entry, ignored))
 
     def end(self, entry: Entry, event: dict[str, Any],
-            part: tuple[str, int] | None = None) -> None:
+            part: tuple[str, int] | None = None, *, by: ActorState | None = None,
+            runtime: Any = None) -> None:
         """The task ended with ``event``: it goes to the results actor, and is journaled
         with the task's end, so that a kill cannot lose both the task and its result.
-        ``part``: the chord part this outcome settles, when its DONE named one."""
+        ``part``: the chord part this outcome settles, when its DONE named one; ``by``:
+        the actor it ended on, and the ``runtime`` its DONE reported."""
         self.events.append(event)
+        if self.monitor.on:
+            self.monitor.task_ended(event, entry, by, runtime)
         self._unstored(self.book.retire(entry, event), event)
         self.waiters.ended(event)
         self._forget_parts(entry)
@@ -250,6 +257,8 @@ class Core:
     def ended_unadmitted(self, entry: Entry, event: dict[str, Any]) -> None:
         """A task that ended as it came in (no route, revoked already)."""
         self.events.append(event)
+        if self.monitor.on:
+            self.monitor.task_ended(event, entry, None)
         self._unstored(self.book.ended_unadmitted(entry, event), event)
         self._ended(entry, event, None)
 
@@ -260,6 +269,8 @@ class Core:
         its header's chord too; a chord part its DONE names is counted now (the first
         outcome of a part counts)."""
         self.events.append(event)
+        if self.monitor.on:
+            self.monitor.task_ended(event, None, None)
         self._unstored(self.book.records.finished(uid, retries, event), event)
         if part is not None and event.get("state") != states.RETRY:
             self.count_part(part, event)
@@ -290,8 +301,9 @@ class Core:
                 del self._unstored_final[event["id"]]
         self.book.records.stored(upto)
 
-    def fail(self, entry: Entry, kind: str, message: str, *, presumed: bool = False) -> None:
-        self.end(entry, self.failure_event(entry, kind, message, presumed=presumed))
+    def fail(self, entry: Entry, kind: str, message: str, *, presumed: bool = False,
+             by: ActorState | None = None) -> None:
+        self.end(entry, self.failure_event(entry, kind, message, presumed=presumed), by=by)
 
     def expire(self, entry: Entry) -> None:
         self.end(entry, self.revoked_event(entry, "expired before it could run"))
@@ -412,6 +424,15 @@ class Core:
         """A state change that does not end the task (SENT)."""
         self.events.append(self.state_event(entry, state, **extra))
 
+    def sent(self, entry: Entry, queues: list[str]) -> None:
+        """An accepted task: its SENT state (not for a retry, which keeps showing RETRY
+        until its next attempt starts, as in Celery, nor for an ignored result), and
+        Celery's task-sent."""
+        if not entry.header.get("ignore_result") and not entry.retries:
+            self.event(entry, states.SENT, queue=",".join(queues))
+        if self.monitor.on:
+            self.monitor.task_sent(entry, ",".join(queues))
+
     @staticmethod
     def state_event(entry: Entry, state: str, **extra: Any) -> dict[str, Any]:
         if entry.uid != entry.id:
@@ -463,7 +484,14 @@ class Core:
                 return False
             return self.schedule.start_slot(entry, now) is None
 
-        return self.dispatch.round(admit)
+        dealt = self.dispatch.round(admit)
+        if self.monitor.wants("task-received"):
+            for identity, entries in dealt.items():
+                actor = self.actors.get(identity)
+                if actor is not None:
+                    for entry in entries:
+                        self.monitor.task_received(entry, actor)
+        return dealt
 
     def undeliverable(self, identity: bytes, entries: list[Entry]) -> None:
         """Tasks that could not be sent to an actor: back to the front of their queues."""
@@ -514,6 +542,7 @@ class Core:
             return
         logger.warning("actor %s lost (%s) holding %d task(s)", actor.name, reason,
                        len(actor.inflight))
+        self.monitor.worker_offline(actor)
         held = list(actor.inflight.values())
         if started is not None:
             keys = [entry.key for entry in held]
@@ -522,7 +551,7 @@ class Core:
             for entry in held[cut:]:
                 actor.release(entry.key)
                 if entry.key == started and running:
-                    self._running_task_lost(entry, reason, error, presumed)
+                    self._running_task_lost(entry, reason, error, presumed, actor)
                 else:
                     self.requeue(entry, redelivered=False)
             if actor.inflight and now is not None:
@@ -535,20 +564,20 @@ class Core:
             maybe = maybe and (position == 0 or entry.key in actor.granted)
             if maybe:
                 self._running_task_lost(entry, reason, error if position == 0 else None,
-                                        presumed=presumed or position > 0)
+                                        presumed or position > 0, actor)
             else:
                 self.requeue(entry, redelivered=False)
 
     def _running_task_lost(self, entry: Entry, reason: str, error: str | None,
-                           presumed: bool) -> None:
+                           presumed: bool, actor: ActorState) -> None:
         if entry.id in self.book.revoked:
-            self.end(entry, self.revoked_event(entry, "revoked and terminated"))
+            self.end(entry, self.revoked_event(entry, "revoked and terminated"), by=actor)
             return
         if error == "TimeLimitExceeded":
             limit = entry.header.get("time_limit")
             self.fail(entry, "TimeLimitExceeded",
                       f"TimeLimitExceeded({limit if limit is not None else ''}): the task "
-                      f"ran past its hard time limit and its process was killed")
+                      f"ran past its hard time limit and its process was killed", by=actor)
             return
         late = entry.acks_late and entry.header.get("reject_on_worker_lost") is not False
         limit = self.redelivery_limit(entry)
@@ -558,10 +587,10 @@ class Core:
             self.fail(entry, "WorkerLostError",
                       f"Worker exited prematurely ({reason}); the task was redelivered "
                       f"{entry.redeliveries} times (max_redeliveries={limit}) and is "
-                      f"not tried again", presumed=presumed)
+                      f"not tried again", presumed=presumed, by=actor)
         else:
             self.fail(entry, "WorkerLostError", f"Worker exited prematurely: {reason}",
-                      presumed=presumed)
+                      presumed=presumed, by=actor)
 
 
 def _size(entries: list[Entry]) -> int | None:

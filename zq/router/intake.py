@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .. import protocol, states
+from .. import protocol
 from ..protocol import Cmd, Message, copy_id
 from ..ratelimit import parse_rate
 from .book import Entry
@@ -108,9 +108,7 @@ def accept(core: Core, identity: bytes, header: dict[str, Any], raw_header: byte
             core.schedule.set_rate(entry.name, parse_rate(header["rate_limit"]))
         except ValueError as exc:
             return protocol.error(str(exc), kind="PublishError", task_id=task_id)
-    if not header.get("ignore_result") and not entry.retries:
-        # A retry keeps showing RETRY until its next attempt starts, as in Celery.
-        core.event(entry, states.SENT, queue=",".join(queues))
+    core.sent(entry, queues)
     if len(queues) == 1:
         if not entry.queue:
             entry.queue = queues[0]
@@ -187,6 +185,8 @@ def unwritten(core: Core, entries: list[Entry], failure: str) -> None:
         ids.add(entry.id)
         keys.add((entry.id, entry.retries))
     core.events = [e for e in core.events if (e.get("id"), e.get("retries", 0)) not in keys]
+    core.monitor.pending = [e for e in core.monitor.pending
+                            if (e.get("uuid"), e.get("retries", 0)) not in keys]
     core.replies = [(identity, _unaccepted(msg, ids, failure))
                     for identity, msg in core.replies]
     for identity, later in core.later.items():

@@ -26,7 +26,7 @@ from .._proctitle import set_title
 from .._signals import Wakeup
 from ..errors import ConfigurationError, ProtocolError
 from ..protocol import Cmd, Message
-from . import control, files, intake, members
+from . import control, files, intake, members, monitor
 from .book import Entry
 from .children import ResultsChild
 from .config import RouterConfig
@@ -57,7 +57,7 @@ HANDLERS: dict[Cmd, Handler] = {
     Cmd.SUBMIT: intake.on_submit, Cmd.PUBLISH: intake.on_publish, Cmd.HELLO: members.on_hello, Cmd.CONTROL: control.on_control,
     Cmd.READY: members.on_ready, Cmd.DONE: members.on_done, Cmd.HEARTBEAT: members.on_heartbeat,
     Cmd.LOST: members.on_lost, Cmd.EVENTS: members.on_events, Cmd.BYE: members.on_bye,
-    Cmd.WAIT: intake.on_wait,
+    Cmd.WAIT: intake.on_wait, Cmd.MONITOR: monitor.on_monitor,
 }
 
 
@@ -103,6 +103,7 @@ class Router:
         self.sock = self._bind()
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.results = ResultsChild(self.ctx, config, self.endpoint, self.keys)
+        self.results.epoch = self.epoch
         self.results.start()
         self.journal = Journal(config.data_dir / "journal.log", fsync=config.journal_fsync)
         self.core = Core(self.journal, max_redeliveries=config.max_redeliveries,
@@ -220,7 +221,7 @@ class Router:
         deadline = core.schedule.next_deadline()
         if deadline is not None:
             timeout_s = max(0.0, min(timeout_s, deadline - now))
-        if core.events:
+        if core.events or core.monitor.pending:
             timeout_s = min(timeout_s, _EVENT_FLUSH_S)
         if core.later_since is not None:
             timeout_s = max(0.0, min(timeout_s, core.later_since + ACCEPT_LATER_S - now))
@@ -236,9 +237,11 @@ class Router:
             for upto in self.results.stored():
                 core.stored(upto)
                 self._stored_at = time.monotonic()
+            core.monitor.subscribed(self.results.wanted)
         if self.results.sentinel in ready and self.results.died():
             self._restart_results()
         now = time.time()
+        core.monitor.now = now
         core.fire(now)
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + _HOUSEKEEPING_S
@@ -261,8 +264,8 @@ class Router:
                 self._deliver(identity, entries)
         # Events go as soon as the socket is drained (a step that took less than a full
         # batch); under a backlog, at least every _EVENT_FLUSH_S.
-        if core.events and (handled < _BATCH
-                            or time.monotonic() - self._last_flush >= _EVENT_FLUSH_S):
+        if (core.events or core.monitor.pending) and (
+                handled < _BATCH or time.monotonic() - self._last_flush >= _EVENT_FLUSH_S):
             self._flush_events()
 
     def _drain(self) -> int:
@@ -283,6 +286,7 @@ class Router:
             return
         now = time.time()
         self.core.seen(identity, now)
+        self.core.monitor.now = now
         try:
             handler(self.core, identity, msg, now)
         except Exception as exc:
@@ -348,11 +352,12 @@ class Router:
             self.core.undeliverable(identity, entries)
 
     def _flush_events(self) -> None:
-        if self.core.events:
+        if self.core.events or self.core.monitor.pending:
             self._last_flush = time.monotonic()
             events, self.core.events = self.core.events, []
             unstored = self.core.unstored
-            self.results.send_events(events, next(reversed(unstored)) if unstored else None)
+            self.results.send_events(events, next(reversed(unstored)) if unstored else None,
+                                     monitor=self.core.monitor.take())
 
     def _resend_unstored(self) -> None:
         """Results the results actor has not confirmed storing for a while (its store
@@ -378,6 +383,8 @@ class Router:
         self._welcome()
         self.poller.register(self.results.sentinel, zmq.POLLIN)
         self.poller.register(self.results.socket, zmq.POLLIN)
+        # Its subscribers resubscribe by themselves, and it says what they want.
+        self.core.monitor.subscribed(frozenset())
         # What the old one may not have stored goes to the new one, before newer events
         # (some twice, which the results actor takes as the same final state).
         self.core.events[:0] = list(self.core.unstored.values())

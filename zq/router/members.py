@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .. import protocol
+from .. import protocol, states
 from ..protocol import Cmd, Message
 from .book import QUEUED, SCHEDULED, Entry
 from .core import Core
@@ -49,7 +49,11 @@ def on_ready(core: Core, identity: bytes, msg: Message, now: float) -> None:
         core.actors[identity] = actor
         logger.info("actor %s ready for %s with credit %d", actor.name, ",".join(names),
                     credit)
+        core.monitor.worker_online(actor)
     else:
+        if actor.placeholder:
+            actor.pid = int(h.get("pid", 0))
+            core.monitor.worker_online(actor)
         actor.queues, actor.credit = names, credit
         actor.placeholder = False
         actor.granted.clear()  # it starts nothing it holds before this WELCOME
@@ -149,13 +153,14 @@ def _part(record: dict[str, Any]) -> tuple[str, int] | None:
     return part[0], part[1]
 
 
-def _ended(core: Core, entry: Entry, record: dict[str, Any]) -> None:
+def _ended(core: Core, entry: Entry, record: dict[str, Any],
+           actor: ActorState | None = None) -> None:
     """End a task the router holds as its DONE says: with its final event; relayed to the
     replacement it sent (``replaced``); or without an event (it raised Ignore, or
     ignores its result)."""
     event = _final_event(record)
     if event is not None:
-        core.end(entry, event, _part(record))
+        core.end(entry, event, _part(record), by=actor, runtime=record.get("runtime"))
     elif record.get("replaced"):
         core.relay(entry)
     else:
@@ -180,11 +185,15 @@ def _done_one(core: Core, actor: ActorState, record: dict[str, Any]) -> list[Any
         limit = core.redelivery_limit(entry)
         if started and entry.redeliveries >= limit:
             core.fail(entry, "Reject", f"the task rejected itself {entry.redeliveries + 1} "
-                                       f"times (max_redeliveries={limit}); not requeued again")
+                                       f"times (max_redeliveries={limit}); not requeued again",
+                      by=actor)
         else:
+            if started and core.monitor.on:
+                core.monitor.task_requeued(entry, actor)
             core.requeue(entry, redelivered=started)
         return _key(record)
-    _ended(core, entry, record)
+    core.monitor.processed[actor.identity] = core.monitor.processed.get(actor.identity, 0) + 1
+    _ended(core, entry, record, actor)
     return _key(record)
 
 
@@ -218,11 +227,17 @@ def on_events(core: Core, identity: bytes, msg: Message, now: float) -> None:
     if not isinstance(events, list):
         core.refuse(identity, "EVENTS needs an 'events' list")
         return
+    actor = core.actors[identity]
     for event in events:
         problem = protocol.event_problem(event)
         if problem:
             logger.warning("dropping event from actor %r: %s", identity, problem)
-        else:
+            continue
+        if event["state"] == states.STARTED and core.monitor.on:
+            entry = core.book.tasks.get(event.get("copy") or event["id"])
+            core.monitor.task_started(event, actor, entry.queue if entry else None)
+        # Sent only for the events (a worker run with -E), not to be stored.
+        if not event.get("event_only"):
             core.events.append(event)
 
 
@@ -233,6 +248,8 @@ def on_heartbeat(core: Core, identity: bytes, msg: Message, now: float) -> None:
         actor = core.actors.get(identity)
         known = actor is not None and not actor.placeholder
         core.reply(identity, Message(Cmd.HEARTBEAT if known else Cmd.RESYNC))
+        if actor is not None and known and not actor.supervised:
+            core.monitor.worker_heartbeat(actor.host, [actor], now)
         return
     problem = protocol.heartbeat_problem(msg.header)
     if problem is not None:
@@ -250,6 +267,8 @@ def on_heartbeat(core: Core, identity: bytes, msg: Message, now: float) -> None:
         if (actor.identity not in alive and now - actor.registered_at > _DEPARTURE_GRACE_S
                 and actor.departed_at is None):
             core.actor_lost(actor.identity, "not among its supervisor's actors")
+    core.monitor.worker_heartbeat(host, [a for a in core.actors.values() if a.host == host
+                                         and a.taking], now, msg.header.get("loadavg"))
 
 
 def _take_pool(state: HostState, pool: Any) -> None:
@@ -325,6 +344,7 @@ def on_bye(core: Core, identity: bytes, msg: Message, now: float) -> None:
     host = msg.header.get("host")
     if isinstance(host, str) and identity == host.encode() and host in core.hosts:
         del core.hosts[host]
+        core.monitor.host_gone(host)
         # An actor already seen exiting cleanly is settled by its own BYE (its DONEs
         # travel on its socket and may still be on their way), or by housekeeping.
         for actor in [a for a in core.actors.values()
@@ -337,6 +357,7 @@ def on_bye(core: Core, identity: bytes, msg: Message, now: float) -> None:
     if leaving is None:
         return
     logger.info("actor %s left", leaving.name)
+    core.monitor.worker_offline(leaving)
     for entry in reversed(leaving.inflight.values()):
         core.enqueue(entry, front=True)
 
@@ -350,6 +371,7 @@ def housekeeping(core: Core, now: float) -> None:
         logger.warning("host %s silent for %.1fs: its actors are lost", host.host,
                        now - host.last_seen)
         del core.hosts[host.host]
+        core.monitor.host_gone(host.host)
         for actor in [a for a in core.actors.values() if a.host == host.host]:
             core.actor_lost(actor.identity, f"host {host.host} lost", presumed=True)
     # An actor with no supervisor speaks for itself: silent past the host timeout, lost.
@@ -358,3 +380,4 @@ def housekeeping(core: Core, now: float) -> None:
         core.actor_lost(actor.identity, f"silent for {now - actor.last_seen:.1f}s",
                         presumed=True)
     core.schedule.compact_expiries(list(core.book.tasks.values()))
+    core.monitor.expire(now)

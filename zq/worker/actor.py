@@ -93,6 +93,8 @@ class Actor:
         # replacement, a task it calls) is accepted before its DONE goes: a kill in
         # between then loses nothing.
         self.app.conf.update(publish_confirm=True)
+        if worker.task_events:  # -E: report each start, for task-started events
+            self.app.conf.update(worker_send_task_events=True)
         self.executor = Executor(
             self.app, app_path=worker.app, emit=self._send_event,
             time_limit_s=worker.time_limit_s, soft_time_limit_s=worker.soft_time_limit_s,

@@ -33,6 +33,8 @@ class WorkerConfig:
     # (max, min) actors: the supervisor adds one when all are busy and stops one after
     # a while with one to spare (Celery's --autoscale); None: a fixed pool.
     autoscale: tuple[int, int] | None = None
+    # -E: every task's start is reported, for task-started events (docs/events.md).
+    task_events: bool = False
 
     def __post_init__(self) -> None:
         check_endpoint(self.router)

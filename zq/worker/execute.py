@@ -161,10 +161,16 @@ class Executor:
 
     def _run(self, task: Task, header: dict[str, Any], request: Request, args: list[Any],
              kwargs: dict[str, Any]) -> Outcome:
-        if task.option("track_started", "task_track_started") and not request.ignore_result:
-            self.emit(protocol.state_event(request.id or "", states.STARTED,
+        tracked = task.option("track_started", "task_track_started") \
+            and not request.ignore_result
+        if tracked or self.app.settings.worker_send_task_events:
+            started = protocol.state_event(request.id or "", states.STARTED,
                                            retries=request.retries, name=task.name,
-                                           pid=os.getpid(), hostname=self.hostname))
+                                           pid=os.getpid(), hostname=self.hostname)
+            if not tracked:
+                # For the task-started event only (-E): the router does not store it.
+                started["event_only"] = True
+            self.emit(started)
         with self._limits(header, request):
             return trace(task, request, args, kwargs,
                          report=lambda o: self._report(task, request, o))
