@@ -275,6 +275,8 @@ class Supervisor:
             # cannot announce itself until its task ends.
             header["running"] = running
         header["pool"] = self._pool_facts()
+        if hasattr(os, "getloadavg"):  # for worker-heartbeat events
+            header["loadavg"] = [round(x, 2) for x in os.getloadavg()]
         try:
             protocol.send(self.sock, Message(Cmd.HEARTBEAT, header), flags=zmq.NOBLOCK)
         except zmq.Again:
