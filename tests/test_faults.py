@@ -34,6 +34,7 @@ import zmq
 import zmq.auth
 
 import zq
+import zq.results_client
 from tests.apps import faults
 from tests.conftest import dedicated_cluster, wait_until
 from zq import App, group, protocol, states
@@ -611,7 +612,7 @@ def test_client_blocked_in_get_while_the_results_actor_restarts_gets_its_result(
         tmp_path, log, gate, monkeypatch):
     """The client notices the reconnection and asks again at once: with its periodic
     renewal put off past the test's timeout, only that can bring the result."""
-    monkeypatch.setattr(zq.client, "_WAIT_RENEW_S", 120.0)
+    monkeypatch.setattr(zq.results_client, "_WAIT_RENEW_S", 120.0)
     with faults_cluster(tmp_path / "cluster", concurrency=1) as cluster:
         result = faults.hold.delay(str(log), str(gate))
         wait_for_run(log, result.id)

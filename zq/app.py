@@ -14,7 +14,8 @@ from typing import Any
 import zmq
 
 from . import _current, config, protocol, serialization, states
-from .client import Pending, ResultsClient, RouterClient
+from .client import RouterClient
+from .results_client import Pending, ResultsClient
 from .config import Conf, Settings
 from .control import Control
 from .errors import ConfigurationError, PublishError, ZqError
