@@ -24,7 +24,8 @@ class Metrics:
     """One registry per dashboard (never the process-global one)."""
 
     def __init__(self, view: View):
-        disable_created_metrics()  # a *_created series per label set only doubles the text
+        # A *_created series per label set only doubles the text.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self.events = Counter("zq_events", "Task state changes seen, by task name and state",
                               ["task", "state"], registry=self.registry)
