@@ -166,7 +166,7 @@ async def _task(ctx: Context, task_id: str) -> dict[str, Any]:
     def ask() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         where = ctx.app.control.inspect(timeout=2.0).task(task_id)
         meta = [] if ctx.view.task(task_id) else ctx.app.results_client().get([task_id], 5.0)
-        return where.get("router") or {}, meta
+        return where, meta
     where, meta = await ctx.feed.call(ask)
     row = ctx.view.task(task_id)
     if row is None:
@@ -349,7 +349,7 @@ async def queue_waiting(request: Request, ctx: Context) -> Any:
     n = checks.integer(request.query_params.get("n", 20), "n", 1, 1000)
     answer = await ctx.feed.call(
         lambda: ctx.app.control.inspect(timeout=2.0).queued(name, n))
-    return answer.get("router") or {"queue": name, "size": 0, "tasks": []}
+    return answer or {"queue": name, "size": 0, "tasks": []}
 
 
 async def purge(request: Request, ctx: Context) -> Any:

@@ -8,6 +8,7 @@ import html
 import ipaddress
 import logging
 import secrets
+import socket
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -55,12 +56,12 @@ class DashboardConfig:
 
 
 def parse_bind(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) or a bare port."""
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) or a bare port; port 0 picks a free one."""
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = "127.0.0.1", text
     host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigurationError(f"--bind {text!r}: give HOST:PORT, such as 127.0.0.1:5556")
     return host, int(port)
 
@@ -158,18 +159,37 @@ def build(config: DashboardConfig, app: App | None = None) -> tuple[ASGIApp, Fee
 
 
 def run(config: DashboardConfig) -> None:
-    """Serve the dashboard until interrupted."""
+    """Serve the dashboard until interrupted. The socket is bound here, so that port 0
+    picks a free port and the log says which."""
     import uvicorn
 
     asgi, feed = build(config)
     if not config.local and config.basic_auth is None:
         logger.warning("listening on %s without --basic-auth: anyone who reaches it sees "
                        "every task; control actions are off", config.host)
+    sock = _listen(config.host, config.port)
+    port = sock.getsockname()[1]
     feed.start()
-    logger.info("zq dashboard at http://%s:%d/ (router %s)", config.host, config.port,
-                config.router)
+    shown = f"[{config.host}]" if ":" in config.host else config.host
+    logger.info("zq dashboard at http://%s:%d/ (router %s)", shown, port, config.router)
+    server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", access_log=False,
+                                          timeout_graceful_shutdown=2))
     try:
-        uvicorn.run(asgi, host=config.host, port=config.port, log_level="warning",
-                    timeout_graceful_shutdown=2, access_log=False)
+        server.run(sockets=[sock])
     finally:
         feed.stop()
+        sock.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
