@@ -312,12 +312,19 @@ function workersPage() {
         el("button", {onclick: () => addQueue.value && act("/api/worker/queue/add-consumer/" + name, {queue: addQueue.value}, "Consume " + addQueue.value + " on " + host.name + "?")}, "Add queue"),
         el("button", {class: "danger", onclick: () => act("/api/worker/shutdown/" + name, {}, "Shut " + host.name + " down (warm)?")}, "Shut down")),
       el("table", {}, el("thead", {}, el("tr", {}, ["Actor", "Pid", "Running", "Processed", "Tasks/s", "Up", "Queues"].map(h => el("th", {}, h)))),
-        el("tbody", {}, mine.map(a => el("tr", {"data-actor": a.name},
-          el("td", {class: "mono"}, a.name), el("td", {}, a.pid),
-          el("td", {}, a.running ? el("a", {href: "/task/" + encodeURIComponent(a.running.id)}, a.running.name) : el("span", {class: "muted"}, "idle")),
-          el("td", {}, a.processed), el("td", {}, a.rate), el("td", {}, fmtDuration(a.uptime)),
-          el("td", {}, a.queues.map(q => el("span", {}, q, " ", el("button", {title: "stop consuming " + q,
-            onclick: () => act("/api/worker/queue/cancel-consumer/" + encodeURIComponent(a.name), {queue: q}, "Stop " + a.name + " consuming " + q + "?")}, "×"), " ")))))))));
+        el("tbody", {}, mine.map(actorRow))));
+  }
+  function actorRow(a) {
+    const cancel = q => el("button", {title: "stop consuming " + q, onclick: () => act(
+      "/api/worker/queue/cancel-consumer/" + encodeURIComponent(a.name), {queue: q},
+      "Stop " + a.name + " consuming " + q + "?")}, "×");
+    const running = a.running
+      ? el("a", {href: "/task/" + encodeURIComponent(a.running.id)}, a.running.name)
+      : el("span", {class: "muted"}, "idle");
+    return el("tr", {"data-actor": a.name},
+      el("td", {class: "mono"}, a.name), el("td", {}, a.pid), el("td", {}, running),
+      el("td", {}, a.processed), el("td", {}, a.rate), el("td", {}, fmtDuration(a.uptime)),
+      el("td", {}, a.queues.map(q => el("span", {}, q, " ", cancel(q), " "))));
   }
   function fillLimits(registered) {
     limits.dataset.filled = "1";
