@@ -7,6 +7,7 @@ view when Prometheus scrapes.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import (CollectorRegistry, Counter, Histogram, disable_created_metrics,
                                generate_latest)
@@ -34,13 +35,25 @@ class Metrics:
             ["task"], registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, float("inf")))
         self._names: set[str] = set()
+        # The labelled children, looked up once: observe runs for every state change.
+        self._counters: dict[tuple[str | None, str], Any] = {}
+        self._histograms: dict[str | None, Any] = {}
         self.registry.register(_Gauges(view))
 
     def observe(self, name: str | None, state: str, runtime_s: float | None) -> None:
-        label = self._label(name)
-        self.events.labels(label, state).inc()
+        counter = self._counters.get((name, state))
+        if counter is None:
+            counter = self.events.labels(self._label(name), state)
+            if len(self._counters) < _MAX_NAMES * 4:
+                self._counters[(name, state)] = counter
+        counter.inc()
         if runtime_s is not None:
-            self.runtime.labels(label).observe(runtime_s)
+            histogram = self._histograms.get(name)
+            if histogram is None:
+                histogram = self.runtime.labels(self._label(name))
+                if len(self._histograms) < _MAX_NAMES:
+                    self._histograms[name] = histogram
+            histogram.observe(runtime_s)
 
     def _label(self, name: str | None) -> str:
         if name is None:

@@ -19,6 +19,7 @@ from .. import serialization, states
 _READABLE = frozenset({"application/x-msgpack", "application/json"})
 _SHOWN_CHARS = 4000
 _TIMELINE = 32
+_RAW_KEPT = 4096
 SECONDS_KEPT = 120
 MINUTES_KEPT = 60
 DEPTH_SAMPLES = 400
@@ -49,6 +50,8 @@ class TaskRow:
     eta: float | None = None
     where: str | None = None
     changed: int = 0
+    # A small result as it came (content type, body), decoded only when shown.
+    raw: tuple[str, bytes] | None = None
 
     def runtime(self) -> float | None:
         if self.ended is None:
@@ -66,6 +69,8 @@ class TaskRow:
             "exception": self.exception, "eta": self.eta,
         }
         if full:
+            if self.raw is not None:
+                self.result, self.raw = _decode(*self.raw), None
             out.update(args=self.args, kwargs=self.kwargs, result=self.result,
                        traceback=self.traceback, where=self.where,
                        timeline=[{"state": s, "ts": ts} for s, ts in self.timeline])
@@ -99,11 +104,7 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
-def _result(event: dict[str, Any]) -> Any:
-    body = event.get("body")
-    if body is None:
-        return None
-    ct = event.get("ct") or ""
+def _decode(ct: str, body: bytes) -> Any:
     if ct not in _READABLE:
         return f"<{len(body)} bytes of {ct}>"
     try:
@@ -231,14 +232,24 @@ class View:
             row.ended = ts
             row.where = None
             if state == states.SUCCESS:
-                row.result = _result(event)
+                self._result(row, event)
                 self._count(ts, 1)
             else:
                 self._exception(row, event)
                 if state == states.FAILURE:
                     self._count(ts, 2)
         elif "body" in event:
-            row.result = _result(event)  # a custom state's meta
+            self._result(row, event)  # a custom state's meta
+
+    @staticmethod
+    def _result(row: TaskRow, event: dict[str, Any]) -> None:
+        body, ct = event.get("body"), event.get("ct") or ""
+        if not isinstance(body, bytes):
+            row.result, row.raw = None, None
+        elif len(body) <= _RAW_KEPT:
+            row.result, row.raw = None, (ct, body)  # decoded when shown: most never are
+        else:
+            row.result, row.raw = _decode(ct, body), None
 
     @staticmethod
     def _exception(row: TaskRow, event: dict[str, Any]) -> None:
@@ -444,6 +455,8 @@ class View:
 
 
 def _mentions(row: TaskRow, needle: str) -> bool:
+    if row.raw is not None:
+        row.result, row.raw = _decode(*row.raw), None
     for value in (row.id, row.name, row.worker, row.exception, row.args, row.kwargs,
                   row.result):
         if value is not None and needle in str(value).lower():
