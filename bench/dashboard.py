@@ -3,6 +3,7 @@
     python bench/dashboard.py            # about 2 minutes: 3 passes each, groups of 20,000
     python bench/dashboard.py --quick    # about 20 s: a smoke run (groups of 2,000)
     python bench/dashboard.py --passes 5 --tasks 20000
+    python bench/dashboard.py --watch-reference   # also a bare watcher of every change
 
 One cluster (``zq router`` on ipc, ``zq workers -n 2``) runs throughout. Each pass sends a
 ``group`` of N ``add.s(i, i)`` (as bench/run.py does) and collects every result, checked;
@@ -12,7 +13,9 @@ slow minute on this shared machine slows both alike. For a pass with a dashboard
 live stream (``/api/events``) as an open page does. Reported per pass: the group's tasks/s;
 with a dashboard also its CPU seconds and share of one core during the group, the SUCCESS
 states it counted (``zq_events_total`` in ``/metrics``) against the tasks run, and how
-long after the group's last result it had counted them all. Progress goes to stderr.
+long after the group's last result it had counted them all. With ``--watch-reference``
+passes with a bare watcher of every change (zq's own, doing nothing with what it reads)
+take turns too: the cost of following the stream at all. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -121,21 +124,38 @@ def _router_cpu_s(cluster: Cluster) -> tuple[float, float]:
     return own.user + own.system, results
 
 
-def one_pass(client: Client, cluster: Cluster, directory: Path, tasks: int, with_dash: bool,
+# The floor any follower of every state change costs: zq's own watcher, doing nothing
+# with what it reads (the results actor publishes each change to it, as to a dashboard).
+_BARE_WATCHER = ("import sys\nfrom zq import App\n"
+                 "for _ in App(router=sys.argv[1]).results_client().watch(None): pass\n")
+
+
+def one_pass(client: Client, cluster: Cluster, directory: Path, tasks: int, kind: str,
              timeout_s: float) -> dict[str, Any]:
+    with_dash = kind == "dashboard"
     dashboard = Dashboard(cluster, directory, timeout_s) if with_dash else None
+    watcher = None
+    if kind == "watch":
+        watcher = Process("watch", [], directory / f"watch-{time.monotonic_ns()}.log",
+                          cluster.env, REPO_ROOT, command=[sys.executable, "-c", _BARE_WATCHER,
+                                                           cluster.router])
+        time.sleep(1.0)  # subscribed and past its snapshot
     try:
         before = dashboard.successes() if dashboard else 0
         cpu_before = dashboard.cpu_s() if dashboard else 0.0
         router_before = _router_cpu_s(cluster)
         figures = client.group_throughput(tasks)
         router_after = _router_cpu_s(cluster)
-        out: dict[str, Any] = {"dashboard": with_dash, "tasks_per_s": figures["tasks_per_s"],
+        out: dict[str, Any] = {"kind": kind, "dashboard": with_dash,
+                               "tasks_per_s": figures["tasks_per_s"],
                                "duration_s": figures["duration_s"],
                                "router_cpu_s": round(router_after[0] - router_before[0], 3),
                                "results_actor_cpu_s": round(router_after[1] - router_before[1],
                                                             3)}
         if dashboard is None:
+            if watcher is not None:
+                cpu = psutil.Process(watcher.pid).cpu_times()
+                out["watcher_cpu_s"] = round(cpu.user + cpu.system, 3)
             return out
         cpu_s = dashboard.cpu_s() - cpu_before
         ended = time.monotonic()
@@ -152,6 +172,8 @@ def one_pass(client: Client, cluster: Cluster, directory: Path, tasks: int, with
     finally:
         if dashboard is not None:
             dashboard.stop()
+        if watcher is not None:
+            watcher.stop()
 
 
 def report(args: argparse.Namespace) -> dict[str, Any]:
@@ -163,16 +185,18 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
             client.use(cluster.router)
             log(f"warm-up: a group of {min(args.tasks, 2000)}")
             client.group_throughput(min(args.tasks, 2000))
-            order = [False, True, True, False] * ((args.passes + 1) // 2)
-            for index, with_dash in enumerate(order[:2 * args.passes]):
-                log(f"pass {index + 1}: a group of {args.tasks} "
-                    f"{'with' if with_dash else 'without'} a dashboard")
-                figures = one_pass(client, cluster, directory, args.tasks, with_dash,
+            kinds = ["none", "dashboard", "watch"] if args.watch_reference \
+                else ["none", "dashboard"]
+            order = (kinds + kinds[::-1]) * ((args.passes + 1) // 2)
+            for index, kind in enumerate(order[:len(kinds) * args.passes]):
+                log(f"pass {index + 1}: a group of {args.tasks}, {kind}")
+                figures = one_pass(client, cluster, directory, args.tasks, kind,
                                    args.timeout_s)
                 log(f"  {json.dumps(figures)}")
                 passes.append(figures)
         client.close()
-    without = [p["tasks_per_s"] for p in passes if not p["dashboard"]]
+    without = [p["tasks_per_s"] for p in passes if p["kind"] == "none"]
+    watched = [p["tasks_per_s"] for p in passes if p["kind"] == "watch"]
     with_ = [p["tasks_per_s"] for p in passes if p["dashboard"]]
     dashed = [p for p in passes if p["dashboard"]]
     summary = {
@@ -184,6 +208,10 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
             p["dashboard_cpu_share_of_a_core"] for p in dashed),
         "caught_up_after_s_max": max((p["caught_up_after_s"] or float("inf")) for p in dashed),
     }
+    if watched:
+        summary["tasks_per_s_bare_watcher"] = round(statistics.median(watched), 1)
+        summary["bare_watcher_over_without"] = round(
+            statistics.median(watched) / statistics.median(without), 3)
     return {"benchmark": "dashboard", "zq_revision": zq_revision(REPO_ROOT),
             "machine": machine_info(), "tasks": args.tasks, "passes": passes,
             "summary": summary}
@@ -195,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passes", type=int, default=None,
                         help="passes of each kind (3; --quick: 2)")
     parser.add_argument("--quick", action="store_true", help="groups of 2,000, 2 passes each")
+    parser.add_argument("--watch-reference", action="store_true",
+                        help="also passes with a bare watcher of every change (no dashboard)")
     parser.add_argument("--timeout-s", type=float, default=120.0)
     args = parser.parse_args(argv)
     args.tasks = args.tasks or (2_000 if args.quick else 20_000)
