@@ -336,6 +336,36 @@ def generate(directory: str, names: tuple[str, ...], force: bool) -> None:
         click.echo(f"{public}\n{secret}")
 
 
+@main.command()
+@router_option
+@click.option("--bind", default="127.0.0.1:5556", show_default=True, metavar="HOST:PORT",
+              help="Where the dashboard listens (control actions need localhost or auth).")
+@click.option("--basic-auth", default=None, metavar="USER:PASSWORD",
+              envvar="ZQ_DASHBOARD_AUTH", help="Ask every request for these ($ZQ_DASHBOARD_AUTH).")
+@click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False),
+              default=None, help="CURVE keys: client.key_secret and router.key in DIR.")
+@click.option("--max-tasks", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="Recent tasks kept in memory.")
+@click.option("--nice", type=click.IntRange(0, 19), default=10, show_default=True,
+              help="CPU niceness: the dashboard yields to the router and workers.")
+@loglevel_option
+def dashboard(router: str, bind: str, basic_auth: str | None, keys_dir: str | None,
+              max_tasks: int, nice: int, loglevel: str) -> None:
+    """Serve a live web dashboard, an HTTP API and Prometheus metrics (docs/dashboard.md)."""
+    try:
+        from .dashboard import DashboardConfig, parse_auth, parse_bind, run
+    except ImportError as exc:
+        raise Failed(f"needs the dashboard extra: pip install 'zq[dashboard]' ({exc})",
+                     2) from None
+    from .log import setup_logging
+
+    setup_logging(loglevel)
+    host, port = parse_bind(bind)
+    run(DashboardConfig(router=router, host=host, port=port, basic_auth=parse_auth(basic_auth),
+                        keys_dir=Path(keys_dir) if keys_dir else None, max_tasks=max_tasks,
+                        nice=nice))
+
+
 # Celery's inspect and control groups; ``zq purge`` is ``zq control purge``.
 main.add_command(cli_ops.inspect)
 main.add_command(cli_ops.control)
