@@ -528,3 +528,17 @@ def test_chain_with_a_failing_link_fails_its_last_result(cluster):
 def test_group_of_a_hundred(cluster):
     results = group(add.s(i, i) for i in range(100)).apply_async()
     assert results.get(timeout=20) == [2 * i for i in range(100)]
+
+
+def test_a_finished_task_says_which_actor_ran_it_and_for_how_long(cluster):
+    """Kept with the result (Celery's extended results have `worker`), for any reader."""
+    result = add.delay(20, 22)
+    assert result.get(timeout=10) == 42
+    fresh = App("reader", router=cluster.router)
+    try:
+        stored = fresh.AsyncResult(result.id)
+        wait_until(lambda: stored.state == states.SUCCESS, 5, "the stored state")
+        assert stored.worker is not None and stored.worker.count("/") == 2
+        assert stored.runtime is not None and 0 <= stored.runtime < 5
+    finally:
+        fresh.close()

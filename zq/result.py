@@ -154,6 +154,25 @@ class AsyncResult:
         return int(self._get_meta().get("retries", 0))
 
     @property
+    def worker(self) -> str | None:
+        """The actor that ran it (``host/index/generation``), once it ended; as Celery's
+        extended results have it."""
+        worker = self._get_meta().get("worker")
+        return worker if isinstance(worker, str) else None
+
+    @property
+    def queue(self) -> str | None:
+        """The queue it was routed to (known while it waits; SENT says it)."""
+        queue = self._get_meta().get("queue")
+        return queue if isinstance(queue, str) else None
+
+    @property
+    def runtime(self) -> float | None:
+        """Seconds its body ran, as its actor measured, once it ended."""
+        runtime = self._get_meta().get("runtime")
+        return float(runtime) if isinstance(runtime, (int, float)) else None
+
+    @property
     def date_done(self) -> dt.datetime | None:
         meta = self._get_meta()
         return from_timestamp(meta.get("ts")) if meta.get("state") in states.READY_STATES else None

@@ -31,7 +31,7 @@ class Metrics:
         self.events = Counter("zq_events", "Task state changes seen, by task name and state",
                               ["task", "state"], registry=self.registry)
         self.runtime = Histogram(
-            "zq_task_runtime_seconds", "Seconds from STARTED (else SENT) to the final state",
+            "zq_task_runtime_seconds", "Seconds a task's body ran (as its actor measured; else from STARTED, else SENT, to its final state)",
             ["task"], registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, float("inf")))
         self._names: set[str] = set()

@@ -52,8 +52,12 @@ class TaskRow:
     changed: int = 0
     # A small result as it came (content type, body), decoded only when shown.
     raw: tuple[str, bytes] | None = None
+    # How long its body ran, as its final state says (its actor measured it).
+    ran: float | None = None
 
     def runtime(self) -> float | None:
+        if self.ran is not None:
+            return round(self.ran, 6)
         if self.ended is None:
             return None
         begin = self.started if self.started is not None else self.received
@@ -217,6 +221,8 @@ class View:
 
     def _on_state(self, row: TaskRow, previous: str, state: str, ts: float,
                   event: dict[str, Any]) -> None:
+        if isinstance(event.get("queue"), str) and row.queue is None:
+            row.queue = event["queue"]
         if state in (states.SENT, states.PENDING, states.RECEIVED) or row.received is None:
             if row.received is None:
                 row.received = ts
@@ -231,6 +237,10 @@ class View:
         elif state in FINAL:
             row.ended = ts
             row.where = None
+            if isinstance(event.get("runtime"), (int, float)):
+                row.ran = float(event["runtime"])
+            if isinstance(event.get("worker"), str):
+                row.worker = event["worker"]
             if state == states.SUCCESS:
                 self._result(row, event)
                 self._count(ts, 1)

@@ -19,7 +19,8 @@ def event_problem(event: Any) -> str | None:
     if not isinstance(event.get("retries", 0), int) or isinstance(event.get("retries"), bool):
         return "'retries' must be an integer"
     for key, kinds in (("ts", (int, float)), ("name", str), ("ct", str), ("body", bytes),
-                       ("exc", dict), ("copy", str)):
+                       ("exc", dict), ("copy", str), ("runtime", (int, float)),
+                       ("worker", str), ("queue", str)):
         if key in event and not isinstance(event[key], kinds):
             return f"'{key}' has the wrong type"
     if "exc" in event and not all(isinstance(event["exc"].get(k, ""), str)

@@ -12,7 +12,7 @@ from .store import Row, Store
 logger = logging.getLogger("zq.results")
 
 _FIELDS = ("id", "state", "retries", "name", "ts", "version", "ct", "body", "exc", "meta",
-           "copy", "presumed")
+           "copy", "presumed", "runtime", "worker", "queue")
 _SENT_KEPT = 1_000_000
 
 

@@ -85,6 +85,7 @@ class Actor:
         self.granted: set[tuple[Any, Any]] = set()
         self.lease_s = _DEFAULT_LEASE_S
         self._finished: list[dict[str, Any]] = []
+        self._name = config.identity.decode(errors="replace")
 
     def setup(self) -> None:
         worker = self.config.worker
@@ -400,6 +401,10 @@ class Actor:
             # A next link that cannot be sent fails this task, as one that cannot start.
             done = self.executor.cannot_run(msg.header, exc)
         done["runtime"] = runtime = time.monotonic() - began
+        event = done.get("event")
+        if isinstance(event, dict):  # kept with the result (and shown by monitors)
+            event["runtime"] = runtime
+            event["worker"] = self._name
         self._finished.append(done)
         if task_logger.isEnabledFor(logging.INFO):
             _log_outcome(msg.header, done.get("event"), runtime)
