@@ -54,6 +54,27 @@ def _error(answer, status: int) -> str:
     return message
 
 
+def test_task_info_names_its_relatives_worker_runtime_and_queue(dash: Dashboard) -> None:
+    """A chain's second link was sent by the first (parent_id, root_id); a group's members
+    share its group_id; a finished task says which actor ran it and for how long."""
+    from zq import group
+
+    chained = (basic.add.s(1, 1) | basic.add.s(2)).delay()
+    assert chained.get(timeout=10) == 4
+    first = chained.parent
+    assert first is not None
+    info = _final(dash, chained.id)
+    assert info["relatives"]["parent_id"] == first.id
+    assert info["relatives"]["root_id"] == first.id
+    assert info["worker"] and info["worker"].count("/") == 2
+    assert info["runtime"] is not None and 0 <= info["runtime"] < 5
+    assert info["queue"] == "celery"
+    members = group(basic.add.s(i, i) for i in range(3)).delay()
+    assert members.get(timeout=10) == [0, 2, 4]
+    group_ids = {_final(dash, r.id)["relatives"].get("group_id") for r in members.results}
+    assert group_ids == {members.id}
+
+
 def test_tasks_info_and_result(dash: Dashboard) -> None:
     ok = basic.add.delay(2, 3)
     bad = basic.fail.delay("boom from the api test")

@@ -153,6 +153,15 @@ def test_a_failing_task_shows_its_traceback(page: Page) -> None:
     assert tab.inner_text("#task-state") == "FAILURE"
 
 
+def test_a_chain_link_s_page_links_to_the_task_that_sent_it(page: Page) -> None:
+    chained = (basic.add.s(1, 1) | basic.add.s(2)).delay()
+    assert chained.get(timeout=10) == 4
+    tab = page.open(f"/task/{chained.id}")
+    tab.wait_for_function(
+        f"document.querySelector('#relatives a[href=\"/task/{chained.parent.id}\"]')")
+    assert "sent by" in tab.inner_text("#relatives")
+
+
 def test_revoking_from_the_page_ends_a_scheduled_task_revoked(page: Page) -> None:
     result = basic.add.apply_async((2, 2), countdown=60)
     tab = page.open(f"/task/{result.id}")

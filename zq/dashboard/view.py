@@ -28,6 +28,10 @@ FINAL = frozenset(states.READY_STATES)
 COUNTED = ("received", "succeeded", "failed", "retried")
 
 
+# What a task's relatives are called in its states (zq.router.core._relatives).
+_RELATIVES = ("parent_id", "root_id", "group_id", "chord_id")
+
+
 @dataclass
 class TaskRow:
     """What the dashboard knows of one task."""
@@ -54,6 +58,8 @@ class TaskRow:
     raw: tuple[str, bytes] | None = None
     # How long its body ran, as its final state says (its actor measured it).
     ran: float | None = None
+    # Its relatives, as SENT says them: parent_id, root_id, group_id, chord_id.
+    relatives: dict[str, str] = field(default_factory=dict)
 
     def runtime(self) -> float | None:
         if self.ran is not None:
@@ -73,6 +79,7 @@ class TaskRow:
             "exception": self.exception, "eta": self.eta,
         }
         if full:
+            out["relatives"] = dict(self.relatives)
             if self.raw is not None:
                 self.result, self.raw = _decode(*self.raw), None
             out.update(args=self.args, kwargs=self.kwargs, result=self.result,
@@ -223,6 +230,9 @@ class View:
                   event: dict[str, Any]) -> None:
         if isinstance(event.get("queue"), str) and row.queue is None:
             row.queue = event["queue"]
+        for key in _RELATIVES:
+            if isinstance(event.get(key), str):
+                row.relatives[key] = event[key]
         if state in (states.SENT, states.PENDING, states.RECEIVED) or row.received is None:
             if row.received is None:
                 row.received = ts

@@ -20,7 +20,8 @@ def event_problem(event: Any) -> str | None:
         return "'retries' must be an integer"
     for key, kinds in (("ts", (int, float)), ("name", str), ("ct", str), ("body", bytes),
                        ("exc", dict), ("copy", str), ("runtime", (int, float)),
-                       ("worker", str), ("queue", str)):
+                       ("worker", str), ("queue", str), ("parent_id", str), ("root_id", str),
+                       ("group_id", str), ("chord_id", str)):
         if key in event and not isinstance(event[key], kinds):
             return f"'{key}' has the wrong type"
     if "exc" in event and not all(isinstance(event["exc"].get(k, ""), str)

@@ -12,7 +12,11 @@ from .store import Row, Store
 logger = logging.getLogger("zq.results")
 
 _FIELDS = ("id", "state", "retries", "name", "ts", "version", "ct", "body", "exc", "meta",
-           "copy", "presumed", "runtime", "worker", "queue")
+           "copy", "presumed", "runtime", "worker") + ("queue", "parent_id", "root_id",
+                                                        "group_id", "chord_id")
+# Kept from the row before when a later state leaves them out: where the task went and who
+# its relatives are (SENT says them), as a row keeps its name.
+_KEPT = ("name", "queue", "parent_id", "root_id", "group_id", "chord_id")
 _SENT_KEPT = 1_000_000
 
 
@@ -34,8 +38,10 @@ def merge(old: Row | None, event: Row, now: float) -> Row | None:
     row = {k: event[k] for k in _FIELDS if k in event}
     row.setdefault("ts", now)
     row["retries"] = retries
-    if old is not None and "name" not in row and old.get("name"):
-        row["name"] = old["name"]
+    if old is not None:
+        for key in _KEPT:
+            if key not in row and old.get(key):
+                row[key] = old[key]
     row["version"] = (old.get("version", 0) if old else 0) + 1
     return row
 

@@ -429,7 +429,7 @@ class Core:
         until its next attempt starts, as in Celery, nor for an ignored result), and
         Celery's task-sent."""
         if not entry.header.get("ignore_result") and not entry.retries:
-            self.event(entry, states.SENT, queue=",".join(queues))
+            self.event(entry, states.SENT, queue=",".join(queues), **_relatives(entry.header))
         if self.monitor.on:
             self.monitor.task_sent(entry, ",".join(queues))
 
@@ -600,3 +600,15 @@ def _size(entries: list[Entry]) -> int | None:
         if size is not None:
             return int(size)
     return None
+
+
+def _relatives(header: dict[str, Any]) -> dict[str, Any]:
+    """Who a task's relatives are, as its header says, for the state it is SENT with
+    (monitors show them): the task that sent it and the first of that line, its group,
+    and the chord body it is a part of."""
+    found = {key: header[key] for key in ("parent_id", "root_id", "group_id")
+             if isinstance(header.get(key), str)}
+    chord = header.get("chord")
+    if isinstance(chord, list) and chord and isinstance(chord[0], str):
+        found["chord_id"] = chord[0]
+    return found

@@ -269,12 +269,22 @@ function taskPage() {
         kv("runtime", fmtDuration(t.runtime)), kv("worker", t.worker), kv("queue", t.queue),
         kv("retries", t.retries), kv("eta", fmtTime(t.eta)), kv("revoked", t.revoked ? "yes" : "no"),
         kv("now", held || (ended ? "ended" : "not held by the router")))),
+      el("h2", {}, "Relatives"),
+      el("dl", {class: "kv", id: "relatives"}, ...relativesOf(t)),
       el("h2", {}, "Arguments"),
       el("pre", {id: "args"}, "args: " + show(t.args === null || t.args === undefined ? "(not seen)" : t.args) +
         "\nkwargs: " + show(t.kwargs === null || t.kwargs === undefined ? "(not seen)" : t.kwargs)),
       ...outcome,
       el("h2", {}, "Timeline"),
       el("ul", {class: "timeline", id: "timeline"}, (t.timeline || []).map(s => el("li", {}, fmtTime(s.ts), " ", badge(s.state)))));
+  }
+  function relativesOf(t) {
+    const names = {parent_id: "sent by", root_id: "first of its line", group_id: "group",
+                   chord_id: "part of the chord whose body is"};
+    const found = Object.entries(t.relatives || {}).filter(([k, v]) => v && v !== t.id);
+    if (!found.length) return [el("dd", {}, "none known")];
+    return found.flatMap(([k, v]) => [el("dt", {}, names[k] || k),
+      el("dd", {class: "mono"}, k === "group_id" ? v : el("a", {href: "/task/" + encodeURIComponent(v)}, v))]);
   }
   const later = throttle(() => refresh().catch(e => toast(e.message, true)), 500);
   onLive(message => { if ((message.tasks || []).some(t => t.id === id)) later(); });
