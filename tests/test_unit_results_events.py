@@ -113,3 +113,24 @@ def test_batches_are_published_to_receivers_only(results, router):
         assert published.header == {"events": batch, "epoch": "e1"}
     finally:
         receiver.close(linger=0)
+
+
+def test_a_watcher_of_every_task_gets_each_batch_of_changes_in_one_message():
+    from zq.protocol import WATCH_ALL
+    from zq.results.stream import Stream
+
+    stream = Stream()
+    rows = [{"id": f"t{i}", "state": "SUCCESS", "version": 1} for i in range(3)]
+    # Nobody listens: numbered, nothing to send.
+    assert [stream.publish(row) for row in rows] == [None] * 3 and stream.batch() is None
+    stream.subscription(b"\x01" + WATCH_ALL)
+    stream.subscription(b"\x01t1")
+    sent = [stream.publish(row) for row in rows]
+    # Only the task somebody watches on its own topic gets a message of its own...
+    assert [s[0] if s else None for s in sent] == [None, b"t1", None]
+    # ... and every change goes in one batch, numbered in order.
+    topic, msg = stream.batch()
+    assert topic == WATCH_ALL
+    assert [(e["id"], e["seq"]) for e in msg.header["events"]] == [("t0", 4), ("t1", 5),
+                                                                   ("t2", 6)]
+    assert stream.batch() is None

@@ -47,7 +47,8 @@ def watch(results: Watched, ids: list[str] | None, timeout_s: float | None = Non
     try:
         token = protocol.WATCH_HELLO + uuid.uuid4().hex.encode()
         sub.setsockopt(zmq.SUBSCRIBE, token)
-        for topic in ([i.encode() for i in ids] if ids else [b""]):
+        # Every task's changes come in batches on WATCH_ALL; a task's own on its id.
+        for topic in ([i.encode() for i in ids] if ids else [protocol.WATCH_ALL]):
             sub.setsockopt(zmq.SUBSCRIBE, topic)
         # The hello on our own topic proves every subscription above is in place, so
         # nothing published after the snapshot below can be missed.
@@ -91,28 +92,35 @@ def _stream(sub: zmq.Socket[Any], readable: Readable, last_seq: int,
             continue
         if msg.cmd is not Cmd.EVENT:
             continue
-        event = msg.header
-        if event.get("seq", 0) <= last_seq:
-            continue
-        task_id = event.get("id")
-        if not isinstance(task_id, str):
-            continue
-        known = versions.get(task_id, 0)
-        version = event.get("version", 0)
-        if version <= known:
-            continue
-        if known and version > known + 1:
-            # Dropped under load (the PUB high-water mark): fetch what we missed.
-            for meta in results.get([task_id]):
-                if meta.get("version", 0) > known:
-                    versions[task_id] = meta.get("version", 0)
-                    yield meta
-            continue
-        versions[task_id] = version
-        versions.move_to_end(task_id)
-        if len(versions) > _WATCH_MEMORY:
-            versions.popitem(last=False)
-        yield event
+        batch = msg.header.get("events")
+        for event in batch if isinstance(batch, list) else [msg.header]:
+            if isinstance(event, dict) and event.get("seq", 0) > last_seq:
+                yield from _change(event, versions, results)
+
+
+def _change(event: dict[str, Any], versions: OrderedDict[str, int], results: Watched,
+            ) -> Iterator[dict[str, Any]]:
+    """One published change, unless seen already; what was missed before it, if a gap in
+    the task's versions shows some."""
+    task_id = event.get("id")
+    if not isinstance(task_id, str):
+        return
+    known = versions.get(task_id, 0)
+    version = event.get("version", 0)
+    if version <= known:
+        return
+    if known and version > known + 1:
+        # Dropped under load (the PUB high-water mark): fetch what we missed.
+        for meta in results.get([task_id]):
+            if meta.get("version", 0) > known:
+                versions[task_id] = meta.get("version", 0)
+                yield meta
+        return
+    versions[task_id] = version
+    versions.move_to_end(task_id)
+    if len(versions) > _WATCH_MEMORY:
+        versions.popitem(last=False)
+    yield event
 
 
 def describe(event: dict[str, Any]) -> str:

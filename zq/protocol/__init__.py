@@ -57,6 +57,7 @@ from .ids import (
     MAX_MESSAGE_SIZE,
     MAX_QUEUE_NAME,
     MAX_TASK_ID,
+    WATCH_ALL,
     WATCH_HELLO,
     attempt_label,
     copy_id,
@@ -81,7 +82,7 @@ __all__ = [
     "WelcomeHeader",
     # ids and limits
     "EXCHANGE_TYPES", "MAX_CHORD_SIZE", "MAX_MESSAGE_SIZE", "MAX_QUEUE_NAME", "MAX_TASK_ID", "RELAY_INDEX",
-    "WATCH_HELLO", "EVENT_TYPES", "EVENTS_TOPIC", "TASK_EVENT_TYPES", "WANT_TOPIC",
+    "WATCH_ALL", "WATCH_HELLO", "EVENT_TYPES", "EVENTS_TOPIC", "TASK_EVENT_TYPES", "WANT_TOPIC",
     "WORKER_EVENT_TYPES",
     "attempt_label", "copy_id", "ended_label", "parse_attempt_label", "started_attempt",
     "tracked_id",

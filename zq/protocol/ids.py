@@ -19,6 +19,9 @@ RELAY_INDEX = MAX_CHORD_SIZE
 # The topic prefix a watcher subscribes to with a token of its own; the results actor
 # publishes a hello on it, proving the watcher's earlier subscriptions are in place.
 WATCH_HELLO = b"\x00hello:"
+# A watcher of every task subscribes to this topic: each batch of changes the results
+# actor applies comes as one message (EVENT {"events": [...]}), not one per change.
+WATCH_ALL = b"\x00all"
 
 # Celery's event types, as the router builds them (docs/events.md).
 TASK_EVENT_TYPES = ("task-sent", "task-received", "task-started", "task-succeeded",

@@ -361,6 +361,12 @@ class ResultsActor:
             if row["state"] in states.READY_STATES:
                 for peer in self.waiters.pop(row["id"]):
                     finished.setdefault(peer, []).append(row)
+        batch = self.stream.batch()
+        if batch is not None:
+            try:
+                protocol.send(self.pub, batch[1], identity=batch[0], flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # a slow watcher sees the version gaps and asks
         for peer, rows in finished.items():
             self._send(peer, Message(Cmd.STATES, {"states": rows}))
         # Stored after the waiters have their answers, a batch of steps at a time (see

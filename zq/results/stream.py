@@ -6,7 +6,15 @@ import logging
 import uuid
 from typing import Any
 
-from ..protocol import EVENT_TYPES, EVENTS_TOPIC, WANT_TOPIC, WATCH_HELLO, Cmd, Message
+from ..protocol import (
+    EVENT_TYPES,
+    EVENTS_TOPIC,
+    WANT_TOPIC,
+    WATCH_ALL,
+    WATCH_HELLO,
+    Cmd,
+    Message,
+)
 from .store import Row
 
 logger = logging.getLogger("zq.results")
@@ -32,6 +40,7 @@ class Stream:
         # subscriptions; ``wanted_changed`` until the router has been told.
         self.wanted: frozenset[str] = frozenset()
         self.wanted_changed = False
+        self._batch: list[Row] = []
 
     def subscription(self, frame: bytes) -> tuple[bytes, Message] | None:
         """Note a (un)subscription frame read from XPUB; a hello gets a WELCOME to send.
@@ -70,14 +79,25 @@ class Stream:
         return EVENTS_TOPIC, Message(Cmd.MONITOR, {"events": events, "epoch": epoch})
 
     def publish(self, row: Row) -> tuple[bytes, Message] | None:
-        """Number the change ``row``; the topic and EVENT to send, if anybody listens."""
+        """Number the change ``row``; the topic and EVENT to send, if anybody listens to
+        its task (a watcher of everything gets it in the batch, see ``batch``)."""
         self.seq += 1
         if not self._topics:
             return None
+        if WATCH_ALL in self._topics:
+            self._batch.append(dict(row, seq=self.seq))
         topic = row["id"].encode()
         if b"" in self._topics or topic in self._topics:
             return topic, Message(Cmd.EVENT, dict(row, seq=self.seq))
         return None
+
+    def batch(self) -> tuple[bytes, Message] | None:
+        """The changes published since the last batch, in one EVENT for the watchers of
+        every task (WATCH_ALL), if any."""
+        if not self._batch:
+            return None
+        events, self._batch = self._batch, []
+        return WATCH_ALL, Message(Cmd.EVENT, {"events": events})
 
 
 def _event_type(topic: bytes) -> str | None:
