@@ -265,7 +265,8 @@ def test_workers_autoscale_flag_starts_within_bounds_grows_when_busy_and_shrinks
     actor is busy, and after ten heartbeats with an idle actor to spare comes back to 2;
     `inspect conf` shows the bounds."""
     with dedicated_cluster(tmp_path / "c", concurrency=1,
-                           workers_args=["--autoscale", "3,2"]) as cluster:
+                           workers_args=["--autoscale", "3,2", "--heartbeat-interval", "0.3"]
+                           ) as cluster:
         cluster.wait_for(lambda s: s["actors"] == 2, "2 actors (the minimum)")
         # The hosts' settings come with their heartbeats, once a second.
         conf = wait_until(lambda: [host.get("autoscale") for host in
