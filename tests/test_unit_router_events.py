@@ -9,7 +9,7 @@ import pytest
 from tests.test_unit_router_rules import T0, Router
 from zq import states
 from zq.protocol import Cmd, Message
-from zq.router import members, monitor
+from zq.router import intake, members, monitor
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -88,7 +88,7 @@ def test_a_registration_leases_its_types_and_answers_what_is_held():
     r.ready(b"a1")
     r.submit("running"), r.submit("queued")
     r.deal()
-    monitor.on_monitor(r.core, b"rx", Message(Cmd.MONITOR, {"types": ["*"], "wakeup": True,
+    intake.on_monitor(r.core, b"rx", Message(Cmd.MONITOR, {"types": ["*"], "wakeup": True,
                                                             "rid": 7}), T0)
     (answer,) = r.replies_to(b"rx")
     assert answer.cmd is Cmd.MONITOR and answer.header["rid"] == 7
@@ -106,7 +106,7 @@ def test_a_registration_leases_its_types_and_answers_what_is_held():
                                     {"types": [None]}, {"types": ["*"] * 100}])
 def test_a_malformed_registration_is_refused_with_one_line(header):
     r = Router()
-    monitor.on_monitor(r.core, b"rx", Message(Cmd.MONITOR, header), T0)
+    intake.on_monitor(r.core, b"rx", Message(Cmd.MONITOR, header), T0)
     (answer,) = r.replies_to(b"rx")
     assert answer.cmd is Cmd.ERROR and "\n" not in answer.header["message"]
     assert not r.core.monitor.on

@@ -8,14 +8,16 @@ that names it and why; those of a commit that failed are taken back (:func:`unwr
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
 from .. import protocol
-from ..protocol import Cmd, Message, copy_id
+from ..protocol import Cmd, Message, copy_id, event_types_problem
 from ..ratelimit import parse_rate
 from .book import Entry
 from .core import Core
+from .monitor import SNAPSHOT_TASKS
 from .waiting import wait_problem
 
 logger = logging.getLogger("zq.router")
@@ -238,3 +240,27 @@ def on_wait(core: Core, identity: bytes, msg: Message, now: float) -> None:
             elsewhere.append(task_id)
     if elsewhere:
         core.reply(identity, Message(Cmd.STATES, {"states": [], "elsewhere": elsewhere}))
+
+
+def on_monitor(core: Core, identity: bytes, msg: Message, now: float) -> None:
+    """A receiver registers for ``types`` (leased for LEASE_S; its subscriptions keep
+    them wanted after that) and is answered with what it would have seen so far."""
+    types = msg.header.get("types")
+    problem = event_types_problem(types)
+    if problem is not None or not isinstance(types, list):
+        logger.warning("refusing MONITOR from %r: %s", identity, problem)
+        core.refuse(identity, f"MONITOR refused: {problem}")
+        return
+    monitor = core.monitor
+    monitor.now = now
+    monitor.lease(types, now)
+    actors = [actor for actor in core.actors.values() if actor.taking]
+    tasks = list(itertools.islice(core.book.tasks.values(), SNAPSHOT_TASKS))
+    events = monitor.snapshot(tasks, actors, msg.header.get("wakeup") is True)
+    if "*" not in types:
+        events = [event for event in events if event["type"] in types]
+    header: dict[str, Any] = {"events": events, "clock": monitor.clock,
+                              "epoch": core.welcome.get("epoch")}
+    if "rid" in msg.header:
+        header["rid"] = msg.header["rid"]
+    core.reply(identity, Message(Cmd.MONITOR, header))

@@ -26,7 +26,7 @@ from .._proctitle import set_title
 from .._signals import Wakeup
 from ..errors import ConfigurationError, ProtocolError
 from ..protocol import Cmd, Message
-from . import control, files, intake, members, monitor
+from . import control, files, intake, members
 from .book import Entry
 from .children import ResultsChild
 from .config import RouterConfig
@@ -57,7 +57,7 @@ HANDLERS: dict[Cmd, Handler] = {
     Cmd.SUBMIT: intake.on_submit, Cmd.PUBLISH: intake.on_publish, Cmd.HELLO: members.on_hello, Cmd.CONTROL: control.on_control,
     Cmd.READY: members.on_ready, Cmd.DONE: members.on_done, Cmd.HEARTBEAT: members.on_heartbeat,
     Cmd.LOST: members.on_lost, Cmd.EVENTS: members.on_events, Cmd.BYE: members.on_bye,
-    Cmd.WAIT: intake.on_wait, Cmd.MONITOR: monitor.on_monitor,
+    Cmd.WAIT: intake.on_wait, Cmd.MONITOR: intake.on_monitor,
 }
 
 

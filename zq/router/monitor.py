@@ -16,22 +16,19 @@ nothing twice. See docs/events.md.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import platform
 import socket
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import states
-from ..protocol import EVENT_TYPES, Cmd, Message, event_types_problem
+from ..protocol import EVENT_TYPES
 from .book import INFLIGHT, Entry
 from .peers import ActorState
 
-if TYPE_CHECKING:
-    from .core import Core
 
 logger = logging.getLogger("zq.router")
 
@@ -273,27 +270,3 @@ def _why(exc: dict[str, Any] | None) -> str:
     if isinstance(args, list) and args and isinstance(args[0], str):
         return args[0]
     return str((exc or {}).get("message", ""))
-
-
-def on_monitor(core: Core, identity: bytes, msg: Message, now: float) -> None:
-    """A receiver registers for ``types`` (leased for LEASE_S; its subscriptions keep
-    them wanted after that) and is answered with what it would have seen so far."""
-    types = msg.header.get("types")
-    problem = event_types_problem(types)
-    if problem is not None or not isinstance(types, list):
-        logger.warning("refusing MONITOR from %r: %s", identity, problem)
-        core.refuse(identity, f"MONITOR refused: {problem}")
-        return
-    monitor = core.monitor
-    monitor.now = now
-    monitor.lease(types, now)
-    actors = [actor for actor in core.actors.values() if actor.taking]
-    tasks = list(itertools.islice(core.book.tasks.values(), SNAPSHOT_TASKS))
-    events = monitor.snapshot(tasks, actors, msg.header.get("wakeup") is True)
-    if "*" not in types:
-        events = [event for event in events if event["type"] in types]
-    header: dict[str, Any] = {"events": events, "clock": monitor.clock,
-                              "epoch": core.welcome.get("epoch")}
-    if "rid" in msg.header:
-        header["rid"] = msg.header["rid"]
-    core.reply(identity, Message(Cmd.MONITOR, header))
