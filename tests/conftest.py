@@ -93,3 +93,21 @@ def dedicated_cluster(directory: Path, app: App = basic.app, module: str = BASIC
         finally:
             app.close()
             app.conf.update(router=previous)
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Iterator[Any]:
+    """A results actor in this process (memory store, ipc endpoints under tmp_path), set
+    up and torn down, to be stepped by the test."""
+    from zq.results import ResultsConfig
+    from zq.results.actor import ResultsActor
+
+    actor = ResultsActor(ResultsConfig(ingest=f"ipc://{tmp_path}/ingest",
+                                       query=f"ipc://{tmp_path}/query",
+                                       pub=f"ipc://{tmp_path}/pub", data_dir=None,
+                                       backend="memory"))
+    actor.setup()
+    try:
+        yield actor
+    finally:
+        actor.teardown()

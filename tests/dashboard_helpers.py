@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,15 +75,12 @@ class Dashboard:
         return answer.json()
 
     def wait(self, predicate: Any, what: str, timeout_s: float = 15.0) -> Any:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout_s}s waiting for {what}\n"
-                            f"{self.process.log()[-3000:]}")
-            time.sleep(0.05)
+        from tests.conftest import wait_until
+
+        try:
+            return wait_until(predicate, timeout_s, what)
+        except pytest.fail.Exception as exc:
+            pytest.fail(f"{exc}\n{self.process.log()[-3000:]}")
 
 
 @contextmanager
@@ -117,3 +115,19 @@ def started_dashboard(cluster: Cluster, *args: str, bind: str = "127.0.0.1:0",
         yield dashboard
     finally:
         process.stop()
+
+
+@contextmanager
+def basic_cluster_with_dashboard(directory: Path) -> Iterator[tuple[Cluster, Dashboard]]:
+    """A cluster of the basic app (the basic app pointed at it) and a dashboard on it:
+    what each dashboard test module shares."""
+    from tests.apps import basic
+    from tests.conftest import BASIC_APP, connect
+
+    with Cluster(directory, app=BASIC_APP, concurrency=2) as started:
+        connect(basic.app, started)
+        try:
+            with started_dashboard(started, workers=2) as dashboard:
+                yield started, dashboard
+        finally:
+            basic.app.close()

@@ -14,27 +14,26 @@ from pathlib import Path
 import pytest
 
 from tests.apps import basic
-from tests.conftest import BASIC_APP, connect
-from tests.dashboard_helpers import Dashboard, started_dashboard
+from tests.dashboard_helpers import Dashboard, basic_cluster_with_dashboard, started_dashboard
 from zq.testing import Cluster
 
 AUTH = ("admin", "s3cret")
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with Cluster(tmp_path_factory.mktemp("dash"), app=BASIC_APP, concurrency=2) as started:
-        connect(basic.app, started)
-        try:
-            yield started
-        finally:
-            basic.app.close()
+def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Dashboard]]:
+    with basic_cluster_with_dashboard(tmp_path_factory.mktemp("dash")) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
-def dash(cluster: Cluster) -> Iterator[Dashboard]:
-    with started_dashboard(cluster, workers=2) as dashboard:
-        yield dashboard
+def cluster(both: tuple[Cluster, Dashboard]) -> Cluster:
+    return both[0]
+
+
+@pytest.fixture(scope="module")
+def dash(both: tuple[Cluster, Dashboard]) -> Dashboard:
+    return both[1]
 
 
 def _final(dash: Dashboard, task_id: str, timeout_s: float = 15.0) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,23 +12,9 @@ import zmq
 
 from zq import protocol
 from zq.protocol import EVENTS_TOPIC, WANT_TOPIC, Cmd, Message
-from zq.results import ResultsConfig
 from zq.results.actor import ResultsActor
 
 pytestmark = pytest.mark.timeout(20)
-
-
-@pytest.fixture
-def results(tmp_path: Path) -> Iterator[ResultsActor]:
-    actor = ResultsActor(ResultsConfig(ingest=f"ipc://{tmp_path}/ingest",
-                                       query=f"ipc://{tmp_path}/query",
-                                       pub=f"ipc://{tmp_path}/pub", data_dir=None,
-                                       backend="memory"))
-    actor.setup()
-    try:
-        yield actor
-    finally:
-        actor.teardown()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ import zmq
 
 from zq import protocol
 from zq.protocol import Cmd, Message
-from zq.results import ResultsActor, ResultsConfig
+from zq.results import ResultsActor
 from zq.results import queries as results_queries
 from zq.results.waiters import Waiters
 from zq.states import SUCCESS
@@ -104,19 +103,6 @@ def test_the_default_limits_bound_the_memory_strangers_can_take() -> None:
 
 
 # -- the WAIT handler, stepped -----------------------------------------------------------------
-
-@pytest.fixture
-def results(tmp_path: Path) -> Iterator[ResultsActor]:
-    actor = ResultsActor(ResultsConfig(ingest=f"ipc://{tmp_path}/ingest",
-                                       query=f"ipc://{tmp_path}/query",
-                                       pub=f"ipc://{tmp_path}/pub", data_dir=None,
-                                       backend="memory"))
-    actor.setup()
-    try:
-        yield actor
-    finally:
-        actor.teardown()
-
 
 @pytest.fixture
 def client(results: ResultsActor) -> Iterator[zmq.Socket[bytes]]:
